@@ -1,0 +1,91 @@
+"""The grammar of repository names, tags, digests and references: parse or raise, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .errors import ErrorCode, RegistryError
+
+NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{NAME_COMPONENT}(?:/{NAME_COMPONENT})*$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+MAX_NAME_LENGTH = 255
+
+#: supported algorithms and the exact length of their lower-hex encoding
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_HEX_RE = re.compile(r"^[a-f0-9]+$")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def is_valid_name(name: str) -> bool:
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and bool(NAME_RE.match(name))
+
+
+def parse_name(name: str) -> str:
+    """A repository name, or NAME_INVALID."""
+    if not is_valid_name(name):
+        raise RegistryError(ErrorCode.NAME_INVALID, detail={"name": _printable(name)})
+    return name
+
+
+def is_valid_tag(tag: str) -> bool:
+    return isinstance(tag, str) and bool(TAG_RE.match(tag))
+
+
+def parse_tag(tag: str) -> str:
+    if not is_valid_tag(tag):
+        raise RegistryError(ErrorCode.TAG_INVALID, "invalid tag", detail={"tag": _printable(tag)})
+    return tag
+
+
+def try_digest(value: str) -> Digest | None:
+    """A supported, well-formed digest, or None."""
+    if not isinstance(value, str) or len(value) > 256:
+        return None
+    m = _DIGEST_RE.match(value)
+    if not m:
+        return None
+    alg, enc = m.group(1), m.group(2)
+    if DIGEST_ALGORITHMS.get(alg) != len(enc) or not _HEX_RE.match(enc):
+        return None
+    return Digest(alg, enc)
+
+
+def parse_digest(value: str, code: ErrorCode = ErrorCode.DIGEST_INVALID) -> Digest:
+    d = try_digest(value)
+    if d is None:
+        raise RegistryError(code, "invalid or unsupported digest", detail={"digest": _printable(value)})
+    return d
+
+
+def looks_like_digest(value: str) -> bool:
+    """True when ``value`` is meant as a digest (has ``:``), valid or not; tags never hold ``:``."""
+    return ":" in value
+
+
+def parse_reference(value: str) -> str | Digest:
+    """A manifest reference: a Digest when it contains ``:``, else a tag."""
+    if looks_like_digest(value):
+        return parse_digest(value)
+    if not is_valid_tag(value):
+        raise RegistryError(
+            ErrorCode.TAG_INVALID, "invalid manifest reference", detail={"reference": _printable(value)}
+        )
+    return value
+
+
+def _printable(value: object) -> str:
+    text = str(value)
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return text
