@@ -1,0 +1,103 @@
+"""The aiohttp application factory: routes, middlewares, start-up and shut-down of the driver."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from drivers.base import StorageDriver
+
+from .config import Config
+from .errors import ErrorCode, RegistryError
+
+log = logging.getLogger("registry")
+
+CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+DRIVER_KEY: web.AppKey[StorageDriver] = web.AppKey("driver", StorageDriver)
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: RegistryError) -> web.Response:
+    """The OCI error envelope for ``err``; HEAD responses get the status and headers only."""
+    return web.Response(
+        status=err.status,
+        body=json.dumps(err.body()).encode(),
+        content_type="application/json",
+        headers=err.headers,
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the OCI JSON envelope; an unexpected exception is a logged 500."""
+    try:
+        return await handler(request)
+    except RegistryError as err:
+        return error_response(err)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(
+            RegistryError(ErrorCode.UNSUPPORTED, f"method {request.method} not allowed", headers=_allow(exc))
+        )
+    except web.HTTPNotFound:
+        return error_response(RegistryError(ErrorCode.NAME_UNKNOWN, "no such route", status=404))
+    except web.HTTPException:
+        raise
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
+        return error_response(RegistryError(ErrorCode.UNKNOWN, "internal server error"))
+
+
+def _allow(exc: web.HTTPMethodNotAllowed) -> dict[str, str]:
+    return {"Allow": ", ".join(sorted(exc.allowed_methods))}
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+    extra: dict[str, list[str]] = request.app[CONFIG_KEY].http.headers
+    for name, values in extra.items():
+        if name not in response.headers:
+            for value in values:
+                response.headers.add(name, value)
+
+
+async def base_handler(request: web.Request) -> web.Response:
+    """``GET /v2/``: the API version check every client starts with."""
+    return web.json_response({})
+
+
+def create_app(config: Config, driver: StorageDriver | None = None) -> web.Application:
+    """Build the registry application. ``driver`` overrides the one configured (tests)."""
+    middlewares: list[Any] = [errors_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**2)
+    app[CONFIG_KEY] = config
+    if driver is not None:
+        app[DRIVER_KEY] = driver
+    app.on_response_prepare.append(_add_headers)
+    app.cleanup_ctx.append(_driver_lifecycle)
+    app.router.add_route("GET", "/v2/", base_handler)
+    app.router.add_route("HEAD", "/v2/", base_handler)
+    return app
+
+
+async def _driver_lifecycle(app: web.Application) -> Any:
+    owned = DRIVER_KEY not in app
+    if owned:
+        app[DRIVER_KEY] = open_driver(app[CONFIG_KEY])
+    yield
+    if owned:
+        await app[DRIVER_KEY].close()
+
+
+def open_driver(config: Config) -> StorageDriver:
+    """The storage driver named by the config's ``storage:`` block."""
+    from drivers.factory import create_driver
+
+    return create_driver(config.storage.driver, config.storage.params)

@@ -1,0 +1,172 @@
+"""``registry`` command line: ``serve`` (distribution-compatible), ``--version`` and operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+
+log = logging.getLogger("registry")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry", description="An OCI distribution registry (spec v1.1) with Docker compatibility."
+    )
+    parser.add_argument("--version", "-v", action="version", version=f"registry {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the registry (like distribution's `registry serve config.yml`)")
+    serve.add_argument("config_file", nargs="?", help="configuration file (distribution's config.yml format)")
+    serve.add_argument("--config", "-c", dest="config_option", help="configuration file")
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config_file", nargs="?")
+    check.add_argument("--config", "-c", dest="config_option")
+    try:
+        from .auth.cli import add_auth_commands
+    except ImportError:  # the auth package is optional at this point of the build
+        pass
+    else:
+        add_auth_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command in ("serve", "check-config"):
+        if args.config_file and args.config_option and args.config_file != args.config_option:
+            parser.error("give the configuration file once, either as an argument or with --config")
+        path = args.config_option or args.config_file or os.environ.get("REGISTRY_CONFIGURATION_PATH")
+        try:
+            _setup_logging("info")
+            config = load_config(path)
+            _setup_logging(config.log.level)
+            _validate_storage(config)
+        except (ConfigError, ValueError) as exc:
+            print(f"registry: configuration error: {exc}", file=sys.stderr)
+            return 1
+        if args.command == "check-config":
+            print("configuration OK")
+            return 0
+        return serve(config)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return int(handler(args) or 0)
+
+
+def _setup_logging(level: str) -> None:
+    level = {"warn": "warning"}.get(level, level)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _validate_storage(config: Config) -> None:
+    """Open the driver once before serving so a bad storage block fails fast, with one line."""
+    from drivers.base import StorageError
+    from drivers.factory import create_driver
+
+    try:
+        driver = create_driver(config.storage.driver, config.storage.params)
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
+    asyncio.run(driver.close())
+
+
+def serve(config: Config) -> int:
+    """Run until SIGINT/SIGTERM. With ``http.workers > 1`` forks workers sharing the port."""
+    if config.http.secret_generated:
+        log.warning("http.secret is not set: generated a random one; set it when running several instances")
+    workers = config.http.workers
+    children: list[int] = []
+    if workers > 1:
+        for _ in range(workers - 1):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _run_loop(config, reuse_port=True)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+    try:
+        _run_loop(config, reuse_port=workers > 1)
+    except OSError as exc:
+        print(f"registry: cannot listen on {config.http.addr}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    return 0
+
+
+def _run_loop(config: Config, *, reuse_port: bool) -> None:
+    """Run the server on uvloop when it is installed (faster I/O), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    if uvloop is not None and not os.environ.get("REGISTRY_NO_UVLOOP"):
+        uvloop.run(_run(config, reuse_port=reuse_port))
+    else:
+        asyncio.run(_run(config, reuse_port=reuse_port))
+
+
+async def _run(config: Config, *, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from .app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        access_log=None if config.log.accesslog_disabled else logging.getLogger("registry.access"),
+        access_log_format='%a "%r" %s %b "%{User-Agent}i" %Tfs',
+        handle_signals=False,
+    )
+    await runner.setup()
+    host, port = config.http.host_port
+    site = web.TCPSite(
+        runner, host, port, ssl_context=_ssl_context(config), reuse_port=reuse_port or None, backlog=1024
+    )
+    await site.start()
+    log.info("registry %s listening on %s", __version__, config.http.addr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.http.tls
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.certificate, tls.key)
+    if tls.clientcas:
+        for ca in tls.clientcas:
+            ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
