@@ -1,0 +1,61 @@
+# Set-up and everyday commands. Each target creates the virtualenv it needs.
+#   make run    install and start the registry on the embedded default (./data, 127.0.0.1:5000)
+#   make test   install everything the tests need (pip, apt, npm) and run the whole suite
+#   make bench  run the side-by-side benchmark against the reference registry
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TOOLS  := .tools
+AZURITE_VERSION := 3.35.0
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := docker-registry skopeo umoci
+PYTEST_ARGS ?=
+
+.PHONY: run test deps test-deps apt-deps node-deps bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[fast]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[fast,s3,gcs,azure,test]'
+	touch $@
+
+deps: $(VENV)/.runtime
+
+run: deps
+	$(PY) -m registry serve $(CONFIG)
+
+# Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci,
+# and Node.js for azurite. Installed only when missing.
+apt-deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+node-deps: apt-deps
+	@[ -f $(TOOLS)/azurite/node_modules/azurite/package.json ] || \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
+
+test-deps: $(VENV)/.test apt-deps node-deps
+
+test: test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: test-deps
+	$(PY) -m benchmarks.compare $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache
