@@ -2,7 +2,14 @@
 
 Every backend implements :class:`StorageDriver`. Paths are driver paths: absolute,
 ``/``-separated, each component made of ``[A-Za-z0-9._-]`` and never ``.`` or ``..``.
-They are validated here, once, by :func:`check_path`.
+They are validated here, once, by :func:`check_path` (and :func:`check_dir`, which also
+accepts the root ``/`` for :meth:`StorageDriver.list` and :meth:`StorageDriver.walk`).
+
+Directories are implicit, as on an object store: a directory exists while some file lies
+below it. Backends with real directories remove the ones a delete or move leaves empty, so
+every backend lists the same tree. The root ``/`` always exists.
+
+The conformance suite in :mod:`drivers.testsuite` is the executable form of this contract.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ import dataclasses
 import datetime as dt
 import enum
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar
 
-_PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9._-]+")
+_PATH_RE = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 
 
 class StorageError(Exception):
     """Base of every driver error; carries the driver's name so logs say which backend failed."""
+
+    kind = "storage error"
 
     def __init__(self, driver: str, path: str = "", detail: str = "") -> None:
         self.driver = driver
@@ -34,8 +44,6 @@ class StorageError(Exception):
         if self.detail:
             parts.append(self.detail)
         return ", ".join(parts)
-
-    kind = "storage error"
 
 
 class PathNotFound(StorageError):
@@ -58,25 +66,51 @@ class Unsupported(StorageError):
     kind = "unsupported operation"
 
 
+class DriverConfigError(ValueError):
+    """A ``storage:`` config block that names an unknown driver or holds a bad parameter."""
+
+
+def is_valid_component(name: str) -> bool:
+    """True for one path component: ``[A-Za-z0-9._-]+`` but not ``.`` or ``..``."""
+    return bool(_COMPONENT_RE.fullmatch(name)) and name not in (".", "..")
+
+
+def is_valid_path(path: object) -> bool:
+    return (
+        isinstance(path, str)
+        and bool(_PATH_RE.fullmatch(path))
+        and all(p not in (".", "..") for p in path.split("/")[1:])
+    )
+
+
 def check_path(driver: str, path: str) -> str:
     """Return ``path`` if it is a valid driver path, else raise :class:`InvalidPath`."""
-    if not isinstance(path, str) or not _PATH_RE.match(path):
-        raise InvalidPath(driver, str(path))
-    for part in path.split("/")[1:]:
-        if part in (".", ".."):
-            raise InvalidPath(driver, path)
+    if not is_valid_path(path):
+        raise InvalidPath(driver, repr(path) if not isinstance(path, str) else path)
     return path
 
 
-def is_valid_path(path: str) -> bool:
-    return isinstance(path, str) and bool(_PATH_RE.match(path)) and not any(
-        p in (".", "..") for p in path.split("/")[1:]
-    )
+def check_dir(driver: str, path: str) -> str:
+    """Like :func:`check_path`, but also accepts the root ``/`` (for list and walk)."""
+    return path if path == "/" else check_path(driver, path)
+
+
+def walk_key(path: str) -> tuple[str, ...]:
+    """Sort key of walk order: depth-first, each directory's children sorted by name.
+
+    Comparing component tuples (not strings) keeps a directory's subtree together:
+    ``/a/b`` comes before ``/a-x`` although ``"/a-x" < "/a/b"``.
+    """
+    return tuple(path.split("/")[1:]) if path != "/" else ()
 
 
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
-    """What :meth:`StorageDriver.stat` and :meth:`StorageDriver.walk` report about a path."""
+    """What :meth:`StorageDriver.stat` and :meth:`StorageDriver.walk` report about a path.
+
+    ``modified`` is timezone-aware UTC for files; directories may report None (object
+    stores keep no directory times). Directories report size 0.
+    """
 
     path: str
     size: int
@@ -94,11 +128,17 @@ WalkCallback = Callable[[FileInfo], Awaitable[WalkAction | None] | WalkAction | 
 
 
 class FileWriter(abc.ABC):
-    """A resumable writer. Data becomes visible at ``path`` only after :meth:`commit`.
+    """A resumable writer, from :meth:`StorageDriver.writer`.
 
     ``size`` counts every byte written so far, including bytes of earlier sessions that this
-    writer resumed. :meth:`close` keeps the data for a later ``writer(path, append=True)``;
-    :meth:`cancel` throws it away.
+    writer resumed. The data is guaranteed to be readable at ``path`` only after
+    :meth:`commit`; before that, whether a reader sees it depends on the backend.
+
+    Life cycle: an open writer ends with exactly one of :meth:`commit` (data published),
+    :meth:`close` (data kept for a later ``writer(path, append=True)``, in this or any other
+    process) or :meth:`cancel` (data and any upload state removed). After that, ``write``,
+    ``commit`` and ``cancel`` raise :class:`StorageError`; ``close`` is always allowed and
+    does nothing more. ``async with`` closes, so an exception leaves the upload resumable.
     """
 
     @property
@@ -106,7 +146,8 @@ class FileWriter(abc.ABC):
     def size(self) -> int: ...
 
     @abc.abstractmethod
-    async def write(self, data: bytes | bytearray | memoryview) -> int: ...
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns its length. The caller may reuse ``data`` afterwards."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -125,10 +166,23 @@ class FileWriter(abc.ABC):
 
 
 class StorageDriver(abc.ABC):
-    """The async storage contract; see the module docstring for the path rules."""
+    """The async storage contract; see the module docstring for paths and directories.
+
+    Every method validates its paths first (InvalidPath) and raises only
+    :class:`StorageError` subclasses naming this driver.
+    """
 
     #: the backend's name as written in the ``storage:`` config block
     name: str = "driver"
+    #: the keys :meth:`from_params` understands; the factory warns about any other key
+    known_params: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "StorageDriver":
+        """Build the driver from its ``storage: <name>:`` block (distribution's keys).
+
+        Raises :class:`DriverConfigError` for a bad value; ignores unknown keys."""
+        return cls()
 
     def check(self, path: str) -> str:
         return check_path(self.name, path)
@@ -139,39 +193,52 @@ class StorageDriver(abc.ABC):
 
     @abc.abstractmethod
     async def put_content(self, path: str, data: bytes) -> None:
-        """Write a small file atomically, replacing any previous content."""
+        """Write a small file atomically (a reader sees the old or the new content, never a
+        mix), replacing any previous content and creating parent directories."""
 
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Stream the file from ``offset``. ``offset == size`` yields nothing; negative or
-        beyond the size raises InvalidOffset; a missing file raises PathNotFound (both raised
-        on the first iteration at the latest)."""
+        """Stream the file from ``offset`` in non-empty ``bytes`` chunks of at most
+        ``chunk_size``. ``offset == size`` yields nothing; negative or beyond the size raises
+        InvalidOffset; a missing file (or a directory) raises PathNotFound (both raised on
+        the first iteration at the latest). Closing the iterator early releases the file."""
 
     @abc.abstractmethod
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         """A writer at ``path``; with ``append`` it resumes an uncommitted writer that any
-        process or driver instance left there (PathNotFound when there is none)."""
+        process or driver instance left there (PathNotFound when there is none). Without
+        ``append`` it starts from zero, discarding what an earlier writer left."""
 
     @abc.abstractmethod
-    async def stat(self, path: str) -> FileInfo: ...
+    async def stat(self, path: str) -> FileInfo:
+        """Size, modification time and kind of a file or directory. PathNotFound if missing."""
 
     @abc.abstractmethod
     async def list(self, path: str) -> list[str]:
         """Full paths of the direct children of directory ``path``, sorted. The root ``/`` is
-        allowed here. PathNotFound when ``path`` does not exist."""
+        allowed here (and is empty, not missing, on new storage). PathNotFound when ``path``
+        does not exist or is a file."""
 
     @abc.abstractmethod
     async def move(self, source: str, dest: str) -> None:
-        """Move a file, overwriting ``dest``. PathNotFound (dest untouched) if source is missing."""
+        """Move a file, overwriting ``dest`` and creating its parents. PathNotFound (dest
+        untouched) if source is missing."""
 
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
-        """Delete a file or a directory tree. PathNotFound if nothing is there."""
+        """Delete a file or a directory tree. PathNotFound if nothing is there. Deleting
+        ``/a`` never touches ``/ab``."""
 
     async def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        """A URL a client can fetch ``path`` from directly, or None to serve it ourselves."""
+        """An absolute http(s) URL a client can ``method`` (GET or HEAD) ``path`` at directly,
+        or None to serve it ourselves. Other methods raise Unsupported."""
         self.check(path)
+        self.check_redirect_method(path, method)
         return None
+
+    def check_redirect_method(self, path: str, method: str) -> None:
+        if method not in ("GET", "HEAD"):
+            raise Unsupported(self.name, path, f"no redirect for method {method!r}")
 
     def local_path(self, path: str) -> str | None:
         """The OS path of a file on local disk (lets the HTTP layer use sendfile), else None."""
@@ -184,96 +251,27 @@ class StorageDriver(abc.ABC):
         *,
         start_after: str | None = None,
     ) -> AsyncIterator[FileInfo]:
-        """Depth-first, lexically ordered walk below ``path`` (files and directories).
+        """Walk below ``path`` (files and directories, not ``path`` itself) in walk order:
+        depth-first, each directory's children sorted by name (see :func:`walk_key`).
 
-        ``callback`` may answer SKIP_DIR for a directory (its children are not visited) or STOP.
-        ``start_after`` skips every path that sorts before or equal to it in walk order.
-        Backends with a recursive listing may override this.
+        ``callback`` sees each entry before it is yielded and may answer SKIP_DIR for a
+        directory (it is yielded, its children are not visited) or STOP (nothing more is
+        yielded, this entry included). ``start_after`` yields only entries after it in walk
+        order; it need not exist. PathNotFound if ``path`` is missing or a file.
+        Backends override :meth:`_children` (one listing with details) or this method.
         """
         return _walk(self, path, callback, start_after)
 
-    async def close(self) -> None: ...
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def cancel(self) -> None: ...
-
-    async def __aenter__(self) -> "FileWriter":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-
-class StorageDriver(abc.ABC):
-    """The async storage contract; see the module docstring for the path rules."""
-
-    #: the backend's name as written in the ``storage:`` config block
-    name: str = "driver"
-
-    def check(self, path: str) -> str:
-        return check_path(self.name, path)
-
-    @abc.abstractmethod
-    async def get_content(self, path: str) -> bytes:
-        """Whole content of a small file (links, manifests). PathNotFound if missing."""
-
-    @abc.abstractmethod
-    async def put_content(self, path: str, data: bytes) -> None:
-        """Write a small file atomically, replacing any previous content."""
-
-    @abc.abstractmethod
-    def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Stream the file from ``offset``. ``offset == size`` yields nothing; negative or
-        beyond the size raises InvalidOffset; a missing file raises PathNotFound (both raised
-        on the first iteration at the latest)."""
-
-    @abc.abstractmethod
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
-        """A writer at ``path``; with ``append`` it resumes an uncommitted writer that any
-        process or driver instance left there (PathNotFound when there is none)."""
-
-    @abc.abstractmethod
-    async def stat(self, path: str) -> FileInfo: ...
-
-    @abc.abstractmethod
-    async def list(self, path: str) -> list[str]:
-        """Full paths of the direct children of directory ``path``, sorted. The root ``/`` is
-        allowed here. PathNotFound when ``path`` does not exist."""
-
-    @abc.abstractmethod
-    async def move(self, source: str, dest: str) -> None:
-        """Move a file, overwriting ``dest``. PathNotFound (dest untouched) if source is missing."""
-
-    @abc.abstractmethod
-    async def delete(self, path: str) -> None:
-        """Delete a file or a directory tree. PathNotFound if nothing is there."""
-
-    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
-        """A URL a client can fetch ``path`` from directly, or None to serve it ourselves."""
-        self.check(path)
-        return None
-
-    def local_path(self, path: str) -> str | None:
-        """The OS path of a file on local disk (lets the HTTP layer use sendfile), else None."""
-        return None
-
-    async def walk(
-        self,
-        path: str,
-        callback: WalkCallback | None = None,
-        *,
-        start_after: str | None = None,
-    ) -> AsyncIterator[FileInfo]:
-        """Depth-first, lexically ordered walk below ``path`` (files and directories).
-
-        ``callback`` may answer SKIP_DIR for a directory (its children are not visited) or STOP.
-        ``start_after`` skips every path that sorts before or equal to it in walk order.
-        Backends with a recursive listing may override this.
-        """
-        return _walk(self, path, callback, start_after)
+    async def _children(self, path: str) -> list[FileInfo]:
+        """The direct children of directory ``path`` with their details, sorted (walk's
+        building block). The default asks :meth:`list` then :meth:`stat` for each."""
+        out = []
+        for child in await self.list(path):
+            try:
+                out.append(await self.stat(child))
+            except PathNotFound:
+                continue  # deleted while we walked
+        return out
 
     async def close(self) -> None:
         """Release connections and other resources."""
@@ -282,37 +280,40 @@ class StorageDriver(abc.ABC):
 async def _walk(
     driver: StorageDriver, root: str, callback: WalkCallback | None, start_after: str | None
 ) -> AsyncIterator[FileInfo]:
-    if root != "/":
-        driver.check(root)
+    check_dir(driver.name, root)
+    start = walk_key(check_path(driver.name, start_after)) if start_after is not None else None
     try:
-        async for item in _visit(driver, root, callback, start_after):
+        async for item in _visit(driver, root, callback, start):
             yield item
     except _StopWalk:
         return
 
 
 async def _visit(
-    driver: StorageDriver, directory: str, callback: WalkCallback | None, start_after: str | None
+    driver: StorageDriver,
+    directory: str,
+    callback: WalkCallback | None,
+    start: tuple[str, ...] | None,
 ) -> AsyncIterator[FileInfo]:
-    for child in await driver.list(directory):
-        inside_start = start_after is not None and start_after.startswith(child + "/")
-        if start_after is not None and child <= start_after and not inside_start:
-            continue
-        try:
-            info = await driver.stat(child)
-        except PathNotFound:
+    for info in await driver._children(directory):
+        key = walk_key(info.path)
+        if start is not None and key <= start:
+            # on the way to start (an ancestor of it, or start itself): its subtree may
+            # still hold entries after start; any other earlier entry is skipped whole
+            if info.is_dir and start[: len(key)] == key:
+                async for sub in _visit(driver, info.path, callback, start):
+                    yield sub
             continue
         action = None
-        if not inside_start:
-            if callback is not None:
-                action = callback(info)
-                if hasattr(action, "__await__"):
-                    action = await action  # type: ignore[misc]
-            if action is WalkAction.STOP:
-                raise _StopWalk
-            yield info
+        if callback is not None:
+            action = callback(info)
+            if hasattr(action, "__await__"):
+                action = await action  # type: ignore[misc]
+        if action is WalkAction.STOP:
+            raise _StopWalk
+        yield info
         if info.is_dir and action is not WalkAction.SKIP_DIR:
-            async for sub in _visit(driver, child, callback, start_after):
+            async for sub in _visit(driver, info.path, callback, None):
                 yield sub
 
 

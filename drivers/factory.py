@@ -1,0 +1,57 @@
+"""Driver name and ``storage:`` config block → a :class:`~drivers.base.StorageDriver`.
+
+Backends are imported lazily, so a registry on local disk never imports a cloud SDK. To add
+a backend, add its ``"name": "module:Class"`` line to :data:`DRIVERS`; the class declares
+``known_params`` and implements ``from_params``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .base import DriverConfigError, StorageDriver
+
+__all__ = ["DRIVERS", "DriverConfigError", "create_driver", "driver_class"]
+
+log = logging.getLogger(__name__)
+
+DRIVERS: dict[str, str] = {
+    "filesystem": "drivers.filesystem:FilesystemDriver",
+    "inmemory": "drivers.inmemory:InMemoryDriver",
+}
+
+
+def driver_class(name: str) -> type[StorageDriver]:
+    """The driver class registered as ``name``; DriverConfigError if there is none."""
+    target = DRIVERS.get(name)
+    if target is None:
+        known = ", ".join(sorted(DRIVERS))
+        raise DriverConfigError(f"unknown storage driver {name!r} (known: {known})")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DriverConfigError(
+            f"storage driver {name!r} needs a package that is not installed: {exc.name or exc}"
+        ) from exc
+    return getattr(module, class_name)
+
+
+def create_driver(name: str, params: Mapping[str, Any] | None = None) -> StorageDriver:
+    """Build the driver ``name`` from its config block; unknown keys are logged, not fatal."""
+    cls = driver_class(name)
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise DriverConfigError(f"storage.{name}: expected a mapping of parameters, got {params!r}")
+    for key in sorted(set(params) - cls.known_params, key=str):
+        log.warning("storage.%s: ignoring unknown parameter %r", name, key)
+    try:
+        return cls.from_params(params)
+    except DriverConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise DriverConfigError(f"storage.{name}: {exc}") from exc
