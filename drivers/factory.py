@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 DRIVERS: dict[str, str] = {
     "filesystem": "drivers.filesystem:FilesystemDriver",
     "inmemory": "drivers.inmemory:InMemoryDriver",
+    "s3": "drivers.s3:S3Driver",
+    "gcs": "drivers.gcs:GCSDriver",
+    "azure": "drivers.azure:AzureDriver",
+    "oss": "drivers.oss:OSSDriver",
 }
 
 
