@@ -10,6 +10,7 @@ from aiohttp import web
 
 from drivers.base import StorageDriver
 
+from . import api
 from .config import Config
 from .errors import ErrorCode, RegistryError
 
@@ -82,8 +83,10 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
         app[DRIVER_KEY] = driver
     app.on_response_prepare.append(_add_headers)
     app.cleanup_ctx.append(_driver_lifecycle)
+    app.cleanup_ctx.append(api.store_context(config.http.secret, DRIVER_KEY))
     app.router.add_route("GET", "/v2/", base_handler)
     app.router.add_route("HEAD", "/v2/", base_handler)
+    api.add_routes(app)
     return app
 
 

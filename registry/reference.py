@@ -89,3 +89,62 @@ def _printable(value: object) -> str:
     if len(text) > 300:
         text = text[:300] + "..."
     return text
+
+
+# --------------------------------------------------------------------------- uploads and ranges
+
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?$")
+_BYTE_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+
+
+def parse_upload_id(value: str) -> str:
+    """An upload session id (a UUID from us or the reference): a single safe path component."""
+    if not isinstance(value, str) or not _UPLOAD_ID_RE.match(value):
+        raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": _printable(value)})
+    return value
+
+
+def parse_content_range(value: str) -> tuple[int, int]:
+    """``start-end`` of an upload PATCH (no unit, as the spec says; ``bytes `` tolerated), or 416."""
+    m = _CONTENT_RANGE_RE.match(value.strip()) if isinstance(value, str) else None
+    if not m or int(m.group(2)) < int(m.group(1)):
+        raise RegistryError(ErrorCode.RANGE_INVALID, detail={"Content-Range": _printable(value)})
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """The ``(start, end)`` inclusive byte range a blob GET asks for, clipped to ``size``.
+
+    None means "send the whole blob" (a multi-range request, which we may ignore per RFC 9110).
+    A malformed or unsatisfiable range raises RANGE_INVALID (416) with the blob's size.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if text.startswith("bytes=") and "," in text:
+        return None
+    m = _BYTE_RANGE_RE.match(text)
+    unsatisfiable = RegistryError(
+        ErrorCode.RANGE_INVALID, detail={"Range": _printable(value)}, headers={"Content-Range": f"bytes */{size}"}
+    )
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise unsatisfiable
+    first, last = m.group(1), m.group(2)
+    if first == "":  # suffix range: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise unsatisfiable
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last != "" else size - 1
+    if start >= size or end < start:
+        raise unsatisfiable
+    return start, min(end, size - 1)
+
+
+def parse_page_size(value: str | None, maximum: int) -> int | None:
+    """``n`` of a paginated list: None when absent, capped at ``maximum``; else PAGINATION_NUMBER_INVALID."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, detail={"n": _printable(value)})
+    return min(int(value), maximum)

@@ -1,0 +1,94 @@
+"""What every handler shares: the store, the repository name, request bodies, URLs, gates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ..config import Config
+from ..errors import ErrorCode, RegistryError
+from ..reference import parse_name
+from ..store import Store
+
+STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
+#: request bodies are handed to the store in pieces of about this size (fewer, larger writes)
+BODY_BATCH = 4 << 20
+
+
+def store(request: web.Request) -> Store:
+    return request.app[STORE_KEY]
+
+
+def config(request: web.Request) -> Config:
+    from ..app import CONFIG_KEY
+
+    return request.app[CONFIG_KEY]
+
+
+def repo_name(request: web.Request) -> str:
+    return parse_name(request.match_info["name"])
+
+
+def v2_path(request: web.Request, suffix: str) -> str:
+    """A path under ``/v2/`` (with ``http.prefix``), for Location and Link headers."""
+    prefix = config(request).http.prefix.rstrip("/")
+    return f"{prefix}/v2/{suffix}"
+
+
+def quote_query(value: str) -> str:
+    return quote(value, safe="")
+
+
+def require_delete(request: web.Request) -> None:
+    if not config(request).storage.delete_enabled:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled (storage.delete.enabled)")
+
+
+def require_writable(request: web.Request) -> None:
+    if config(request).storage.readonly:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "the registry is in read-only mode")
+
+
+def has_body(request: web.Request) -> bool:
+    return request.body_exists
+
+
+async def body_chunks(request: web.Request, batch: int = BODY_BATCH) -> AsyncIterator[bytes]:
+    """The request body in pieces of about ``batch`` bytes, as it arrives (chunked too)."""
+    content = request.content
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= batch:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def read_limited(request: web.Request, limit: int, check: Callable[[int], None]) -> bytes:
+    """The whole (small) body; ``check(size)`` raises once the body is known to exceed ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        check(request.content_length)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            check(size)
+        parts.append(chunk)
+
+
+def header_values(request: web.Request, name: str) -> list[str]:
+    """Every value of a header that may be repeated (e.g. skopeo's six ``Accept`` lines)."""
+    return request.headers.getall(name, [])

@@ -1,0 +1,58 @@
+"""Listings: ``GET /v2/<name>/tags/list``, ``GET /v2/_catalog``, ``GET /v2/<name>/referrers/<digest>``."""
+
+from __future__ import annotations
+
+import bisect
+
+from aiohttp import web
+
+from .. import mediatypes as mt
+from ..reference import parse_digest, parse_page_size
+from .base import quote_query, repo_name, store, v2_path
+
+#: page size limits: ``n`` above the maximum is capped (the Link header then leads on)
+MAX_PAGE = 10000
+DEFAULT_CATALOG_PAGE = 1000
+
+
+def _next_link(request: web.Request, suffix: str, n: int, last: str) -> str:
+    url = v2_path(request, f"{suffix}?n={n}&last={quote_query(last)}")
+    return f'<{url}>; rel="next"'
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    name = repo_name(request)
+    n = parse_page_size(request.query.get("n"), MAX_PAGE)
+    last = request.query.get("last")
+    tags = await store(request).tags.list(name)
+    if last:
+        tags = tags[bisect.bisect_right(tags, last):]
+    headers = {}
+    if n is not None:
+        if len(tags) > n and n > 0:
+            headers["Link"] = _next_link(request, f"{name}/tags/list", n, tags[n - 1])
+        tags = tags[:n]
+    return web.json_response({"name": name, "tags": tags}, headers=headers)
+
+
+async def catalog(request: web.Request) -> web.Response:
+    n = parse_page_size(request.query.get("n"), MAX_PAGE)
+    n = DEFAULT_CATALOG_PAGE if n is None else n
+    last = request.query.get("last") or None
+    repos, more = (await store(request).catalog.list(n, last)) if n > 0 else ([], False)
+    headers = {}
+    if more and repos:
+        headers["Link"] = _next_link(request, "_catalog", n, repos[-1])
+    return web.json_response({"repositories": repos}, headers=headers)
+
+
+async def list_referrers(request: web.Request) -> web.Response:
+    name = repo_name(request)
+    subject = parse_digest(request.match_info["digest"])
+    artifact_type = request.query.get("artifactType")
+    manifests = await store(request).referrers.list(name, subject, artifact_type)
+    headers = {}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
+    return web.json_response(body, headers=headers, content_type=mt.OCI_INDEX)

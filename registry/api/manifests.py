@@ -1,0 +1,72 @@
+"""``GET``/``HEAD``/``PUT``/``DELETE /v2/<name>/manifests/<reference>``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import manifests as mf
+from ..errors import ErrorCode, RegistryError
+from ..reference import Digest, parse_reference
+from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_path
+
+
+def _etag_matches(request: web.Request, etag: str) -> bool:
+    values = ",".join(header_values(request, "If-None-Match"))
+    candidates = {v.strip().removeprefix("W/") for v in values.split(",") if v.strip()}
+    return "*" in candidates or etag in candidates
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    name = repo_name(request)
+    ref = parse_reference(request.match_info["reference"])
+    stored = await store(request).manifests.get(name, ref)
+    if not mf.acceptable(stored.media_type, header_values(request, "Accept")):
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            f"the manifest is a {stored.media_type}, which the request's Accept header does not list",
+            detail={"mediaType": stored.media_type},
+        )
+    etag = f'"{stored.digest}"'
+    headers = {"Docker-Content-Digest": str(stored.digest), "ETag": etag}
+    if _etag_matches(request, etag):
+        return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = stored.media_type
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(stored.body))
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=200, body=stored.body, headers=headers)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    name = repo_name(request)
+    ref = parse_reference(request.match_info["reference"])
+    require_writable(request)
+    cfg = config(request)
+    limit = cfg.validation.manifests_maxsize
+    body = await read_limited(request, limit, lambda size: mf.check_manifest_size(size, limit))
+    manifest = mf.parse_manifest(
+        body,
+        request.headers.get("Content-Type"),
+        schema1_enabled=cfg.compatibility.schema1_enabled,
+        max_size=limit,
+        expected_digest=ref if isinstance(ref, Digest) else None,
+    )
+    digest = await store(request).manifests.put(name, manifest, None if isinstance(ref, Digest) else ref)
+    headers = {
+        "Location": v2_path(request, f"{name}/manifests/{digest}"),
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": "0",
+    }
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = manifest.subject.digest
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    """By tag: remove the tag only. By digest: the manifest and every tag pointing at it."""
+    name = repo_name(request)
+    ref = parse_reference(request.match_info["reference"])
+    require_delete(request)
+    require_writable(request)
+    await store(request).manifests.delete(name, ref)
+    return web.Response(status=202, headers={"Content-Length": "0"})

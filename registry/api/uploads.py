@@ -1,0 +1,105 @@
+"""Blob uploads: ``POST /v2/<name>/blobs/uploads/`` and ``GET|PATCH|PUT|DELETE .../uploads/<id>``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import access
+from ..reference import is_valid_name, parse_content_range, parse_digest, parse_upload_id, try_digest
+from ..store import BlobInfo, UploadSession
+from .base import body_chunks, has_body, quote_query, repo_name, require_writable, store, v2_path
+
+
+def _location(request: web.Request, s: UploadSession) -> str:
+    token = store(request).uploads.token(s)
+    return v2_path(request, f"{s.repo}/blobs/uploads/{s.id}?_state={quote_query(token)}")
+
+
+def _session_response(request: web.Request, s: UploadSession, status: int) -> web.Response:
+    headers = {
+        "Location": _location(request, s),
+        "Docker-Upload-UUID": s.id,
+        "Range": f"0-{max(s.size - 1, 0)}",
+        "Content-Length": "0",
+    }
+    return web.Response(status=status, headers=headers)
+
+
+def _created(request: web.Request, name: str, info: BlobInfo) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            "Location": v2_path(request, f"{name}/blobs/{info.digest}"),
+            "Docker-Content-Digest": str(info.digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    """Plain: a 202 session. ``?digest=`` with a body: the whole blob, 201. ``?mount=&from=``:
+    201 when ``from`` has the blob and the caller may pull it, else an ordinary session."""
+    name = repo_name(request)
+    require_writable(request)
+    st = store(request)
+    mount = request.query.get("mount")
+    if mount is not None:
+        info = await _try_mount(request, name, mount, request.query.get("from", ""))
+        if info is not None:
+            return _created(request, name, info)
+    digest = request.query.get("digest")
+    if digest is not None and has_body(request):
+        expected = parse_digest(digest)
+        s = await st.uploads.start(name)
+        info = await st.uploads.commit(s, expected, body_chunks(request))
+        return _created(request, name, info)
+    s = await st.uploads.start(name)
+    return _session_response(request, s, 202)
+
+
+async def _try_mount(request: web.Request, name: str, mount: str, source: str) -> BlobInfo | None:
+    """A cross-repository mount; any malformed or forbidden part just means "no mount"."""
+    digest = try_digest(mount)
+    if digest is None or not is_valid_name(source):
+        return None
+    if not access.allowed(request, "repository", source, "pull"):
+        return None
+    return await store(request).blobs.mount(name, digest, source)
+
+
+async def _resume(request: web.Request) -> UploadSession:
+    name = repo_name(request)
+    upload_id = parse_upload_id(request.match_info["uuid"])
+    return await store(request).uploads.resume(name, upload_id, request.query.get("_state"))
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    s = await _resume(request)
+    await store(request).uploads.status(s)
+    return _session_response(request, s, 204)
+
+
+async def patch_upload(request: web.Request) -> web.Response:
+    """Append a chunk (streamed, chunked transfer too); ``Content-Range`` must continue the data."""
+    s = await _resume(request)
+    require_writable(request)
+    content_range = request.headers.get("Content-Range")
+    start = parse_content_range(content_range)[0] if content_range is not None else None
+    await store(request).uploads.append(s, body_chunks(request), start)
+    return _session_response(request, s, 202)
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    """``PUT ?digest=`` with an optional last chunk: verify, then the blob becomes visible."""
+    s = await _resume(request)
+    require_writable(request)
+    expected = parse_digest(request.query.get("digest", ""))
+    chunks = body_chunks(request) if has_body(request) else None
+    info = await store(request).uploads.commit(s, expected, chunks)
+    return _created(request, s.repo, info)
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    s = await _resume(request)
+    await store(request).uploads.cancel(s)
+    return web.Response(status=204, headers={"Content-Length": "0"})

@@ -1,0 +1,70 @@
+"""The registry's model of storage, over the driver contract only (no HTTP here).
+
+:class:`Store` bundles the parts; handlers call one operation of one part per request:
+
+- ``store.blobs``      :class:`~registry.store.blobs.BlobStore`: stat/link/mount/unlink/read
+- ``store.uploads``    :class:`~registry.store.uploads.UploadStore`: start/resume/append/commit/cancel
+- ``store.manifests``  :class:`~registry.store.manifests.ManifestStore`: get/put/delete
+- ``store.tags``       :class:`~registry.store.tags.TagStore`: list/resolve/reindex
+- ``store.referrers``  :class:`~registry.store.referrers.ReferrerStore`: list
+- ``store.catalog``    :class:`~registry.store.catalog.Catalog`: list
+"""
+
+from __future__ import annotations
+
+from drivers.base import PathNotFound, StorageDriver
+
+from .. import manifests as mf
+from ..reference import Digest, try_digest
+from . import paths
+from .blobs import BlobInfo, BlobStore
+from .catalog import Catalog
+from .manifests import ManifestStore, StoredManifest
+from .referrers import ReferrerStore
+from .tags import TagStore
+from .uploads import UploadSession, UploadStore
+
+__all__ = ["BlobInfo", "Store", "StoredManifest", "UploadSession"]
+
+
+class Store:
+    def __init__(self, driver: StorageDriver, *, secret: str) -> None:
+        self.driver = driver
+        self.blobs = BlobStore(driver)
+        self.uploads = UploadStore(driver, self.blobs, secret)
+        self.tags = TagStore(driver)
+        self.referrers = ReferrerStore(driver)
+        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers)
+        self.catalog = Catalog(driver)
+
+    async def rebuild_indexes(self, repo: str) -> dict[str, int]:
+        """Recreate our indexes of ``repo`` (reverse tags, referrers) from the manifests, e.g.
+        after the reference registry wrote to the same storage. Idempotent."""
+        revisions = await self._revisions(repo)
+        referrers = 0
+        for d in revisions:
+            await self.tags.mark_indexed(repo, d)
+            try:
+                body = await self.blobs.get_small(d)
+            except PathNotFound:
+                continue
+            m = mf.parse_stored(body, str(d))
+            subject = try_digest(m.subject.digest) if m.subject else None
+            if subject is not None:
+                await self.referrers.add(repo, subject, d, m.referrer_descriptor().to_dict())
+                referrers += 1
+        tags = await self.tags.reindex(repo)
+        return {"manifests": len(revisions), "tags": tags, "referrers": referrers}
+
+    async def _revisions(self, repo: str) -> list[Digest]:
+        found = []
+        for algorithm in ("sha256", "sha512"):
+            try:
+                entries = await self.driver.list(paths.revisions_dir(repo, algorithm))
+            except PathNotFound:
+                continue
+            for entry in entries:
+                d = try_digest(f"{algorithm}:{paths.leaf(entry)}")
+                if d is not None:
+                    found.append(d)
+        return found

@@ -1,0 +1,112 @@
+"""Blobs: content-addressed data shared by all repositories, visible in a repository via a link."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+from drivers.base import InvalidOffset, PathNotFound, StorageDriver
+
+from ..errors import ErrorCode, RegistryError
+from ..reference import Digest, try_digest
+from . import paths
+
+
+@dataclasses.dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    #: the driver path of the bytes
+    path: str
+
+
+def blob_unknown(d: Digest) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(d)})
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    # --- global content ----------------------------------------------------------------------
+    async def stat_data(self, d: Digest) -> BlobInfo | None:
+        """The blob's data if it exists anywhere in the registry."""
+        path = paths.blob_data(d)
+        try:
+            info = await self.driver.stat(path)
+        except PathNotFound:
+            return None
+        if info.is_dir:
+            return None
+        return BlobInfo(d, info.size, path)
+
+    async def put_small(self, d: Digest, data: bytes) -> None:
+        """Store small content (a manifest) under its digest unless it is already there."""
+        existing = await self.stat_data(d)
+        if existing is None or existing.size != len(data):
+            await self.driver.put_content(paths.blob_data(d), data)
+
+    async def get_small(self, d: Digest) -> bytes:
+        return await self.driver.get_content(paths.blob_data(d))
+
+    # --- repository links ----------------------------------------------------------------------
+    async def is_linked(self, repo: str, d: Digest) -> bool:
+        try:
+            await self.driver.stat(paths.layer_link(repo, d))
+            return True
+        except PathNotFound:
+            return False
+
+    async def link(self, repo: str, d: Digest) -> None:
+        """Make blob ``d`` visible in ``repo`` (its data must be written first)."""
+        await self.driver.put_content(paths.layer_link(repo, d), str(d).encode())
+
+    async def stat(self, repo: str, d: Digest) -> BlobInfo:
+        """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present."""
+        try:
+            target = try_digest((await self.driver.get_content(paths.layer_link(repo, d))).decode("ascii", "replace"))
+        except PathNotFound:
+            raise blob_unknown(d) from None
+        info = await self.stat_data(target or d)
+        if info is None:
+            raise blob_unknown(d)
+        return BlobInfo(d, info.size, info.path)
+
+    async def mount(self, repo: str, d: Digest, source_repo: str) -> BlobInfo | None:
+        """Link ``d`` into ``repo`` when ``source_repo`` has it; None otherwise."""
+        try:
+            info = await self.stat(source_repo, d)
+        except RegistryError:
+            return None
+        await self.link(repo, d)
+        return info
+
+    async def unlink(self, repo: str, d: Digest) -> None:
+        """Remove ``d`` from ``repo`` (the data stays for the garbage collector)."""
+        try:
+            await self.driver.delete(paths.layer_link(repo, d))
+        except PathNotFound:
+            raise blob_unknown(d) from None
+
+    # --- reading -----------------------------------------------------------------------------------
+    async def redirect_url(self, info: BlobInfo, method: str = "GET") -> str | None:
+        return await self.driver.redirect_url(info.path, method)
+
+    def local_path(self, info: BlobInfo) -> str | None:
+        return self.driver.local_path(info.path)
+
+    async def read(self, info: BlobInfo, start: int = 0, length: int | None = None,
+                   chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (all when None) from ``start``."""
+        remaining = info.size - start if length is None else length
+        if remaining <= 0:
+            return
+        try:
+            async for chunk in self.driver.reader(info.path, start, chunk_size=chunk_size):
+                if len(chunk) >= remaining:
+                    yield chunk[:remaining] if len(chunk) > remaining else chunk
+                    return
+                remaining -= len(chunk)
+                yield chunk
+        except (PathNotFound, InvalidOffset):
+            raise blob_unknown(info.digest) from None

@@ -1,0 +1,138 @@
+"""Every storage path the registry uses, in one place: distribution's layout, plus our indexes.
+
+The layout is the reference registry's (``registry/storage/paths.go`` of distribution), so one
+directory or bucket can be served by either. Our own indexes live under ``_``-prefixed
+directories of a repository other than ``_manifests``, ``_layers`` and ``_uploads``: the
+reference's catalog walk and garbage collector skip those, and both indexes can be rebuilt from
+the manifests (see :mod:`registry.store.indexes`).
+"""
+
+from __future__ import annotations
+
+from ..reference import Digest
+
+ROOT = "/docker/registry/v2"
+REPOSITORIES = f"{ROOT}/repositories"
+
+
+def blobs_root() -> str:
+    return f"{ROOT}/blobs"
+
+
+def blob_dir(d: Digest) -> str:
+    return f"{ROOT}/blobs/{d.algorithm}/{d.hex[:2]}/{d.hex}"
+
+
+def blob_data(d: Digest) -> str:
+    """The bytes of a blob (layer, config or manifest)."""
+    return f"{blob_dir(d)}/data"
+
+
+def repo(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layers_dir(name: str) -> str:
+    return f"{repo(name)}/_layers"
+
+
+def layer_link(name: str, d: Digest) -> str:
+    """Present when blob ``d`` is visible in repository ``name``."""
+    return f"{repo(name)}/_layers/{d.algorithm}/{d.hex}/link"
+
+
+def manifests_dir(name: str) -> str:
+    """Its presence makes ``name`` a repository for the catalog."""
+    return f"{repo(name)}/_manifests"
+
+
+def revision_link(name: str, d: Digest) -> str:
+    """Present when manifest ``d`` belongs to repository ``name``."""
+    return f"{repo(name)}/_manifests/revisions/{d.algorithm}/{d.hex}/link"
+
+
+def revisions_dir(name: str, algorithm: str) -> str:
+    return f"{repo(name)}/_manifests/revisions/{algorithm}"
+
+
+def tags_dir(name: str) -> str:
+    return f"{repo(name)}/_manifests/tags"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"{repo(name)}/_manifests/tags/{tag}"
+
+
+def tag_current_link(name: str, tag: str) -> str:
+    """The digest ``tag`` points at now."""
+    return f"{repo(name)}/_manifests/tags/{tag}/current/link"
+
+
+def tag_index_dir(name: str, tag: str) -> str:
+    return f"{repo(name)}/_manifests/tags/{tag}/index"
+
+
+def tag_index_link(name: str, tag: str, d: Digest) -> str:
+    """Every digest ``tag`` has pointed at (the reference writes it; we keep it up to date)."""
+    return f"{repo(name)}/_manifests/tags/{tag}/index/{d.algorithm}/{d.hex}/link"
+
+
+def upload_dir(name: str, upload_id: str) -> str:
+    return f"{repo(name)}/_uploads/{upload_id}"
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return f"{repo(name)}/_uploads/{upload_id}/data"
+
+
+def upload_started_at(name: str, upload_id: str) -> str:
+    return f"{repo(name)}/_uploads/{upload_id}/startedat"
+
+
+def upload_hashstates_dir(name: str, upload_id: str, algorithm: str) -> str:
+    return f"{repo(name)}/_uploads/{upload_id}/hashstates/{algorithm}"
+
+
+def upload_hashstate(name: str, upload_id: str, algorithm: str, offset: int) -> str:
+    """Go's binary hash state after ``offset`` bytes (the reference's format, see drivers.digest)."""
+    return f"{repo(name)}/_uploads/{upload_id}/hashstates/{algorithm}/{offset}"
+
+
+# --- our indexes (ignored by the reference registry) ---------------------------------------------
+
+
+def digest_tags_dir(name: str, d: Digest) -> str:
+    """Reverse tag index: one empty file per tag that pointed at manifest ``d`` (may be stale)."""
+    return f"{repo(name)}/_tagsbydigest/{d.algorithm}/{d.hex}"
+
+
+def digest_tag_entry(name: str, d: Digest, tag: str) -> str:
+    return f"{repo(name)}/_tagsbydigest/{d.algorithm}/{d.hex}/{tag}"
+
+
+def digest_tags_marker(name: str, d: Digest) -> str:
+    """Written when we store manifest ``d``: its reverse entries are complete (a tag never
+    starts with ``.``). Without it (a manifest the reference wrote) deletes scan all tags."""
+    return f"{repo(name)}/_tagsbydigest/{d.algorithm}/{d.hex}/.indexed"
+
+
+def referrers_dir(name: str, subject: Digest) -> str:
+    """Referrers index: one descriptor file per manifest whose ``subject`` is ``subject``."""
+    return f"{repo(name)}/_referrers/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{repo(name)}/_referrers/{subject.algorithm}/{subject.hex}/{referrer.algorithm}-{referrer.hex}"
+
+
+def referrer_from_entry(path: str) -> Digest | None:
+    """The referrer digest encoded in a :func:`referrer_entry` path, or None."""
+    from ..reference import try_digest
+
+    leaf = path.rsplit("/", 1)[-1]
+    return try_digest(leaf.replace("-", ":", 1))
+
+
+def leaf(path: str) -> str:
+    """The last component of a driver path."""
+    return path.rsplit("/", 1)[-1]

@@ -1,0 +1,129 @@
+"""Tags: distribution's ``current``/``index`` links, plus a reverse index digest -> tags.
+
+The reverse index (``_tagsbydigest``) lets a delete by digest find the manifest's tags in
+O(its own tags). Entries may be stale (the tag moved on); every use re-checks the tag's current
+link. Tags written by the reference registry are not in it: :meth:`TagStore.reindex` rebuilds it.
+Write order for a tag: reverse entry, current link, index link -- so a tag is listed only once it
+resolves, and never without its reverse entry.
+"""
+
+from __future__ import annotations
+
+from drivers.base import PathNotFound, StorageDriver
+
+from ..errors import ErrorCode, RegistryError
+from ..reference import Digest, is_valid_tag, try_digest
+from . import paths
+
+
+def manifest_unknown(ref: object) -> RegistryError:
+    return RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": str(ref)})
+
+
+def name_unknown(repo: str) -> RegistryError:
+    return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repo})
+
+
+class TagStore:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    async def resolve(self, repo: str, tag: str) -> Digest:
+        """The digest ``tag`` points at, or MANIFEST_UNKNOWN."""
+        d = await self._current(repo, tag)
+        if d is None:
+            raise manifest_unknown(tag)
+        return d
+
+    async def _current(self, repo: str, tag: str) -> Digest | None:
+        try:
+            raw = await self.driver.get_content(paths.tag_current_link(repo, tag))
+        except PathNotFound:
+            return None
+        return try_digest(raw.decode("ascii", "replace").strip())
+
+    async def tag(self, repo: str, tag: str, d: Digest) -> None:
+        await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
+        await self.driver.put_content(paths.tag_current_link(repo, tag), str(d).encode())
+        await self.driver.put_content(paths.tag_index_link(repo, tag, d), str(d).encode())
+
+    async def untag(self, repo: str, tag: str) -> Digest:
+        """Remove ``tag`` (its history first, its current link last); MANIFEST_UNKNOWN if absent."""
+        d = await self.resolve(repo, tag)
+        await self._delete_quietly(paths.tag_index_dir(repo, tag))
+        await self._delete_quietly(paths.tag_dir(repo, tag))
+        await self._delete_quietly(paths.digest_tag_entry(repo, d, tag))
+        return d
+
+    async def mark_indexed(self, repo: str, d: Digest) -> None:
+        """Record that every tag of manifest ``d`` goes through :meth:`tag` (we stored it)."""
+        await self.driver.put_content(paths.digest_tags_marker(repo, d), b"")
+
+    async def tags_of(self, repo: str, d: Digest) -> list[str]:
+        """Tags that point at ``d`` now: from the reverse index (stale entries dropped), or by
+        scanning every tag when ``d`` was stored by another registry (no index marker)."""
+        try:
+            entries = await self.driver.list(paths.digest_tags_dir(repo, d))
+        except PathNotFound:
+            entries = []
+        marker = paths.digest_tags_marker(repo, d)
+        if marker not in entries:
+            return [t for t in await self._all_or_none(repo) if await self._current(repo, t) == d]
+        found = []
+        for entry in entries:
+            tag = paths.leaf(entry)
+            if entry == marker:
+                continue
+            if is_valid_tag(tag) and await self._current(repo, tag) == d:
+                found.append(tag)
+            else:
+                await self._delete_quietly(entry)
+        return found
+
+    async def _all_or_none(self, repo: str) -> list[str]:
+        try:
+            return await self.list(repo)
+        except RegistryError:
+            return []
+
+    async def untag_digest(self, repo: str, d: Digest) -> list[str]:
+        """Remove every tag pointing at ``d``; O(tags of d)."""
+        tags = await self.tags_of(repo, d)
+        for tag in tags:
+            await self._delete_quietly(paths.tag_index_dir(repo, tag))
+            await self._delete_quietly(paths.tag_dir(repo, tag))
+        await self._delete_quietly(paths.digest_tags_dir(repo, d))
+        return tags
+
+    async def list(self, repo: str) -> list[str]:
+        """All tags of ``repo``, sorted; NAME_UNKNOWN when the repository does not exist."""
+        try:
+            children = await self.driver.list(paths.tags_dir(repo))
+        except PathNotFound:
+            if await self._exists(paths.manifests_dir(repo)) or await self._exists(paths.layers_dir(repo)):
+                return []
+            raise name_unknown(repo) from None
+        return sorted(t for t in (paths.leaf(c) for c in children) if is_valid_tag(t))
+
+    async def reindex(self, repo: str) -> int:
+        """Rebuild the reverse index from the current links (e.g. after the reference wrote tags)."""
+        count = 0
+        for tag in await self.list(repo):
+            d = await self._current(repo, tag)
+            if d is not None:
+                await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
+                count += 1
+        return count
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self.driver.stat(path)
+            return True
+        except PathNotFound:
+            return False
+
+    async def _delete_quietly(self, path: str) -> None:
+        try:
+            await self.driver.delete(path)
+        except PathNotFound:
+            pass

@@ -1,0 +1,286 @@
+"""Upload sessions: signed state tokens, streamed appends with a resumable digest, commit.
+
+The digest is computed while the bytes stream in. After every append the SHA-256 state is saved
+under ``_uploads/<id>/hashstates/sha256/<offset>`` in Go's format (what the reference writes), so
+the next request -- on any instance sharing storage, even the reference registry -- resumes it
+without reading the data back. Only when no saved state matches (a crash between the data and the
+state write, a sha512 digest over PATCHed data, no libcrypto) does commit re-read the data, from
+the newest saved state that precedes it.
+
+The state token has the reference registry's format (base64url of HMAC-SHA256 then JSON
+``{Name, UUID, Offset, StartedAt}``), so with a shared ``http.secret`` either registry accepts the
+other's ``Location``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from drivers import digest as digests
+from drivers.base import FileWriter, PathNotFound, StorageDriver
+
+from ..errors import ErrorCode, RegistryError
+from ..reference import Digest
+from . import paths
+from .blobs import BlobInfo, BlobStore
+
+log = logging.getLogger(__name__)
+
+#: the algorithm hashed while PATCHed data streams in (the reference's canonical one)
+CANONICAL = "sha256"
+
+
+@dataclasses.dataclass
+class UploadSession:
+    repo: str
+    id: str
+    started_at: str
+    #: bytes received so far (from the token until the writer is opened)
+    size: int = 0
+
+
+def _upload_unknown(upload_id: str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id})
+
+
+def _now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class UploadStore:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, secret: str) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._key = secret.encode()
+
+    # --- state tokens ------------------------------------------------------------------------------
+    def token(self, s: UploadSession) -> str:
+        payload = json.dumps(
+            {"Name": s.repo, "UUID": s.id, "Offset": s.size, "StartedAt": s.started_at}, separators=(",", ":")
+        ).encode()
+        mac = hmac.new(self._key, payload, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac + payload).decode()
+
+    def _unpack(self, token: str, repo: str, upload_id: str) -> UploadSession:
+        invalid = RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "invalid upload state", detail={"uuid": upload_id})
+        try:
+            raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raise invalid from None
+        mac, payload = raw[:32], raw[32:]
+        if len(raw) <= 32 or not hmac.compare_digest(mac, hmac.new(self._key, payload, hashlib.sha256).digest()):
+            raise invalid
+        try:
+            state = json.loads(payload)
+            name, sid, offset, started = state["Name"], state["UUID"], state["Offset"], state["StartedAt"]
+        except (ValueError, KeyError, TypeError):
+            raise invalid from None
+        if name != repo or sid != upload_id or not isinstance(offset, int) or not isinstance(started, str):
+            raise invalid
+        return UploadSession(repo, upload_id, started, offset)
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    async def start(self, repo: str) -> UploadSession:
+        """A new, empty session (``startedat`` and an empty uncommitted data file)."""
+        s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339())
+        await self.driver.put_content(paths.upload_started_at(repo, s.id), s.started_at.encode())
+        w = await self.driver.writer(paths.upload_data(repo, s.id))
+        await w.close()
+        return s
+
+    async def resume(self, repo: str, upload_id: str, token: str | None) -> UploadSession:
+        """The session named by a Location; its ``size`` is read from storage, not trusted."""
+        if token:
+            s = self._unpack(token, repo, upload_id)
+        else:
+            s = UploadSession(repo, upload_id, "")
+        try:
+            started = await self.driver.get_content(paths.upload_started_at(repo, upload_id))
+        except PathNotFound:
+            raise _upload_unknown(upload_id) from None
+        s.started_at = s.started_at or started.decode("utf-8", "replace")
+        return s
+
+    async def status(self, s: UploadSession) -> int:
+        w = await self._open(s)
+        s.size = w.size
+        await w.close()
+        return s.size
+
+    async def cancel(self, s: UploadSession) -> None:
+        try:
+            w = await self.driver.writer(paths.upload_data(s.repo, s.id), append=True)
+            await w.cancel()
+        except PathNotFound:
+            pass
+        try:
+            await self.driver.delete(paths.upload_dir(s.repo, s.id))
+        except PathNotFound:
+            raise _upload_unknown(s.id) from None
+
+    # --- data --------------------------------------------------------------------------------------
+    async def append(self, s: UploadSession, chunks: AsyncIterator[bytes], start: int | None = None) -> int:
+        """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size."""
+        w = await self._open(s)
+        hasher: digests.ResumableHash | None = None
+        try:
+            if start is not None and start != w.size:
+                raise RegistryError(
+                    ErrorCode.RANGE_INVALID,
+                    "upload range does not continue at the current size",
+                    detail={"size": w.size, "start": start},
+                    headers=self.range_headers(w.size),
+                )
+            hasher = await self._saved_hash(s, CANONICAL, w.size)
+            await pump(chunks, w, hasher)
+        finally:
+            s.size = w.size
+            await w.close()
+            if hasher is not None and 0 < hasher.size == s.size:
+                await self._save_hash(s, hasher)
+        return s.size
+
+    async def commit(self, s: UploadSession, expected: Digest, chunks: AsyncIterator[bytes] | None) -> BlobInfo:
+        """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order."""
+        data_path = paths.upload_data(s.repo, s.id)
+        try:
+            w = await self.driver.writer(data_path, append=True)
+        except PathNotFound:
+            w = None  # committed by an earlier attempt that crashed before the move
+        if w is None:
+            info = await self._stat_committed(s)
+            s.size = info.size
+            hasher = await self._saved_hash(s, expected.algorithm, s.size)
+            if chunks is not None:
+                async for chunk in chunks:
+                    if chunk:
+                        raise _upload_unknown(s.id)
+        else:
+            try:
+                hasher = await self._saved_hash(s, expected.algorithm, w.size)
+                if chunks is not None:
+                    await pump(chunks, w, hasher)
+                s.size = w.size
+            except BaseException:
+                await w.close()
+                raise
+            await w.commit()
+        if hasher is None or hasher.size != s.size:
+            hasher = await self._rehash(s, expected.algorithm)
+        if hasher.hexdigest() != expected.hex:
+            await self._discard(s)
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, detail={"expected": str(expected), "computed": hasher.digest()}
+            )
+        info = await self.blobs.stat_data(expected)
+        if info is None or info.size != s.size:
+            await self.driver.move(data_path, paths.blob_data(expected))
+        await self.blobs.link(s.repo, expected)
+        await self._discard(s)
+        return BlobInfo(expected, s.size, paths.blob_data(expected))
+
+    # --- helpers -------------------------------------------------------------------------------------
+    @staticmethod
+    def range_headers(size: int) -> dict[str, str]:
+        return {"Range": f"0-{max(size - 1, 0)}"}
+
+    async def _open(self, s: UploadSession) -> FileWriter:
+        try:
+            return await self.driver.writer(paths.upload_data(s.repo, s.id), append=True)
+        except PathNotFound:
+            raise _upload_unknown(s.id) from None
+
+    async def _stat_committed(self, s: UploadSession) -> BlobInfo:
+        try:
+            st = await self.driver.stat(paths.upload_data(s.repo, s.id))
+        except PathNotFound:
+            raise _upload_unknown(s.id) from None
+        return BlobInfo(Digest(CANONICAL, ""), st.size, paths.upload_data(s.repo, s.id))
+
+    async def _saved_hash(self, s: UploadSession, algorithm: str, offset: int) -> digests.ResumableHash | None:
+        """The hash after ``offset`` bytes: fresh at 0, else the saved state, else None."""
+        if offset == 0:
+            return digests.ResumableHash(algorithm)
+        try:
+            state = await self.driver.get_content(paths.upload_hashstate(s.repo, s.id, algorithm, offset))
+            return digests.ResumableHash.restore(algorithm, state)
+        except (PathNotFound, ValueError):
+            return None
+
+    async def _save_hash(self, s: UploadSession, hasher: digests.ResumableHash) -> None:
+        state = hasher.state()
+        if state is not None:
+            await self.driver.put_content(
+                paths.upload_hashstate(s.repo, s.id, hasher.algorithm, hasher.size), state
+            )
+
+    async def _rehash(self, s: UploadSession, algorithm: str) -> digests.ResumableHash:
+        """Hash the committed upload data, from the newest usable saved state."""
+        hasher = digests.ResumableHash(algorithm)
+        try:
+            offsets = sorted(
+                (int(paths.leaf(p)) for p in await self.driver.list(paths.upload_hashstates_dir(s.repo, s.id, algorithm))
+                 if paths.leaf(p).isdigit() and int(paths.leaf(p)) <= s.size),
+                reverse=True,
+            )
+        except PathNotFound:
+            offsets = []
+        for offset in offsets:
+            restored = await self._saved_hash(s, algorithm, offset)
+            if restored is not None:
+                hasher = restored
+                break
+        log.info("upload %s: re-reading %d bytes to compute its %s digest", s.id, s.size - hasher.size, algorithm)
+        loop = asyncio.get_running_loop()
+        if hasher.size < s.size:
+            async for chunk in self.driver.reader(paths.upload_data(s.repo, s.id), hasher.size, chunk_size=4 << 20):
+                await loop.run_in_executor(None, hasher.update, chunk)
+        return hasher
+
+    async def _discard(self, s: UploadSession) -> None:
+        try:
+            await self.driver.delete(paths.upload_dir(s.repo, s.id))
+        except PathNotFound:
+            pass
+
+
+async def pump(chunks: AsyncIterator[bytes], writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
+    """Write ``chunks`` while hashing them in a worker thread (ctypes releases the GIL), one
+    chunk in flight, so reading the next chunk, hashing and writing overlap."""
+    pending: asyncio.Task | None = None
+    try:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(_write_and_hash(chunk, writer, hasher))
+        if pending is not None:
+            await pending
+            pending = None
+    finally:
+        if pending is not None:
+            # let the in-flight step end so the writer and the hash agree on the size, if they can
+            await asyncio.wait([pending])
+
+
+async def _write_and_hash(chunk: bytes, writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
+    if hasher is None:
+        await writer.write(chunk)
+        return
+    hashing = asyncio.get_running_loop().run_in_executor(None, hasher.update, chunk)
+    try:
+        await writer.write(chunk)
+    finally:
+        await asyncio.wait([hashing])
+    hashing.result()
