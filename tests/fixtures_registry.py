@@ -1,0 +1,295 @@
+"""Fixtures that run registries as real server processes, and a small synchronous HTTP client.
+
+Our registry (``python -m registry serve CONFIG``) and the reference registry (Debian's
+``docker-registry``, distribution 2.8.2) are started on free loopback ports with their own config
+files, both on the filesystem driver and on ONE shared root directory, so the interop tests can push
+through one and pull through the other. Registered as a plugin from ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, free_port, wait_http
+
+REFERENCE_BINARY = "/usr/bin/docker-registry"
+#: one secret for both registries: upload state tokens are HMAC-signed with it
+SHARED_SECRET = "interop-test-secret-0123456789abcdef"
+
+
+# --------------------------------------------------------------------------- HTTP client
+
+
+@dataclass
+class Response:
+    """One HTTP answer: status, case-insensitive (multi-valued) headers, the whole body."""
+
+    status: int
+    headers: Message
+    body: bytes
+    method: str = "GET"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+    def location_path(self) -> str:
+        """``Location`` as a path with query (reggie's GetRelativeLocation): scheme and host dropped."""
+        loc = self.headers.get("Location") or ""
+        parts = urllib.parse.urlsplit(loc)
+        return urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
+
+    def error_codes(self) -> list[str]:
+        try:
+            return [e["code"] for e in json.loads(self.body)["errors"]]
+        except (ValueError, KeyError, TypeError):
+            return []
+
+    def __repr__(self) -> str:  # shown by pytest on a failed assert
+        return f"<{self.method} {self.status} {dict(self.headers.items())} {self.body[:300]!r}>"
+
+
+@dataclass
+class Client:
+    """A blocking HTTP/1.1 client for one registry: no redirects followed, nothing hidden."""
+
+    host: str
+    port: int
+    timeout: float = 30.0
+    default_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        query: Mapping[str, str] | list[tuple[str, str]] | None = None,
+    ) -> Response:
+        """Send one request. ``path`` may already carry a query; ``query`` is appended to it."""
+        if path.startswith("http://") or path.startswith("https://"):
+            parts = urllib.parse.urlsplit(path)
+            path = urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
+        if query:
+            extra = urllib.parse.urlencode(query)
+            path += ("&" if "?" in path else "?") + extra
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            items = list(self.default_headers.items())
+            items += list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+            names = {k.lower() for k, _ in items}
+            for k, v in items:
+                conn.putheader(k, v)
+            if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+                conn.putheader("Content-Length", str(len(body)))
+            elif body is None and method in ("POST", "PUT", "PATCH") and "content-length" not in names \
+                    and "transfer-encoding" not in names:
+                conn.putheader("Content-Length", "0")
+            conn.endheaders()
+            if body:
+                conn.send(body)
+            resp = conn.getresponse()
+            try:
+                data = resp.read()
+            except http.client.IncompleteRead as exc:  # a Content-Length the server did not honour
+                data = exc.partial
+            return Response(resp.status, resp.msg, data, method)
+        finally:
+            conn.close()
+
+    # Conveniences used by several test files -------------------------------------------------
+
+    def push_blob(self, name: str, data: bytes, digest: str | None = None) -> Response:
+        """POST then one PUT ?digest= with the body (the monolithic upload every registry supports)."""
+        digest = digest or sha256(data)
+        start = self.request("POST", f"/v2/{name}/blobs/uploads/")
+        assert start.status == 202, start
+        return self.request(
+            "PUT", start.location_path(), query={"digest": digest},
+            headers={"Content-Type": "application/octet-stream"}, body=data,
+        )
+
+    def put_manifest(self, name: str, ref: str, body: bytes, media_type: str) -> Response:
+        return self.request("PUT", f"/v2/{name}/manifests/{ref}", headers={"Content-Type": media_type}, body=body)
+
+    def get_manifest(self, name: str, ref: str, accept: list[str] | None = None, method: str = "GET") -> Response:
+        accept = accept or ALL_MANIFEST_TYPES
+        return self.request(method, f"/v2/{name}/manifests/{ref}", headers=[("Accept", a) for a in accept])
+
+
+ALL_MANIFEST_TYPES = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.docker.distribution.manifest.v1+json",
+]
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- server processes
+
+
+@dataclass
+class RunningRegistry:
+    """A registry process on 127.0.0.1:port serving ``root``; ``client`` talks to it."""
+
+    kind: str
+    port: int
+    root: Path
+    proc: subprocess.Popen
+    log_path: Path
+    config_path: Path
+
+    @property
+    def client(self) -> Client:
+        return Client("127.0.0.1", self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def _clean_env() -> dict[str, str]:
+    """Environment for a child registry: no REGISTRY_* overrides leaking in from the caller."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+
+
+def _config_yaml(root: Path, port: int, *, reference: bool) -> str:
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: " + ("error" if reference else "warn"),
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {root}",
+        "  delete:",
+        "    enabled: true",
+        "  maintenance:",
+        "    uploadpurging:",
+        "      enabled: false",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        f"  secret: {SHARED_SECRET}",
+    ]
+    if reference:
+        lines += ["health:", "  storagedriver:", "    enabled: false"]
+    return "\n".join(lines) + "\n"
+
+
+def start_registry(kind: str, root: Path, workdir: Path) -> RunningRegistry:
+    """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = workdir / f"{kind}-config.yml"
+    config.write_text(_config_yaml(root, port, reference=kind == "reference"))
+    log_path = workdir / f"{kind}.log"
+    log = open(log_path, "wb")
+    if kind == "reference":
+        cmd = [REFERENCE_BINARY, "serve", str(config)]
+    else:
+        cmd = [sys.executable, "-m", "registry", "serve", str(config)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=ROOT)
+    log.close()
+    running = RunningRegistry(kind, port, root, proc, log_path, config)
+    try:
+        wait_http(f"{running.url}/v2/", timeout=30, proc=proc)
+    except Exception:
+        running.stop()
+        raise
+    if proc.poll() is not None:
+        raise RuntimeError(f"{kind} registry exited with {proc.returncode}:\n{running.log_tail()}")
+    return running
+
+
+def _start_or_fail(kind: str, root: Path, workdir: Path) -> RunningRegistry:
+    try:
+        return start_registry(kind, root, workdir)
+    except Exception as exc:  # show the server's own words, not just a timeout
+        log = workdir / f"{kind}.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        pytest.fail(f"could not start the {kind} registry: {exc}\n{tail}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def shared_registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one storage root both registries serve (distribution's layout under docker/registry/v2)."""
+    return tmp_path_factory.mktemp("registry-root")
+
+
+@pytest.fixture(scope="session")
+def our_registry(shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """Our registry as a real server process (filesystem storage, deletes enabled)."""
+    reg = _start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_registry(
+    shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningRegistry]:
+    """distribution 2.8.2 over the same root directory as ``our_registry``."""
+    if not Path(REFERENCE_BINARY).exists():
+        pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
+    reg = _start_or_fail("reference", shared_registry_root, tmp_path_factory.mktemp("reference"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def skopeo_binary() -> str:
+    path = shutil.which("skopeo")
+    if path is None:
+        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
+    return path
