@@ -9,6 +9,14 @@ so :func:`detect_media_type` recovers it from the body, the same way for bytes w
 the reference wrote. Stored bytes are served unchanged; :func:`manifest_digest` gives the digest to
 announce (the canonical-payload digest for signed schema 1, which is what Docker computes).
 
+Signed schema 1 and the shared storage: the reference (2.8.2) stores only the canonical payload
+(no signatures) at ``blobs/sha256/<canonical digest>/data`` and signs it with its own key on every
+GET. Writing the original signed bytes there instead makes the reference serve a body with two
+``signatures`` keys whose canonical digest no longer matches the path (checked against 2.8.2).
+So :attr:`Manifest.canonical` is what goes at the digest path; keep the original bytes elsewhere
+if they must be served byte for byte. Stored payloads without signatures detect as unsigned
+``v1+json``, whose digest (sha256 of the bytes) is the same canonical digest.
+
 Interface used by the store and the handlers:
 
 - :class:`Descriptor`, :class:`Manifest` (``required_blobs()``, ``required_manifests()``,
@@ -29,7 +37,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -40,6 +48,8 @@ from .reference import Digest, try_digest
 #: default limit of a manifest body; the spec asks registries to take at least 4 MiB
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 _MAX_INT64 = 2**63 - 1
+#: each signature costs a public-key verification; real manifests carry one
+MAX_SCHEMA1_SIGNATURES = 16
 
 
 # ------------------------------------------------------------------------------------------------
@@ -96,6 +106,8 @@ class Manifest:
     artifact_type: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     json: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: signed schema 1 only: the signed payload (body without signatures), digest == ``digest``
+    canonical: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -503,6 +515,7 @@ def _parse_schema1(body: bytes, obj: dict[str, Any], media_type: str, algorithm:
         digest=_digest_of(payload, algorithm),
         layers=layers,
         json=content,
+        canonical=payload if media_type == mt.DOCKER_SCHEMA1_SIGNED else None,
     )
 
 
@@ -510,6 +523,7 @@ def _b64url_decode(value: Any, what: str) -> bytes:
     """libtrust's joseBase64UrlDecode: unpadded (or padded) URL-safe base64, strictly."""
     if not isinstance(value, str):
         raise _invalid(f"{what} must be a base64url string")
+    value = value.replace(" ", "")
     if len(value) % 4 == 1:
         raise _invalid(f"{what} is not valid base64url")
     try:
@@ -556,6 +570,8 @@ def _verify_jws(body: bytes, obj: dict[str, Any]) -> bytes:
     signatures = obj.get("signatures")
     if not isinstance(signatures, list) or not signatures:
         raise _invalid("signed schema 1 manifest has no signatures")
+    if len(signatures) > MAX_SCHEMA1_SIGNATURES:
+        raise _invalid(f"schema 1 manifest has more than {MAX_SCHEMA1_SIGNATURES} signatures")
     payload = _canonical_payload(body, signatures)
     encoded_payload = _b64url_encode(payload)
     for i, signature in enumerate(signatures):
@@ -634,24 +650,11 @@ def _jwk_public_key(jwk: dict[str, Any], where: str) -> Any:
 
 
 def libtrust_key_id(key: Any) -> str:
-    """libtrust's key ID: SHA-256 over type, curve and coordinates (or modulus and exponent),
-    truncated to 240 bits, base32 in twelve ``:``-separated groups of four."""
-    h = hashlib.sha256()
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        numbers = key.public_numbers()
-        curve_name = {v[0].name: k for k, v in _CURVES.items()}[key.curve.name]
-        h.update(b"EC" + curve_name.encode())
-        h.update(_minimal_bytes(numbers.x) + _minimal_bytes(numbers.y))
-    else:
-        numbers = key.public_numbers()
-        h.update(b"RSA" + _minimal_bytes(numbers.n) + _minimal_bytes(numbers.e))
-    encoded = base64.b32encode(h.digest()[:30]).decode("ascii").rstrip("=")
+    """libtrust's key ID (``kid``): SHA-256 of the DER SubjectPublicKeyInfo, truncated to 240 bits,
+    base32 in twelve ``:``-separated groups of four (checked against keys the reference signs with)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii").rstrip("=")
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
-
-
-def _minimal_bytes(value: int) -> bytes:
-    """Go's big.Int.Bytes(): big-endian without leading zeros (empty for zero)."""
-    return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
 def _verify_signature(key: Any, alg: str, sig: bytes, signing_input: bytes) -> str | None:
