@@ -639,7 +639,7 @@ class Test02Push:
     def test_dangling_subject(self):
         resp = put_manifest(REFS_C_LAYER.digest, REFS_C_LAYER.content)
         assert is_2xx(resp), f"PUT manifest with 'dangling' subject fails, but must not: {resp!r}"
-        assert re.match(r"^[a-f0-9]+:[a-f0-9]+$", resp.header("OCI-Subject") or ""), \
+        assert re.match(r"^[a-z0-9]+:[a-f0-9]+$", resp.header("OCI-Subject") or ""), \
             f"PUT manifest with subject does not return a header 'OCI-Subject' with the subject digest: {resp!r}"
 
     # ---- Teardown
