@@ -84,9 +84,13 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     app.on_response_prepare.append(_add_headers)
     app.cleanup_ctx.append(_driver_lifecycle)
     app.cleanup_ctx.append(api.store_context(config.http.secret, DRIVER_KEY))
-    app.router.add_route("GET", "/v2/", base_handler)
-    app.router.add_route("HEAD", "/v2/", base_handler)
-    api.add_routes(app)
+    base = config.http.prefix.rstrip("/")
+    app.router.add_route("GET", f"{base}/v2/", base_handler)
+    app.router.add_route("HEAD", f"{base}/v2/", base_handler)
+    api.add_routes(app, config.http.prefix)
+    from .auth import setup_auth  # auth: middleware, token server and JWKS routes when configured
+
+    setup_auth(app, config)
     return app
 
 

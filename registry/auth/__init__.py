@@ -1,0 +1,45 @@
+"""Authentication and authorization: htpasswd or bearer tokens on the registry, and our token server.
+
+:func:`setup_auth` is the one hook :func:`registry.app.create_app` calls: it adds the auth middleware
+when ``auth:`` is configured and mounts the token server and its JWKS when ``tokenserver:`` is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..config import ConfigError
+from .config import AuthConfig, TokenServerConfig, load
+
+__all__ = ["AuthConfig", "TokenServerConfig", "setup_auth", "load"]
+
+
+def setup_auth(app: web.Application, config: Any) -> None:
+    """Add auth to ``app`` (before it starts) from ``config.auth`` and ``config.tokenserver``."""
+    from . import keys
+    from .bearer import TokenVerifier
+    from .htpasswd import HtpasswdError
+    from .middleware import BasicAuth, BearerAuth, make_middleware
+    from .tokenserver import TOKEN_SERVER_KEY, TokenServer
+
+    auth_config, server_config = load(getattr(config, "auth", {}), getattr(config, "tokenserver", {}))
+    prefix = getattr(getattr(config, "http", None), "prefix", "/") or "/"
+    try:
+        server = TokenServer(server_config) if server_config is not None else None
+        authorizer: BasicAuth | BearerAuth | None = None
+        if auth_config.htpasswd is not None:
+            authorizer = BasicAuth(auth_config.htpasswd)
+        elif auth_config.token is not None:
+            # Our own token server's key is trusted without a bundle when both run in this process.
+            own = server.signer.trusted_keys() if server is not None else {}
+            verifier = TokenVerifier.from_config(auth_config.token, extra=own)
+            authorizer = BearerAuth(auth_config.token, verifier)
+    except (keys.KeyError_, HtpasswdError) as exc:
+        raise ConfigError(str(exc)) from None
+    if server is not None:
+        app[TOKEN_SERVER_KEY] = server
+        server.add_routes(app)
+    if authorizer is not None:
+        app.middlewares.append(make_middleware(authorizer, prefix))

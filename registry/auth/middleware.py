@@ -1,0 +1,167 @@
+"""The registry side of auth: what a request needs, who sent it, and the 401/403 challenge.
+
+Needed access per request (as distribution): GET/HEAD pull; POST/PUT/PATCH pull and push; DELETE
+delete; ``/v2/_catalog`` ``registry:catalog:*``; ``/v2/`` and unknown ``/v2/...`` paths only need
+authentication. The repository is the route's ``name`` (the very value the handler uses). A mount's
+``from`` is asked for in the challenge but not required: without pull on it the upload handler asks
+:func:`registry.access.allowed` and falls back to a plain upload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from ..access import ACCESS_KEY, ALLOW_ALL
+from ..errors import ErrorCode, RegistryError
+from ..reference import is_valid_name
+from .bearer import InvalidToken, TokenVerifier
+from .config import HtpasswdConfig, TokenConfig
+from .htpasswd import Htpasswd, parse_basic
+from .scope import Scope, format_scopes
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_AUTHORIZATION = 8192
+#: the request key holding the authenticated account name (for access logs); never a credential
+ACCOUNT_KEY = "registry.account"
+
+
+def _v2_suffix(path: str, prefix: str) -> str | None:
+    """The part of ``path`` after ``<prefix>v2/`` (``""`` for the base), or None outside the API."""
+    root = prefix.rstrip("/") + "/v2"
+    if path == root:
+        return ""
+    if path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return None
+
+
+def needed_access(request: web.Request, prefix: str = "/") -> tuple[list[Scope], list[Scope]] | None:
+    """``(required, optional)`` scopes for ``request``, or None when it is outside ``/v2/``."""
+    suffix = _v2_suffix(request.path, prefix)
+    if suffix is None:
+        return None
+    name = request.match_info.get("name") if request.match_info else None
+    if name is None:
+        if suffix.rstrip("/") == "_catalog":
+            return [Scope("registry", "catalog", ("*",))], []
+        return [], []
+    if not isinstance(name, str) or not is_valid_name(name):
+        return [], []  # the handler answers NAME_INVALID; an authenticated caller still gets no grant
+    method = request.method
+    if method in ("GET", "HEAD"):
+        actions: tuple[str, ...] = ("pull",)
+    elif method in ("POST", "PUT", "PATCH"):
+        actions = ("pull", "push")
+    elif method == "DELETE":
+        actions = ("delete",)
+    else:
+        return [], []
+    optional: list[Scope] = []
+    source = request.query.get("from")
+    if method == "POST" and request.query.get("mount") and source and is_valid_name(source) and source != name:
+        optional.append(Scope("repository", source, ("pull",)))
+    return [Scope("repository", name, actions)], optional
+
+
+def _detail(scopes: Sequence[Scope]) -> list[dict[str, str]]:
+    """The UNAUTHORIZED detail, shaped like distribution's: one entry per needed action."""
+    return [{"Type": s.type, "Class": s.resource_class, "Name": s.name, "Action": a} for s in scopes for a in s.actions]
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class BasicAuth:
+    """``auth.htpasswd``: every user in the file may do everything (as in distribution)."""
+
+    def __init__(self, config: HtpasswdConfig) -> None:
+        self.config = config
+        self.users = Htpasswd(config.path)
+
+    def challenge(self, needed: Sequence[Scope], message: str = "authentication required") -> RegistryError:
+        return RegistryError(
+            ErrorCode.UNAUTHORIZED, message, detail=_detail(needed),
+            headers={"WWW-Authenticate": f"Basic realm={_quote(self.config.realm)}"},
+        )
+
+    async def authorize(self, request: web.Request, needed: list[Scope], optional: list[Scope]) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise self.challenge(needed)
+        creds = parse_basic(header) if len(header) <= MAX_AUTHORIZATION else None
+        if creds is None or not await self.users.verify(*creds):
+            raise self.challenge(needed, "invalid credentials")
+        request[ACCOUNT_KEY] = creds[0]
+        request[ACCESS_KEY] = ALLOW_ALL
+
+
+class BearerAuth:
+    """``auth.token``: a JWT from a trusted token server must grant every needed action."""
+
+    def __init__(self, config: TokenConfig, verifier: TokenVerifier) -> None:
+        self.config = config
+        self.verifier = verifier
+
+    def _realm(self, request: web.Request) -> str:
+        if not self.config.autoredirect:
+            return self.config.realm
+        scheme = request.headers.get("X-Forwarded-Proto", "https").split(",")[0].strip() or "https"
+        if scheme not in ("http", "https"):
+            scheme = "https"
+        return f"{scheme}://{request.host}{self.config.autoredirectpath}"
+
+    def challenge(
+        self, request: web.Request, scopes: Sequence[Scope], error: str = "", status: int = 401
+    ) -> RegistryError:
+        value = f"Bearer realm={_quote(self._realm(request))},service={_quote(self.config.service)}"
+        if scopes:
+            value += f",scope={_quote(format_scopes(scopes))}"
+        if error:
+            value += f",error={_quote(error)}"
+        if status == 403:
+            return RegistryError(ErrorCode.DENIED, "insufficient scope", detail=_detail(scopes), status=403,
+                                 headers={"WWW-Authenticate": value})
+        message = {"invalid_token": "invalid token", "insufficient_scope": "insufficient scope"}.get(
+            error, "authentication required")
+        return RegistryError(ErrorCode.UNAUTHORIZED, message, detail=_detail(scopes),
+                             headers={"WWW-Authenticate": value})
+
+    async def authorize(self, request: web.Request, needed: list[Scope], optional: list[Scope]) -> None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if not header or scheme.lower() != "bearer":
+            # no credentials, or Basic credentials sent to a token-only registry
+            raise self.challenge(request, needed + optional)
+        token = token.strip()
+        if len(header) > MAX_AUTHORIZATION:
+            raise self.challenge(request, needed, "invalid_token")
+        try:
+            grants = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            log.info("bearer token refused for %s %s: %s", request.method, request.path, exc)
+            raise self.challenge(request, needed, "invalid_token") from None
+        if not grants.allows_all(needed):
+            raise self.challenge(request, needed + optional, "insufficient_scope",
+                                 status=self.config.insufficientscopestatus)
+        request[ACCOUNT_KEY] = grants.subject
+        request[ACCESS_KEY] = grants
+
+
+def make_middleware(authorizer: BasicAuth | BearerAuth, prefix: str = "/") -> Any:
+    """The aiohttp middleware that authorizes every ``/v2/`` request before its handler runs."""
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        access = needed_access(request, prefix)
+        if access is not None:
+            await authorizer.authorize(request, *access)
+        return await handler(request)
+
+    return auth_middleware

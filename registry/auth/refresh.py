@@ -1,0 +1,129 @@
+"""Refresh tokens: opaque, bound to account, client_id and service, revocable, kept on disk.
+
+Only a SHA-256 of each token is stored, so the file never holds a usable token. The file is
+shared by worker processes and the operator CLI: every change takes an exclusive ``flock``,
+re-reads, modifies and atomically replaces it; readers reload when it changed. Refresh tokens
+are not rotated on use: Docker keeps the identity token from ``docker login`` for good, so a
+rotated-away token would lock it out. Revocation is explicit (CLI) and immediate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_PER_ACCOUNT = 100
+TOKEN_PREFIX = "rt1_"
+
+
+@dataclasses.dataclass
+class RefreshRecord:
+    account: str
+    client_id: str
+    service: str
+    created: float
+    expires: float
+    revoked: bool = False
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RefreshStore:
+    """The refresh-token file; blocking methods (call them in a worker thread from handlers)."""
+
+    def __init__(self, path: str | Path, lifetime: float) -> None:
+        self.path = Path(path)
+        self.lifetime = lifetime
+        self._lock = threading.Lock()
+        self._records: dict[str, RefreshRecord] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._load()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        with self._lock:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._load()
+                yield
+                self._save()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _load(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._records, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return
+        data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        self._records = {k: RefreshRecord(**v) for k, v in data.get("tokens", {}).items()}
+        self._stamp = stamp
+
+    def _save(self) -> None:
+        now = time.time()
+        self._records = {k: r for k, r in self._records.items() if r.expires > now}
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"tokens": {k: dataclasses.asdict(r) for k, r in self._records.items()}}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        st = os.stat(self.path)
+        self._stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def issue(self, account: str, client_id: str, service: str) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        with self._exclusive():
+            mine = sorted((r.created, k) for k, r in self._records.items() if r.account == account)
+            for _, key in mine[: max(0, len(mine) - MAX_PER_ACCOUNT + 1)]:
+                del self._records[key]
+            self._records[_digest(token)] = RefreshRecord(account, client_id, service, now, now + self.lifetime)
+        return token
+
+    def lookup(self, token: str) -> RefreshRecord | None:
+        """The live record of ``token`` (not revoked, not expired), else None."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            return None
+        with self._lock:
+            self._load()
+            record = self._records.get(_digest(token))
+        if record is None or record.revoked or record.expires <= time.time():
+            return None
+        return record
+
+    def revoke(self, token: str | None = None, account: str | None = None) -> int:
+        """Revoke one token, or every token of ``account``; the number revoked."""
+        count = 0
+        with self._exclusive():
+            for key, record in self._records.items():
+                hit = (token is not None and key == _digest(token)) or (account is not None and record.account == account)
+                if hit and not record.revoked:
+                    record.revoked = True
+                    count += 1
+        return count
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self._load()
+            return [dict(dataclasses.asdict(r), id=k[:12]) for k, r in self._records.items()]
