@@ -102,3 +102,11 @@ def driver(request: Any, tmp_path: Any) -> StorageDriver:
 @pytest.fixture
 async def client(aiohttp_client: Any, driver: StorageDriver) -> Any:
     return await aiohttp_client(create_app(make_config(), driver))
+
+
+def loc_of(r: Any) -> str:
+    """The response's Location as a path (the test client takes no absolute URLs)."""
+    from yarl import URL
+
+    url = URL(r.headers["Location"])
+    return str(url.relative()) if url.absolute else str(url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from api_support import client, digest_of, driver, make_config, push_blob  # noqa: F401
+from api_support import client, digest_of, driver, loc_of, make_config, push_blob  # noqa: F401
 from registry.app import create_app
 
 API = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -86,17 +86,17 @@ async def test_chunked_upload_flow(client):
     d = digest_of(data)
     r = await client.post("/v2/repo/blobs/uploads/")
     assert r.status == 202
-    loc = r.headers["Location"]
+    loc = loc_of(r)
     assert r.headers["Range"] == "0-0" and r.headers["Docker-Upload-UUID"] in loc
     r = await client.patch(loc, data=data[:40_000], headers={"Content-Range": "0-39999",
                                                              "Content-Type": "application/octet-stream"})
     assert r.status == 202 and r.headers["Range"] == "0-39999"
-    loc = r.headers["Location"]
+    loc = loc_of(r)
     # out of order: must continue at 40000
     r = await client.patch(loc, data=data[50_000:60_000], headers={"Content-Range": "50000-59999"})
     assert r.status == 416 and r.headers["Range"] == "0-39999"
     r = await client.get(loc)
-    assert r.status == 204 and r.headers["Range"] == "0-39999" and r.headers["Location"]
+    assert r.status == 204 and r.headers["Range"] == "0-39999" and loc_of(r)
 
     async def gen():  # Transfer-Encoding: chunked, as buildah sends
         for i in range(40_000, 90_000, 7_000):
@@ -104,9 +104,9 @@ async def test_chunked_upload_flow(client):
 
     r = await client.patch(loc, data=gen())
     assert r.status == 202 and r.headers["Range"] == "0-89999"
-    r = await client.put(r.headers["Location"] + f"&digest={d}", data=data[90_000:])
+    r = await client.put(loc_of(r) + f"&digest={d}", data=data[90_000:])
     assert r.status == 201, await r.text()
-    assert r.headers["Docker-Content-Digest"] == d and r.headers["Location"].endswith(f"/v2/repo/blobs/{d}")
+    assert r.headers["Docker-Content-Digest"] == d and loc_of(r).endswith(f"/v2/repo/blobs/{d}")
     r = await client.get(f"/v2/repo/blobs/{d}")
     assert await r.read() == data
     r = await client.get(loc)
@@ -117,7 +117,7 @@ async def test_post_then_put_monolithic_and_empty_blob(client):
     for data in (b"monolithic body", b""):
         d = digest_of(data)
         r = await client.post("/v2/repo/blobs/uploads/")
-        loc = r.headers["Location"]
+        loc = loc_of(r)
         r = await client.put(f"{loc}&digest={d}", data=data, headers={"Content-Type": "application/octet-stream"})
         assert r.status == 201, await r.text()
         r = await client.get(f"/v2/repo/blobs/{d}")
@@ -126,17 +126,17 @@ async def test_post_then_put_monolithic_and_empty_blob(client):
 
 async def test_put_without_body_after_patch(client):
     r = await client.post("/v2/repo/blobs/uploads/")
-    r = await client.patch(r.headers["Location"], data=b"abc")
-    r = await client.put(r.headers["Location"] + "&digest=" + digest_of(b"abc"))
+    r = await client.patch(loc_of(r), data=b"abc")
+    r = await client.put(loc_of(r) + "&digest=" + digest_of(b"abc"))
     assert r.status == 201
 
 
 async def test_digest_mismatch_leaves_nothing(client):
     r = await client.post("/v2/repo/blobs/uploads/")
-    loc = r.headers["Location"]
+    loc = loc_of(r)
     r = await client.patch(loc, data=b"real content")
     wrong = digest_of(b"other content")
-    r = await client.put(r.headers["Location"] + f"&digest={wrong}")
+    r = await client.put(loc_of(r) + f"&digest={wrong}")
     assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
     for d in (wrong, digest_of(b"real content")):
         assert (await client.head(f"/v2/repo/blobs/{d}")).status == 404
@@ -154,9 +154,9 @@ async def test_sha512(client):
     data2 = data[::-1]
     d2 = digest_of(data2, "sha512")
     r = await client.post("/v2/repo/blobs/uploads/")
-    r = await client.patch(r.headers["Location"], data=data2[:30_000])
-    r = await client.patch(r.headers["Location"], data=data2[30_000:])
-    r = await client.put(r.headers["Location"] + f"&digest={d2}")
+    r = await client.patch(loc_of(r), data=data2[:30_000])
+    r = await client.patch(loc_of(r), data=data2[30_000:])
+    r = await client.put(loc_of(r) + f"&digest={d2}")
     assert r.status == 201, await r.text()
     for digest, content in ((d, data), (d2, data2)):
         r = await client.get(f"/v2/repo/blobs/{digest}")
@@ -165,7 +165,7 @@ async def test_sha512(client):
 
 async def test_cancel_upload(client):
     r = await client.post("/v2/repo/blobs/uploads/")
-    loc = r.headers["Location"]
+    loc = loc_of(r)
     await client.patch(loc, data=b"partial")
     r = await client.delete(loc)
     assert r.status == 204
@@ -177,7 +177,7 @@ async def test_cancel_upload(client):
 
 async def test_tampered_state_and_unknown_upload(client):
     r = await client.post("/v2/repo/blobs/uploads/")
-    loc = r.headers["Location"]
+    loc = loc_of(r)
     path, _, state = loc.partition("?_state=")
     r = await client.patch(f"{path}?_state=AAAA{state[4:]}", data=b"x")
     assert r.status == 400 and await error_code(r) == "BLOB_UPLOAD_INVALID"
@@ -197,4 +197,4 @@ async def test_mount(client):
                   "mount=sha256:zz&from=source", f"mount={d}"):
         r = await client.post(f"/v2/third/blobs/uploads/?{query}")
         assert r.status == 202, query
-        assert "/v2/third/blobs/uploads/" in r.headers["Location"]
+        assert "/v2/third/blobs/uploads/" in loc_of(r)

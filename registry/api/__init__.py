@@ -34,10 +34,12 @@ ROUTES = (
 )
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, prefix: str = "/") -> None:
+    """Register the table under ``http.prefix`` (``/`` or e.g. ``/registry/``)."""
+    base = prefix.rstrip("/")
     for methods, path, handler in ROUTES:
         for method in methods:
-            app.router.add_route(method, path, handler)
+            app.router.add_route(method, base + path, handler)
 
 
 def store_context(secret: str, driver_key: Any) -> Any:

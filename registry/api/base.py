@@ -32,9 +32,30 @@ def repo_name(request: web.Request) -> str:
 
 
 def v2_path(request: web.Request, suffix: str) -> str:
-    """A path under ``/v2/`` (with ``http.prefix``), for Location and Link headers."""
-    prefix = config(request).http.prefix.rstrip("/")
-    return f"{prefix}/v2/{suffix}"
+    """The path of ``/v2/<suffix>`` under ``http.prefix`` (Link headers are relative, as the
+    spec's examples and the reference)."""
+    return f"{config(request).http.prefix.rstrip('/')}/v2/{suffix}"
+
+
+def v2_url(request: web.Request, suffix: str) -> str:
+    """The URL of ``/v2/<suffix>`` for Location headers: absolute from ``http.host`` when set,
+    else from the request's scheme and host (``X-Forwarded-Proto``/``-Host`` honoured);
+    relative when ``http.relativeurls`` is true."""
+    http = config(request).http
+    path = v2_path(request, suffix)
+    if http.relativeurls:
+        return path
+    if http.host:
+        return http.host.rstrip("/") + path
+    proto = _first(request.headers.get("X-Forwarded-Proto")) or request.scheme
+    host = _first(request.headers.get("X-Forwarded-Host")) or request.host
+    if proto not in ("http", "https") or not host or any(c in host for c in "/?#@ \t"):
+        return path
+    return f"{proto}://{host}{path}"
+
+
+def _first(value: str | None) -> str:
+    return value.split(",")[0].strip() if value else ""
 
 
 def quote_query(value: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import json
 
 from aiohttp import web
 
@@ -55,4 +56,5 @@ async def list_referrers(request: web.Request) -> web.Response:
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
     body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
-    return web.json_response(body, headers=headers, content_type=mt.OCI_INDEX)
+    # bytes, so aiohttp adds no "; charset" to the media type
+    return web.Response(body=json.dumps(body).encode(), headers=headers, content_type=mt.OCI_INDEX)

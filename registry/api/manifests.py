@@ -7,7 +7,19 @@ from aiohttp import web
 from .. import manifests as mf
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, parse_reference
-from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_path
+from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_url
+
+
+def _lookup_reference(request: web.Request) -> str | Digest:
+    """The reference of a GET/HEAD/DELETE: a value that cannot be a tag names no manifest, so it
+    is 404 MANIFEST_UNKNOWN (the conformance suite asks this); a malformed digest stays 400."""
+    value = request.match_info["reference"]
+    try:
+        return parse_reference(value)
+    except RegistryError as err:
+        if err.code is ErrorCode.TAG_INVALID:
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": value[:300]}) from None
+        raise
 
 
 def _etag_matches(request: web.Request, etag: str) -> bool:
@@ -18,7 +30,7 @@ def _etag_matches(request: web.Request, etag: str) -> bool:
 
 async def get_manifest(request: web.Request) -> web.Response:
     name = repo_name(request)
-    ref = parse_reference(request.match_info["reference"])
+    ref = _lookup_reference(request)
     stored = await store(request).manifests.get(name, ref)
     if not mf.acceptable(stored.media_type, header_values(request, "Accept")):
         raise RegistryError(
@@ -53,7 +65,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     )
     digest = await store(request).manifests.put(name, manifest, None if isinstance(ref, Digest) else ref)
     headers = {
-        "Location": v2_path(request, f"{name}/manifests/{digest}"),
+        "Location": v2_url(request, f"{name}/manifests/{digest}"),
         "Docker-Content-Digest": str(digest),
         "Content-Length": "0",
     }
@@ -65,7 +77,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 async def delete_manifest(request: web.Request) -> web.Response:
     """By tag: remove the tag only. By digest: the manifest and every tag pointing at it."""
     name = repo_name(request)
-    ref = parse_reference(request.match_info["reference"])
+    ref = _lookup_reference(request)
     require_delete(request)
     require_writable(request)
     await store(request).manifests.delete(name, ref)

@@ -7,12 +7,12 @@ from aiohttp import web
 from .. import access
 from ..reference import is_valid_name, parse_content_range, parse_digest, parse_upload_id, try_digest
 from ..store import BlobInfo, UploadSession
-from .base import body_chunks, has_body, quote_query, repo_name, require_writable, store, v2_path
+from .base import body_chunks, has_body, quote_query, repo_name, require_writable, store, v2_url
 
 
 def _location(request: web.Request, s: UploadSession) -> str:
     token = store(request).uploads.token(s)
-    return v2_path(request, f"{s.repo}/blobs/uploads/{s.id}?_state={quote_query(token)}")
+    return v2_url(request, f"{s.repo}/blobs/uploads/{s.id}?_state={quote_query(token)}")
 
 
 def _session_response(request: web.Request, s: UploadSession, status: int) -> web.Response:
@@ -29,7 +29,7 @@ def _created(request: web.Request, name: str, info: BlobInfo) -> web.Response:
     return web.Response(
         status=201,
         headers={
-            "Location": v2_path(request, f"{name}/blobs/{info.digest}"),
+            "Location": v2_url(request, f"{name}/blobs/{info.digest}"),
             "Docker-Content-Digest": str(info.digest),
             "Content-Length": "0",
         },
@@ -101,5 +101,6 @@ async def finish_upload(request: web.Request) -> web.Response:
 
 async def cancel_upload(request: web.Request) -> web.Response:
     s = await _resume(request)
+    require_writable(request)
     await store(request).uploads.cancel(s)
     return web.Response(status=204, headers={"Content-Length": "0"})
