@@ -242,6 +242,7 @@ class StorageDriver(abc.ABC):
 
     def local_path(self, path: str) -> str | None:
         """The OS path of a file on local disk (lets the HTTP layer use sendfile), else None."""
+        self.check(path)
         return None
 
     def walk(
