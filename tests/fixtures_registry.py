@@ -293,3 +293,125 @@ def skopeo_binary() -> str:
     if path is None:
         pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
     return path
+
+
+# --------------------------------------------------------------------------- test images
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def make_layer(files: Mapping[str, bytes]) -> tuple[bytes, str]:
+    """A real, reproducible tar.gz layer (mtime 0, root-owned) and its diff_id (digest of the tar)."""
+    import gzip
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
+            info.uname = info.gname = "root"
+            tf.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    return gzip.compress(raw, compresslevel=6, mtime=0), sha256(raw)
+
+
+@dataclass
+class Image:
+    """One manifest (image or index) with every blob it needs, keyed by digest."""
+
+    manifest: bytes
+    media_type: str
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    children: list["Image"] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        return sha256(self.manifest)
+
+    def all_blobs(self) -> dict[str, bytes]:
+        out = dict(self.blobs)
+        for child in self.children:
+            out.update(child.all_blobs())
+        return out
+
+
+def make_image(kind: str = "oci", arch: str = "amd64", label: str = "test", n_layers: int = 2) -> Image:
+    """An image of ``kind`` "oci" or "docker" (schema 2) with ``n_layers`` distinct tar.gz layers."""
+    docker = kind == "docker"
+    layers = [make_layer({f"{label}/{arch}/file{i}.txt": f"{label} {arch} layer {i}\n".encode() * (i + 1),
+                          f"{label}/{arch}/bin{i}": bytes(range(256)) * (4 * i + 1)})
+              for i in range(n_layers)]
+    config = json.dumps({
+        "architecture": arch, "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/bin"], "Cmd": ["/bin/sh"], "Labels": {"test": label}},
+        "rootfs": {"type": "layers", "diff_ids": [diff for _, diff in layers]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(n_layers)],
+    }, separators=(",", ":")).encode()
+    layer_type = DOCKER_LAYER if docker else OCI_LAYER
+    body = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": layer_type, "digest": sha256(gz), "size": len(gz)} for gz, _ in layers],
+    }
+    if not docker:
+        body["annotations"] = {"org.opencontainers.image.title": label}
+    manifest = json.dumps(body, indent=3).encode()  # an unusual indent: byte-for-byte checks mean something
+    blobs = {sha256(config): config, **{sha256(gz): gz for gz, _ in layers}}
+    return Image(manifest, body["mediaType"], blobs)
+
+
+def make_index(kind: str = "oci", label: str = "multi", arches: tuple[str, ...] = ("amd64", "arm64")) -> Image:
+    """A multi-arch OCI index or Docker manifest list over one image per architecture."""
+    docker = kind == "docker"
+    children = [make_image(kind, arch, label) for arch in arches]
+    body = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST if docker else OCI_INDEX,
+        "manifests": [
+            {"mediaType": c.media_type, "digest": c.digest, "size": len(c.manifest),
+             "platform": {"architecture": arch, "os": "linux"}}
+            for c, arch in zip(children, arches)
+        ],
+    }
+    return Image(json.dumps(body, indent=2).encode(), body["mediaType"], {}, children)
+
+
+def push_image(client: Client, repo: str, image: Image, tag: str | None = None) -> None:
+    """Push blobs, children (by digest) and the manifest (by ``tag`` or digest); assert every step."""
+    for digest, data in image.blobs.items():
+        if client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status == 200:
+            continue
+        resp = client.push_blob(repo, data, digest)
+        assert resp.status == 201, resp
+    for child in image.children:
+        push_image(client, repo, child)
+    resp = client.put_manifest(repo, tag or image.digest, image.manifest, image.media_type)
+    assert resp.status == 201, resp
+    assert resp.header("Docker-Content-Digest") == image.digest, resp
+
+
+def assert_pulls(client: Client, repo: str, image: Image, ref: str | None = None) -> None:
+    """Pull the manifest (by ``ref`` or digest), children and blobs: byte for byte, digests equal."""
+    resp = client.get_manifest(repo, ref or image.digest)
+    assert resp.status == 200, resp
+    assert resp.body == image.manifest, "manifest bytes differ"
+    assert resp.header("Docker-Content-Digest") == image.digest, resp
+    assert (resp.header("Content-Type") or "").split(";")[0] == image.media_type, resp
+    head = client.get_manifest(repo, ref or image.digest, method="HEAD")
+    assert head.status == 200 and head.header("Docker-Content-Digest") == image.digest, head
+    for child in image.children:
+        assert_pulls(client, repo, child)
+    for digest, data in image.blobs.items():
+        blob = client.request("GET", f"/v2/{repo}/blobs/{digest}")
+        assert blob.status == 200, blob
+        assert blob.body == data and sha256(blob.body) == digest, f"blob {digest} differs"

@@ -1,0 +1,209 @@
+"""Interop with the reference registry (distribution 2.8.2) serving the SAME storage directory.
+
+Both registries run as real processes on free loopback ports, with the filesystem driver on one root
+and one ``http.secret``. What one writes, the other must serve byte for byte with equal digests:
+OCI and Docker schema 2 images, OCI indexes and Docker manifest lists, deletions, cross-repository
+mounts, and uploads started on one registry and finished on the other (our upload state token
+uses distribution's ``_state`` format and Go's binary SHA-256 state under ``hashstates/``).
+
+Only what both support is compared: 2.8.2 has no referrers API, no ``OCI-Subject``, no tag deletion,
+does not paginate tags, and answers some malformed requests with 500.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from fixtures_registry import (
+    OCI_MANIFEST,
+    Client,
+    RunningRegistry,
+    assert_pulls,
+    make_image,
+    make_index,
+    push_image,
+    sha256,
+)
+
+V2 = Path("docker/registry/v2")
+
+
+@pytest.fixture(scope="module")
+def ours(our_registry: RunningRegistry) -> Client:
+    return our_registry.client
+
+
+@pytest.fixture(scope="module")
+def ref(reference_registry: RunningRegistry) -> Client:
+    return reference_registry.client
+
+
+@pytest.fixture(scope="module")
+def root(our_registry: RunningRegistry, reference_registry: RunningRegistry) -> Path:
+    assert our_registry.root == reference_registry.root
+    return our_registry.root / V2
+
+
+def _pair(ours: Client, ref: Client, direction: str) -> tuple[Client, Client]:
+    return (ours, ref) if direction == "ours-to-reference" else (ref, ours)
+
+
+DIRECTIONS = ["ours-to-reference", "reference-to-ours"]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_image_pushed_to_one_is_pulled_from_the_other(ours, ref, kind, direction):
+    pusher, puller = _pair(ours, ref, direction)
+    repo = f"interop/{kind}-image-{direction}"
+    image = make_image(kind, label=f"{kind}-{direction}")
+    push_image(pusher, repo, image, tag="v1")
+    assert_pulls(puller, repo, image, ref="v1")
+    assert_pulls(puller, repo, image)  # by digest
+    tags = puller.request("GET", f"/v2/{repo}/tags/list")
+    assert tags.status == 200 and tags.json() == {"name": repo, "tags": ["v1"]}, tags
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_multi_arch_index_pushed_to_one_is_pulled_from_the_other(ours, ref, kind, direction):
+    pusher, puller = _pair(ours, ref, direction)
+    repo = f"interop/{kind}-index-{direction}"
+    index = make_index(kind, label=f"{kind}-index-{direction}")
+    push_image(pusher, repo, index, tag="multi")
+    assert_pulls(puller, repo, index, ref="multi")
+    # the children are reachable by digest from both registries
+    for child in index.children:
+        assert_pulls(pusher, repo, child)
+
+
+def test_tag_and_manifest_deleted_via_ours_are_gone_on_both(ours, ref):
+    repo = "interop/delete-via-ours"
+    image = make_image("oci", label="delete-via-ours")
+    push_image(ours, repo, image, tag="keep")
+    assert ours.put_manifest(repo, "gone", image.manifest, OCI_MANIFEST).status == 201
+    assert ref.get_manifest(repo, "gone").status == 200
+    # tag deletion (spec 1.1; the reference cannot do it) removes the tag only
+    resp = ours.request("DELETE", f"/v2/{repo}/manifests/gone")
+    assert resp.status == 202, resp
+    for client in (ours, ref):
+        assert client.get_manifest(repo, "gone").status == 404
+        assert client.get_manifest(repo, "keep").status == 200
+        assert client.get_manifest(repo, image.digest).status == 200
+        assert client.request("GET", f"/v2/{repo}/tags/list").json()["tags"] == ["keep"]
+    # deleting by digest removes the manifest and every tag pointing at it
+    resp = ours.request("DELETE", f"/v2/{repo}/manifests/{image.digest}")
+    assert resp.status == 202, resp
+    for client in (ours, ref):
+        assert client.get_manifest(repo, image.digest).status == 404
+        assert client.get_manifest(repo, "keep").status == 404
+        tags = client.request("GET", f"/v2/{repo}/tags/list")
+        assert tags.status in (200, 404), tags
+        if tags.status == 200:
+            assert not tags.json().get("tags"), tags
+
+
+def test_manifest_deleted_via_reference_is_gone_on_ours(ours, ref):
+    repo = "interop/delete-via-reference"
+    image = make_image("docker", label="delete-via-reference")
+    push_image(ours, repo, image, tag="latest")
+    resp = ref.request("DELETE", f"/v2/{repo}/manifests/{image.digest}")
+    assert resp.status == 202, resp
+    assert ours.get_manifest(repo, image.digest).status == 404
+    assert ours.get_manifest(repo, "latest").status == 404
+    # blobs stay (no garbage collection): still pullable by digest from both
+    for client in (ours, ref):
+        for digest in image.blobs:
+            assert client.request("HEAD", f"/v2/{repo}/blobs/{digest}").status == 200
+
+
+def test_blob_deleted_via_ours_is_gone_on_reference(ours, ref):
+    repo = "interop/blob-delete"
+    data = b"a blob to unlink" * 100
+    assert ours.push_blob(repo, data).status == 201
+    assert ref.request("HEAD", f"/v2/{repo}/blobs/{sha256(data)}").status == 200
+    assert ours.request("DELETE", f"/v2/{repo}/blobs/{sha256(data)}").status == 202
+    assert ref.request("HEAD", f"/v2/{repo}/blobs/{sha256(data)}").status == 404
+    assert ours.request("HEAD", f"/v2/{repo}/blobs/{sha256(data)}").status == 404
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_blob_mounted_across_repositories(ours, ref, direction):
+    mounter, reader = _pair(ours, ref, direction)
+    src, dst = f"interop/mount-src-{direction}", f"interop/mount-dst-{direction}"
+    data = f"mounted blob {direction}".encode() * 50
+    digest = sha256(data)
+    assert reader.push_blob(src, data).status == 201
+    resp = mounter.request("POST", f"/v2/{dst}/blobs/uploads/", query={"mount": digest, "from": src})
+    assert resp.status == 201, resp
+    assert resp.header("Docker-Content-Digest") == digest, resp
+    for client in (ours, ref):
+        blob = client.request("GET", f"/v2/{dst}/blobs/{digest}")
+        assert blob.status == 200 and blob.body == data, blob
+
+
+def test_catalog_agrees(ours, ref):
+    """Same repositories with content. 2.8.2 also lists directories holding only ``_layers`` (blobs
+    pushed or mounted, no manifest), which we do not count as repositories: compared modulo those."""
+    push_image(ref, "interop/catalog/nested", make_image("oci", label="catalog"), tag="x")
+    ours_repos = ours.request("GET", "/v2/_catalog", query={"n": "1000"}).json()["repositories"]
+    ref_repos = ref.request("GET", "/v2/_catalog", query={"n": "1000"}).json()["repositories"]
+    assert "interop/catalog/nested" in ours_repos
+    assert set(ours_repos) <= set(ref_repos)
+    for repo in set(ref_repos) - set(ours_repos):
+        tags = ours.request("GET", f"/v2/{repo}/tags/list")
+        assert tags.status == 404 or not tags.json().get("tags"), (repo, tags)
+
+
+def _go_sha256_state_length(state: bytes) -> int:
+    """Bytes hashed so far, from Go's crypto/sha256 MarshalBinary: "sha\\x03", 8 words, 64-byte block, len."""
+    assert state[:4] == b"sha\x03", state[:8]
+    assert len(state) == 4 + 32 + 64 + 8, len(state)
+    return struct.unpack(">Q", state[-8:])[0]
+
+
+def _upload_dir(root: Path, repo: str, location: str) -> Path:
+    upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return root / "repositories" / repo / "_uploads" / upload_id
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_upload_started_on_one_is_finished_on_the_other(ours, ref, root, direction):
+    starter, finisher = _pair(ours, ref, direction)
+    repo = f"interop/upload-{direction}"
+    data = bytes(range(256)) * 300 + direction.encode()
+    first, second = data[:40000], data[40000:]
+    resp = starter.request("POST", f"/v2/{repo}/blobs/uploads/")
+    assert resp.status == 202, resp
+    resp = starter.request("PATCH", resp.location_path(), body=first,
+                           headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 202 and resp.header("Range") == f"0-{len(first) - 1}", resp
+    # the starter saved Go's binary hash state at the offset it reached: the finisher resumes it
+    state_file = _upload_dir(root, repo, resp.location_path()) / "hashstates" / "sha256" / str(len(first))
+    assert state_file.is_file(), sorted(p.name for p in state_file.parent.parent.parent.rglob("*"))
+    assert _go_sha256_state_length(state_file.read_bytes()) == len(first)
+    status = finisher.request("GET", resp.location_path())
+    assert status.status == 204 and status.header("Range") == f"0-{len(first) - 1}", status
+    resp = finisher.request("PATCH", status.location_path(), body=second,
+                            headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 202 and resp.header("Range") == f"0-{len(data) - 1}", resp
+    resp = finisher.request("PUT", resp.location_path(), query={"digest": sha256(data)})
+    assert resp.status == 201, resp
+    assert resp.header("Docker-Content-Digest") == sha256(data), resp
+    for client in (ours, ref):
+        blob = client.request("GET", f"/v2/{repo}/blobs/{sha256(data)}")
+        assert blob.status == 200 and blob.body == data, blob
+
+
+def test_upload_token_from_one_registry_cannot_be_forged(ours, ref):
+    """A Location whose state was tampered with is refused by both, never a 500."""
+    resp = ours.request("POST", "/v2/interop/forged/blobs/uploads/")
+    loc = resp.location_path()
+    path, _, query = loc.partition("?")
+    tampered = path + "?" + query.replace("_state=", "_state=AAAA")
+    for client in (ours, ref):
+        answer = client.request("PATCH", tampered, body=b"x", headers={"Content-Type": "application/octet-stream"})
+        assert answer.status in (400, 404), answer
