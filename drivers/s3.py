@@ -56,6 +56,8 @@ class S3Driver(ObjectStoreDriver):
     secret_params = frozenset({"secretkey", "sessiontoken"})
     #: botocore's request checksums: "when_supported" on AWS, "when_required" on S3 look-alikes
     checksums = "when_supported"
+    #: the addressing style when ``forcepathstyle`` is off ("virtual" for stores that need it)
+    default_addressing = "auto"
 
     def __init__(
         self,
@@ -111,7 +113,7 @@ class S3Driver(ObjectStoreDriver):
             use_ssl=secure,
             client_kwargs=client_kwargs,
             config_kwargs={
-                "s3": {"addressing_style": "path" if path_style else "auto"},
+                "s3": {"addressing_style": "path" if path_style else self.default_addressing},
                 "retries": {"max_attempts": RETRY_ATTEMPTS, "mode": "standard"},
                 "connect_timeout": 10,
                 "read_timeout": 120,
