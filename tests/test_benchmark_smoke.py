@@ -1,0 +1,58 @@
+"""The benchmark's quick mode runs end to end against both registries and reports every figure.
+
+No timing is asserted: this only proves the tool works (both registries start, every scenario runs
+without a protocol error, the JSON has each figure with a value for both and a ratio).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # benchmarks/ is a tool in the checkout, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.compare import figures_for, parse_args  # noqa: E402
+from benchmarks.servers import REFERENCE_BINARY  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.path.exists(REFERENCE_BINARY) or shutil.which("docker-registry")),
+        reason="the reference registry (Debian package docker-registry) is not installed",
+    ),
+]
+
+
+def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    argv = ["--quick", "--sizes", "8MiB,16MiB", "--duration", "0.2", "--tags", "20", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", *argv, "--workdir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == result  # the last stdout line is the JSON
+    expected = [fig.key for fig in figures_for(parse_args(argv))]
+    assert list(result["figures"]) == expected
+    assert "push_chunked_16MiB" in expected and "tag_list" in expected and "pull_4x_16MiB" in expected
+    for key, entry in result["figures"].items():
+        for who in ("ref", "ours"):
+            assert entry.get(f"{who}_error") is None, (key, who, entry.get(f"{who}_error"))
+            assert entry[who] > 0, (key, who)
+            assert entry[f"{who}_peak_rss_mib"] > 0, (key, who)
+        assert entry["ratio"] is not None, key
+    assert result["machine"]["nproc"] >= 1
+    assert "2.8" in result["reference"]
+    assert set(result["goals"]["ours_push_peak_rss_mib"]) == {"8MiB", "16MiB"}
