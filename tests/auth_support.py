@@ -74,7 +74,7 @@ def make_pki(directory: Path) -> Pki:
 
 def make_users(path: Path, users: dict[str, str] | None = None) -> Path:
     for user, password in (users or PASSWORDS).items():
-        set_user(path, user, password)
+        set_user(path, user, password, rounds=4)  # fast hashes keep the tests quick
     return path
 
 

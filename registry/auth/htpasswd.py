@@ -82,13 +82,13 @@ def read_entries(path: str | Path) -> dict[str, str]:
     return entries
 
 
-def set_user(path: str | Path, user: str, password: str) -> bool:
+def set_user(path: str | Path, user: str, password: str, rounds: int = 12) -> bool:
     """Add or replace ``user`` in the file (created 0600 if missing); True when the user was new."""
     if not USERNAME_RE.match(user):
         raise HtpasswdError("user names must be 1-128 characters without spaces or ':'")
     p = Path(path)
     lines = p.read_text(encoding="utf-8").splitlines() if p.exists() else []
-    entry = f"{user}:{hash_password(password)}"
+    entry = f"{user}:{hash_password(password, rounds)}"
     new = True
     for i, line in enumerate(lines):
         if line.partition(":")[0] == user:

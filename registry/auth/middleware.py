@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_AUTHORIZATION = 8192
 #: the request key holding the authenticated account name (for access logs); never a credential
-ACCOUNT_KEY = "registry.account"
+ACCOUNT_KEY: web.RequestKey[str] = web.RequestKey("registry.account", str)
 
 
 def _v2_suffix(path: str, prefix: str) -> str | None:
