@@ -41,6 +41,23 @@ DEFAULT_ROOT = "/var/lib/registry"
 _RETRIES = 8  # attempts when a concurrent delete removes a parent directory we just made
 
 
+def _ensure_root(root: str) -> None:
+    """Create the root directory itself (not missing parents, which usually mean a typo or an
+    unmounted volume) and insist that it is a writable directory."""
+    key = "storage.filesystem.rootdirectory"
+    try:
+        os.mkdir(root)
+    except FileExistsError:
+        if not os.path.isdir(root):
+            raise DriverConfigError(f"{key}: {root} exists but is not a directory") from None
+    except FileNotFoundError:
+        raise DriverConfigError(f"{key}: {root} does not exist and neither does its parent directory") from None
+    except OSError as exc:
+        raise DriverConfigError(f"{key}: cannot create {root}: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DriverConfigError(f"{key}: {root} is not writable")
+
+
 class _LocalFileWriter(FileObjectWriter):
     def _sync(self) -> None:
         os.fsync(self._file.fileno())
@@ -59,8 +76,8 @@ class FilesystemDriver(FsspecDriver):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "FilesystemDriver":
         root = get_str(cls.name, params, "rootdirectory", DEFAULT_ROOT) or DEFAULT_ROOT
-        if not os.path.isabs(root):
-            raise DriverConfigError(f"storage.filesystem.rootdirectory: must be an absolute path, got {root!r}")
+        root = os.path.abspath(root)  # relative to the working directory, like ./data
+        _ensure_root(root)
         return cls(root, get_int(cls.name, params, "maxthreads", 100, minimum=1))
 
     def local_path(self, path: str) -> str | None:

@@ -453,6 +453,6 @@ def default_raw() -> dict[str, Any]:
     return {
         "version": "0.1",
         "log": {"level": "info"},
-        "storage": {"filesystem": {"rootdirectory": "./data"}, "delete": {"enabled": True}},
+        "storage": {"filesystem": {"rootdirectory": os.path.abspath("data")}, "delete": {"enabled": True}},
         "http": {"addr": "127.0.0.1:5000"},
     }

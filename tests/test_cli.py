@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from registry import __version__
-from tests.helpers import ROOT, free_port, registry_cmd, run_cli, wait_http
+from helpers import ROOT, free_port, registry_cmd, run_cli, wait_http
 
 
 def test_version() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_unknown_key_is_a_warning_naming_the_key(tmp_path: Path, caplog: pytest.
 def test_embedded_default() -> None:
     config = load_config(None, environ={})
     assert config.storage.driver == "filesystem"
-    assert config.storage.params == {"rootdirectory": "./data"}
+    assert config.storage.params == {"rootdirectory": os.path.abspath("data")}
     assert config.http.addr == "127.0.0.1:5000"
     assert config.http.secret  # generated
     assert config.http.secret_generated
