@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: the algorithm hashed while PATCHed data streams in (the reference's canonical one)
 CANONICAL = "sha256"
+#: what appends and commits consume: bytes, or a list of pieces as they came off the socket
+Batch = bytes | list[bytes]
 
 
 @dataclasses.dataclass
@@ -129,7 +131,7 @@ class UploadStore:
             raise _upload_unknown(s.id) from None
 
     # --- data --------------------------------------------------------------------------------------
-    async def append(self, s: UploadSession, chunks: AsyncIterator[bytes], start: int | None = None) -> int:
+    async def append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None = None) -> int:
         """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size."""
         w = await self._open(s)
         hasher: digests.ResumableHash | None = None
@@ -150,7 +152,7 @@ class UploadStore:
                 await self._save_hash(s, hasher)
         return s.size
 
-    async def commit(self, s: UploadSession, expected: Digest, chunks: AsyncIterator[bytes] | None) -> BlobInfo:
+    async def commit(self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None) -> BlobInfo:
         """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order."""
         data_path = paths.upload_data(s.repo, s.id)
         try:
@@ -162,8 +164,8 @@ class UploadStore:
             s.size = info.size
             hasher = await self._saved_hash(s, expected.algorithm, s.size)
             if chunks is not None:
-                async for chunk in chunks:
-                    if chunk:
+                async for batch in chunks:
+                    if len(batch):
                         raise _upload_unknown(s.id)
         else:
             try:
@@ -254,17 +256,19 @@ class UploadStore:
             pass
 
 
-async def pump(chunks: AsyncIterator[bytes], writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
+async def pump(chunks: AsyncIterator[Batch], writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
     """Write ``chunks`` while hashing them in a worker thread (ctypes releases the GIL), one
-    chunk in flight, so reading the next chunk, hashing and writing overlap."""
+    batch in flight, so reading the next batch, hashing and writing overlap. A batch may be a
+    list of pieces as they came off the socket: joining them would cost one more copy."""
     pending: asyncio.Task | None = None
     try:
-        async for chunk in chunks:
-            if not chunk:
+        async for batch in chunks:
+            pieces = [batch] if isinstance(batch, (bytes, bytearray, memoryview)) else batch
+            if not any(len(p) for p in pieces):
                 continue
             if pending is not None:
                 await pending
-            pending = asyncio.ensure_future(_write_and_hash(chunk, writer, hasher))
+            pending = asyncio.ensure_future(_write_and_hash(pieces, writer, hasher))
         if pending is not None:
             await pending
             pending = None
@@ -274,13 +278,20 @@ async def pump(chunks: AsyncIterator[bytes], writer: FileWriter, hasher: digests
             await asyncio.wait([pending])
 
 
-async def _write_and_hash(chunk: bytes, writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
-    if hasher is None:
-        await writer.write(chunk)
-        return
-    hashing = asyncio.get_running_loop().run_in_executor(None, hasher.update, chunk)
+def _hash_all(hasher: digests.ResumableHash, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
+
+
+async def _write_and_hash(pieces: list[bytes], writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
+    hashing = None
+    if hasher is not None:
+        hashing = asyncio.get_running_loop().run_in_executor(None, _hash_all, hasher, pieces)
     try:
-        await writer.write(chunk)
+        for piece in pieces:
+            await writer.write(piece)
     finally:
-        await asyncio.wait([hashing])
-    hashing.result()
+        if hashing is not None:
+            await asyncio.wait([hashing])
+    if hashing is not None:
+        hashing.result()
