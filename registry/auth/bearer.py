@@ -31,7 +31,7 @@ from .scope import AccessSet, ScopeError
 log = logging.getLogger(__name__)
 
 LEEWAY = 60
-MAX_TOKEN_LENGTH = 8192
+MAX_TOKEN_LENGTH = 7168
 MAX_JWKS_BYTES = 1024 * 1024
 JWKS_REFRESH_MIN_INTERVAL = 30.0
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")

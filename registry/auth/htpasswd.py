@@ -27,7 +27,6 @@ MAX_USERNAME = 128
 MAX_BASIC_HEADER = 1024
 USERNAME_RE = re.compile(r"^[^\s:]{1,128}$")
 _BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
-_DUMMY_HASH = bcrypt.hashpw(b"dummy password for unknown users", bcrypt.gensalt(10))
 CACHE_TTL = 60.0
 CACHE_MAX = 10000
 
@@ -55,8 +54,8 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 
 def hash_password(password: str, rounds: int = 12) -> str:
     data = password.encode("utf-8")
-    if not data or len(data) > MAX_PASSWORD_BYTES:
-        raise HtpasswdError(f"passwords must be 1 to {MAX_PASSWORD_BYTES} bytes long")
+    if not data or len(data) > MAX_PASSWORD_BYTES or b"\x00" in data:
+        raise HtpasswdError(f"passwords must be 1 to {MAX_PASSWORD_BYTES} bytes long, without NUL")
     return bcrypt.hashpw(data, bcrypt.gensalt(rounds)).decode()
 
 
@@ -104,6 +103,13 @@ def set_user(path: str | Path, user: str, password: str, rounds: int = 12) -> bo
     return new
 
 
+def _dummy_hash(entries: dict[str, str]) -> bytes:
+    """A hash with the cost most users have, checked for unknown users."""
+    costs = [int(h[4:6]) for h in entries.values()]
+    cost = max(set(costs), key=costs.count) if costs else 12
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(min(max(cost, 4), 16)))
+
+
 class Htpasswd:
     """The users of one htpasswd file, reloaded (at most once a second) after it changes."""
 
@@ -116,6 +122,7 @@ class Htpasswd:
         self._entries: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
         self._cache_key = secrets.token_bytes(32)
+        self._dummy = b""
         self._reload(force=True)
 
     def _reload(self, force: bool = False) -> None:
@@ -138,8 +145,9 @@ class Htpasswd:
             if force:
                 raise
             return
+        dummy = _dummy_hash(entries)
         with self._lock:
-            self._entries, self._stamp = entries, stamp
+            self._entries, self._stamp, self._dummy = entries, stamp, dummy
             self._cache.clear()
 
     def exists(self, user: str) -> bool:
@@ -161,8 +169,8 @@ class Htpasswd:
             return True
         data = password.encode("utf-8", "surrogatepass")
         ok = False
-        if hashed is None or not data or len(data) > MAX_PASSWORD_BYTES:
-            bcrypt.checkpw(b"x", _DUMMY_HASH)
+        if hashed is None or not data or len(data) > MAX_PASSWORD_BYTES or b"\x00" in data:
+            bcrypt.checkpw(b"x", self._dummy)  # same work as a real check: no user enumeration by timing
         else:
             try:
                 ok = bcrypt.checkpw(data, hashed.encode())

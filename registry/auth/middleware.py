@@ -26,7 +26,10 @@ from .scope import Scope, format_scopes
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_AUTHORIZATION = 8192
+MAX_AUTHORIZATION = 7200  # below aiohttp's 8190-byte header limit, so we answer it ourselves
+#: stands for a repository name that fails the grammar (case, ``..``, ``//``, trailing ``/``):
+#: never granted, never put in a challenge
+INVALID_NAME = Scope("repository", "", ("pull",))
 #: the request key holding the authenticated account name (for access logs); never a credential
 ACCOUNT_KEY: web.RequestKey[str] = web.RequestKey("registry.account", str)
 
@@ -52,7 +55,7 @@ def needed_access(request: web.Request, prefix: str = "/") -> tuple[list[Scope],
             return [Scope("registry", "catalog", ("*",))], []
         return [], []
     if not isinstance(name, str) or not is_valid_name(name):
-        return [], []  # the handler answers NAME_INVALID; an authenticated caller still gets no grant
+        return ([INVALID_NAME], [])  # no token can grant a malformed name
     method = request.method
     if method in ("GET", "HEAD"):
         actions: tuple[str, ...] = ("pull",)
@@ -71,6 +74,7 @@ def needed_access(request: web.Request, prefix: str = "/") -> tuple[list[Scope],
 
 def _detail(scopes: Sequence[Scope]) -> list[dict[str, str]]:
     """The UNAUTHORIZED detail, shaped like distribution's: one entry per needed action."""
+    scopes = [s for s in scopes if s is not INVALID_NAME]
     return [{"Type": s.type, "Class": s.resource_class, "Name": s.name, "Action": a} for s in scopes for a in s.actions]
 
 
@@ -121,12 +125,14 @@ class BearerAuth:
         self, request: web.Request, scopes: Sequence[Scope], error: str = "", status: int = 401
     ) -> RegistryError:
         value = f"Bearer realm={_quote(self._realm(request))},service={_quote(self.config.service)}"
+        scopes = [s for s in scopes if s is not INVALID_NAME]
         if scopes:
             value += f",scope={_quote(format_scopes(scopes))}"
         if error:
             value += f",error={_quote(error)}"
         if status == 403:
-            return RegistryError(ErrorCode.DENIED, "insufficient scope", detail=_detail(scopes), status=403,
+            message = "insufficient scope" if scopes else "no access to an invalid repository name"
+            return RegistryError(ErrorCode.DENIED, message, detail=_detail(scopes), status=403,
                                  headers={"WWW-Authenticate": value})
         message = {"invalid_token": "invalid token", "insufficient_scope": "insufficient scope"}.get(
             error, "authentication required")
