@@ -29,6 +29,12 @@ def make_config(**storage: Any) -> Config:
     }
     if storage.pop("redirect_disable", False):
         raw["storage"]["redirect"] = {"disable": True}
+    if storage.pop("schema1", False):
+        raw["compatibility"] = {"schema1": {"enabled": True}}
+    if storage.pop("readonly", False):
+        raw["storage"]["maintenance"] = {"readonly": {"enabled": True}}
+    raw["http"].update(storage.pop("http", {}))
+    raw.update(storage)
     return Config.from_dict(raw)
 
 

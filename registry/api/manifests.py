@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 from aiohttp import web
 
 from .. import manifests as mf
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, parse_reference
 from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_url
+
+
+#: manifests larger than this are parsed in a worker thread
+PARSE_INLINE_LIMIT = 256 << 10
 
 
 def _lookup_reference(request: web.Request) -> str | Digest:
@@ -56,13 +63,16 @@ async def put_manifest(request: web.Request) -> web.Response:
     cfg = config(request)
     limit = cfg.validation.manifests_maxsize
     body = await read_limited(request, limit, lambda size: mf.check_manifest_size(size, limit))
-    manifest = mf.parse_manifest(
+    parse = functools.partial(
+        mf.parse_manifest,
         body,
         request.headers.get("Content-Type"),
         schema1_enabled=cfg.compatibility.schema1_enabled,
         max_size=limit,
         expected_digest=ref if isinstance(ref, Digest) else None,
     )
+    # a large body (a big index, a signed schema 1) is parsed off the event loop
+    manifest = await asyncio.to_thread(parse) if len(body) > PARSE_INLINE_LIMIT else parse()
     digest = await store(request).manifests.put(name, manifest, None if isinstance(ref, Digest) else ref)
     headers = {
         "Location": v2_url(request, f"{name}/manifests/{digest}"),

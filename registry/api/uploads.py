@@ -95,7 +95,9 @@ async def finish_upload(request: web.Request) -> web.Response:
     require_writable(request)
     expected = parse_digest(request.query.get("digest", ""))
     chunks = body_chunks(request) if has_body(request) else None
-    info = await store(request).uploads.commit(s, expected, chunks)
+    content_range = request.headers.get("Content-Range")
+    start = parse_content_range(content_range)[0] if content_range is not None and chunks else None
+    info = await store(request).uploads.commit(s, expected, chunks, start)
     return _created(request, s.repo, info)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 from drivers.base import PathNotFound, StorageDriver
 
 from .. import manifests as mf
+from .. import mediatypes as mt
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from . import paths
@@ -55,14 +56,24 @@ class ManifestStore:
             body = await self.blobs.get_small(d)
         except PathNotFound:
             raise manifest_unknown(ref) from None
-        return StoredManifest(d, body, mf.detect_media_type(body))
+        media_type = mf.detect_media_type(body)
+        if media_type in mt.SCHEMA1_MEDIA_TYPES:
+            try:  # we keep a signed manifest's original bytes beside its revision link
+                body = await self.driver.get_content(paths.signed_manifest(repo, d))
+                media_type = mf.detect_media_type(body)
+            except PathNotFound:
+                pass
+        return StoredManifest(d, body, media_type)
 
     async def put(self, repo: str, manifest: mf.Manifest, tag: str | None) -> Digest:
         """Store a validated manifest after checking what it references exists in ``repo``."""
         d = try_digest(manifest.digest)
         assert d is not None
         await self._check_references(repo, manifest)
-        await self.blobs.put_small(d, manifest.body)
+        # signed schema 1: the canonical payload at the digest path, as the reference stores it
+        await self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body)
+        if manifest.canonical is not None:
+            await self.driver.put_content(paths.signed_manifest(repo, d), manifest.body)
         await self.tags.mark_indexed(repo, d)
         await self.driver.put_content(paths.revision_link(repo, d), str(d).encode())
         subject = try_digest(manifest.subject.digest) if manifest.subject else None
@@ -112,6 +123,10 @@ class ManifestStore:
             await self.driver.delete(paths.revision_link(repo, ref))
         except PathNotFound:
             raise manifest_unknown(ref) from None
+        try:
+            await self.driver.delete(paths.signed_manifest(repo, ref))
+        except PathNotFound:
+            pass
         parsed = mf.parse_stored(stored.body, str(ref))
         subject = try_digest(parsed.subject.digest) if parsed.subject else None
         if subject is not None:

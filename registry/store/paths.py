@@ -51,6 +51,12 @@ def revision_link(name: str, d: Digest) -> str:
     return f"{repo(name)}/_manifests/revisions/{d.algorithm}/{d.hex}/link"
 
 
+def signed_manifest(name: str, d: Digest) -> str:
+    """The original bytes of a signed schema 1 manifest (the blob holds the canonical payload,
+    as the reference stores it); the reference ignores files other than ``link`` here."""
+    return f"{repo(name)}/_manifests/revisions/{d.algorithm}/{d.hex}/signed"
+
+
 def revisions_dir(name: str, algorithm: str) -> str:
     return f"{repo(name)}/_manifests/revisions/{algorithm}"
 

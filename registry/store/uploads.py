@@ -136,13 +136,7 @@ class UploadStore:
         w = await self._open(s)
         hasher: digests.ResumableHash | None = None
         try:
-            if start is not None and start != w.size:
-                raise RegistryError(
-                    ErrorCode.RANGE_INVALID,
-                    "upload range does not continue at the current size",
-                    detail={"size": w.size, "start": start},
-                    headers=self.range_headers(w.size),
-                )
+            self._check_start(start, w.size)
             hasher = await self._saved_hash(s, CANONICAL, w.size)
             await pump(chunks, w, hasher)
         finally:
@@ -152,8 +146,11 @@ class UploadStore:
                 await self._save_hash(s, hasher)
         return s.size
 
-    async def commit(self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None) -> BlobInfo:
-        """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order."""
+    async def commit(
+        self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None, start: int | None = None
+    ) -> BlobInfo:
+        """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order.
+        ``start`` (a Content-Range on the PUT) must equal the current size, as for :meth:`append`."""
         data_path = paths.upload_data(s.repo, s.id)
         try:
             w = await self.driver.writer(data_path, append=True)
@@ -169,6 +166,7 @@ class UploadStore:
                         raise _upload_unknown(s.id)
         else:
             try:
+                self._check_start(start, w.size)
                 hasher = await self._saved_hash(s, expected.algorithm, w.size)
                 if chunks is not None:
                     await pump(chunks, w, hasher)
@@ -192,6 +190,15 @@ class UploadStore:
         return BlobInfo(expected, s.size, paths.blob_data(expected))
 
     # --- helpers -------------------------------------------------------------------------------------
+    def _check_start(self, start: int | None, size: int) -> None:
+        if start is not None and start != size:
+            raise RegistryError(
+                ErrorCode.RANGE_INVALID,
+                "upload range does not continue at the current size",
+                detail={"size": size, "start": start},
+                headers=self.range_headers(size),
+            )
+
     @staticmethod
     def range_headers(size: int) -> dict[str, str]:
         return {"Range": f"0-{max(size - 1, 0)}"}

@@ -1,0 +1,64 @@
+"""Config keys the API honours: schema 1, read-only mode, prefix, Location styles."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from api_support import digest_of, driver, loc_of, make_config, push_blob, push_image  # noqa: F401
+from registry.app import create_app
+from registry.store import paths
+from registry.reference import try_digest
+from test_manifests import LAYER1, LAYER2, pretty_sign, schema1_payload
+
+SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+
+async def test_schema1_refused_by_default_and_stored_like_the_reference(aiohttp_client, driver):
+    payload = schema1_payload()
+    body = pretty_sign(payload, [ec.generate_private_key(ec.SECP256R1())])
+    off = await aiohttp_client(create_app(make_config(), driver))
+    await push_blob(off, "library/app", LAYER1)
+    await push_blob(off, "library/app", LAYER2)
+    r = await off.put("/v2/library/app/manifests/v1", data=body, headers={"Content-Type": SIGNED})
+    assert r.status == 400 and (await r.json())["errors"][0]["code"] == "MANIFEST_INVALID"
+    on = await aiohttp_client(create_app(make_config(schema1=True), driver))
+    r = await on.put("/v2/library/app/manifests/v1", data=body, headers={"Content-Type": SIGNED})
+    assert r.status == 201, await r.text()
+    d = r.headers["Docker-Content-Digest"]
+    assert d == digest_of(payload)
+    # the blob holds the canonical payload (what distribution stores); GET serves the signed bytes
+    assert await driver.get_content(paths.blob_data(try_digest(d))) == payload
+    for ref in ("v1", d):
+        r = await on.get(f"/v2/library/app/manifests/{ref}", headers={"Accept": SIGNED})
+        assert r.status == 200 and await r.read() == body
+        assert r.headers["Content-Type"] == SIGNED and r.headers["Docker-Content-Digest"] == d
+    # stored schema 1 manifests are served even when pushing them is off
+    r = await off.get("/v2/library/app/manifests/v1")
+    assert r.status == 200 and await r.read() == body
+
+
+async def test_readonly(aiohttp_client, driver):
+    rw = await aiohttp_client(create_app(make_config(), driver))
+    d, _ = await push_image(rw, "repo", "v1")
+    ro = await aiohttp_client(create_app(make_config(readonly=True), driver))
+    for method, path in (("POST", "/v2/repo/blobs/uploads/"), ("PUT", "/v2/repo/manifests/v2"),
+                         ("DELETE", f"/v2/repo/manifests/{d}"), ("DELETE", f"/v2/repo/blobs/{d}")):
+        r = await ro.request(method, path, data=b"{}")
+        assert r.status == 405 and (await r.json())["errors"][0]["code"] == "UNSUPPORTED", (method, path)
+    assert (await ro.get("/v2/repo/manifests/v1")).status == 200
+
+
+async def test_prefix_and_locations(aiohttp_client, driver):
+    c = await aiohttp_client(create_app(make_config(http={"prefix": "/reg/", "host": "https://r.example.com"}), driver))
+    assert (await c.get("/reg/v2/")).status == 200
+    assert (await c.get("/v2/")).status == 404
+    r = await c.post("/reg/v2/repo/blobs/uploads/")
+    assert r.headers["Location"].startswith("https://r.example.com/reg/v2/repo/blobs/uploads/")
+    r = await c.patch(loc_of(r), data=b"abc")
+    assert r.status == 202
+    c2 = await aiohttp_client(create_app(make_config(http={"relativeurls": True}), driver))
+    r = await c2.post("/v2/repo/blobs/uploads/")
+    assert r.headers["Location"].startswith("/v2/repo/blobs/uploads/")
+    c3 = await aiohttp_client(create_app(make_config(), driver))
+    r = await c3.post("/v2/repo/blobs/uploads/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "front:8443"})
+    assert r.headers["Location"].startswith("https://front:8443/v2/repo/blobs/uploads/")
