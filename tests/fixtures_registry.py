@@ -227,12 +227,13 @@ def _config_yaml(root: Path, port: int, *, reference: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_registry(kind: str, root: Path, workdir: Path) -> RunningRegistry:
-    """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/."""
+def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "") -> RunningRegistry:
+    """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/.
+    ``extra_config`` is appended to the YAML (top-level sections the default config does not have)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / f"{kind}-config.yml"
-    config.write_text(_config_yaml(root, port, reference=kind == "reference"))
+    config.write_text(_config_yaml(root, port, reference=kind == "reference") + extra_config)
     log_path = workdir / f"{kind}.log"
     log = open(log_path, "wb")
     if kind == "reference":
@@ -252,9 +253,9 @@ def start_registry(kind: str, root: Path, workdir: Path) -> RunningRegistry:
     return running
 
 
-def _start_or_fail(kind: str, root: Path, workdir: Path) -> RunningRegistry:
+def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "") -> RunningRegistry:
     try:
-        return start_registry(kind, root, workdir)
+        return start_registry(kind, root, workdir, extra_config)
     except Exception as exc:  # show the server's own words, not just a timeout
         log = workdir / f"{kind}.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
@@ -270,7 +271,7 @@ def shared_registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def our_registry(shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """Our registry as a real server process (filesystem storage, deletes enabled)."""
-    reg = _start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"))
+    reg = start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"))
     yield reg
     reg.stop()
 
@@ -282,7 +283,7 @@ def reference_registry(
     """distribution 2.8.2 over the same root directory as ``our_registry``."""
     if not Path(REFERENCE_BINARY).exists():
         pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
-    reg = _start_or_fail("reference", shared_registry_root, tmp_path_factory.mktemp("reference"))
+    reg = start_or_fail("reference", shared_registry_root, tmp_path_factory.mktemp("reference"))
     yield reg
     reg.stop()
 
@@ -415,3 +416,62 @@ def assert_pulls(client: Client, repo: str, image: Image, ref: str | None = None
         blob = client.request("GET", f"/v2/{repo}/blobs/{digest}")
         assert blob.status == 200, blob
         assert blob.body == data and sha256(blob.body) == digest, f"blob {digest} differs"
+
+
+# --------------------------------------------------------------------------- Docker schema 1
+
+SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _libtrust_key_id(public_key) -> str:
+    """libtrust's key ID: base32 of the first 240 bits of SHA-256(DER SubjectPublicKeyInfo), in 4-char groups."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
+    return ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
+
+
+def make_schema1(name: str, tag: str, label: str = "schema1") -> tuple[bytes, str, dict[str, bytes]]:
+    """A Docker schema 1 manifest signed the way libtrust (and so docker 1.x) signs it: an ES256 JWS whose
+    protected header carries ``formatLength``/``formatTail``. Returns (signed bytes, digest Docker clients
+    compute = sha256 of the payload without signatures, blobs)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    layer, _ = make_layer({f"{label}/hello.txt": f"{label} schema 1 layer\n".encode()})
+    manifest = {
+        "schemaVersion": 1,
+        "name": name,
+        "tag": tag,
+        "architecture": "amd64",
+        "fsLayers": [{"blobSum": sha256(layer)}],
+        "history": [{"v1Compatibility": json.dumps(
+            {"id": hashlib.sha256(label.encode()).hexdigest(), "created": "2024-01-01T00:00:00Z",
+             "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]}}, separators=(",", ":"))}],
+    }
+    payload = json.dumps(manifest, indent=3).encode()
+    tail = payload[payload.rindex(b"\n}"):]  # "\n}"
+    format_length = len(payload) - len(tail)
+    key = ec.generate_private_key(ec.SECP256R1())
+    numbers = key.public_key().public_numbers()
+    jwk = {"crv": "P-256", "kid": _libtrust_key_id(key.public_key()), "kty": "EC",
+           "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big"))}
+    protected = _b64url(json.dumps({"formatLength": format_length, "formatTail": _b64url(tail),
+                                    "time": "2024-01-01T00:00:00Z"}, separators=(",", ":")).encode())
+    signing_input = f"{protected}.{_b64url(payload)}".encode()
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+    signature = {"header": {"jwk": jwk, "alg": "ES256"},
+                 "signature": _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")), "protected": protected}
+    signatures = json.dumps([signature], indent=3).replace("\n", "\n   ").encode()
+    signed = payload[:format_length] + b',\n   "signatures": ' + signatures + tail
+    return signed, sha256(payload), {sha256(layer): layer}

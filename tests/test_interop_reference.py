@@ -12,20 +12,27 @@ does not paginate tags, and answers some malformed requests with 500.
 
 from __future__ import annotations
 
+import base64
+import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fixtures_registry import (
     OCI_MANIFEST,
+    REFERENCE_BINARY,
+    SCHEMA1_SIGNED,
     Client,
     RunningRegistry,
     assert_pulls,
     make_image,
     make_index,
+    make_schema1,
     push_image,
     sha256,
+    start_or_fail,
 )
 
 V2 = Path("docker/registry/v2")
@@ -207,3 +214,62 @@ def test_upload_token_from_one_registry_cannot_be_forged(ours, ref):
     for client in (ours, ref):
         answer = client.request("PATCH", tampered, body=b"x", headers={"Content-Type": "application/octet-stream"})
         assert answer.status in (400, 404), answer
+
+
+# --------------------------------------------------------------------------- Docker schema 1
+
+SCHEMA1_ON = "compatibility:\n  schema1:\n    enabled: true\n"
+
+
+@pytest.fixture(scope="module")
+def schema1_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Client]]:
+    """Both registries with schema 1 pushes enabled (off by default in both), on their own shared root."""
+    if not Path(REFERENCE_BINARY).exists():
+        pytest.skip("docker-registry (Debian package) is not installed")
+    shared = tmp_path_factory.mktemp("schema1-root")
+    work = tmp_path_factory.mktemp("schema1")
+    ours_reg = start_or_fail("ours", shared, work, SCHEMA1_ON)
+    try:
+        ref_reg = start_or_fail("reference", shared, work, SCHEMA1_ON)
+    except BaseException:
+        ours_reg.stop()
+        raise
+    yield ours_reg.client, ref_reg.client
+    ref_reg.stop()
+    ours_reg.stop()
+
+
+def _schema1_payload(body: bytes, media_type: str) -> bytes:
+    """What Docker clients digest: the JWS payload (signatures cut out by formatLength/formatTail)."""
+    if media_type != SCHEMA1_SIGNED:
+        return body
+    protected = json.loads(body)["signatures"][0]["protected"]
+    header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+    tail = header["formatTail"]
+    return body[:header["formatLength"]] + base64.urlsafe_b64decode(tail + "=" * (-len(tail) % 4))
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_signed_schema1_pushed_to_one_is_served_by_the_other(schema1_pair, direction):
+    """The reference stores only the canonical payload and re-signs it with its own key on every GET;
+    we keep the pushed signed bytes. So: same digest everywhere, the payload under it byte for byte,
+    and our registry serves the exact bytes it was sent."""
+    ours, ref = schema1_pair
+    pusher, puller = _pair(ours, ref, direction)
+    repo = f"interop/schema1-{direction}"
+    signed, digest, blobs = make_schema1(repo, "old", label=direction)
+    for blob_digest, data in blobs.items():
+        assert pusher.push_blob(repo, data, blob_digest).status == 201
+    resp = pusher.put_manifest(repo, "old", signed, SCHEMA1_SIGNED)
+    assert resp.status == 201, resp
+    assert resp.header("Docker-Content-Digest") == digest, resp
+    for client in (ours, ref):
+        for reference in ("old", digest):
+            got = client.get_manifest(repo, reference)
+            assert got.status == 200, got
+            assert got.header("Docker-Content-Digest") == digest, got
+            media_type = (got.header("Content-Type") or "").split(";")[0]
+            assert media_type in (SCHEMA1_SIGNED, "application/vnd.docker.distribution.manifest.v1+json"), got
+            assert sha256(_schema1_payload(got.body, media_type)) == digest, "served bytes do not hash to the digest"
+            if client is ours and pusher is ours:
+                assert got.body == signed and media_type == SCHEMA1_SIGNED, "ours must serve the bytes it was sent"
