@@ -83,7 +83,7 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
         app[DRIVER_KEY] = driver
     app.on_response_prepare.append(_add_headers)
     app.cleanup_ctx.append(_driver_lifecycle)
-    app.cleanup_ctx.append(api.store_context(config.http.secret, DRIVER_KEY))
+    app.cleanup_ctx.append(api.store_context(config, DRIVER_KEY))
     base = config.http.prefix.rstrip("/")
     app.router.add_route("GET", f"{base}/v2/", base_handler)
     app.router.add_route("HEAD", f"{base}/v2/", base_handler)

@@ -62,3 +62,33 @@ async def test_prefix_and_locations(aiohttp_client, driver):
     c3 = await aiohttp_client(create_app(make_config(), driver))
     r = await c3.post("/v2/repo/blobs/uploads/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "front:8443"})
     assert r.headers["Location"].startswith("https://front:8443/v2/repo/blobs/uploads/")
+
+
+async def test_upload_purging(aiohttp_client, driver):
+    import asyncio
+
+    from registry.store import Store
+
+    c = await aiohttp_client(create_app(make_config(), driver))
+    r = await c.post("/v2/a/b/blobs/uploads/")
+    old = loc_of(await c.patch(loc_of(r), data=b"old"))
+    await asyncio.sleep(0.3)
+    fresh = loc_of(await c.post("/v2/other/blobs/uploads/"))
+    store = Store(driver, secret="s")
+    assert len(await store.uploads.purge(0.2, dryrun=True)) == 1
+    assert (await c.get(old)).status == 204
+    purged = await store.uploads.purge(0.2)
+    assert [p.split("/_uploads/")[0].rsplit("repositories/", 1)[1] for p in purged] == ["a/b"]
+    assert (await c.get(old)).status == 404 and (await c.get(fresh)).status == 204
+    # the background task of a registry configured with a tiny age and interval
+    maint = {"uploadpurging": {"enabled": True, "age": "50ms", "interval": "50ms"}}
+    cfg = make_config()
+    from registry.config import StorageConfig
+
+    cfg.storage = StorageConfig.from_raw({"inmemory": {}, "maintenance": maint})
+    await aiohttp_client(create_app(cfg, driver))
+    for _ in range(100):
+        if (await c.get(fresh)).status == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await c.get(fresh)).status == 404

@@ -6,13 +6,19 @@ handlers validate the name (NAME_INVALID rather than a routing 404).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from aiohttp import web
 
+from ..config import Config, UploadPurgingConfig
 from ..store import Store
 from . import blobs, listing, manifests, uploads
 from .base import STORE_KEY
+
+log = logging.getLogger(__name__)
 
 _NAME = "{name:.+}"
 
@@ -42,11 +48,35 @@ def add_routes(app: web.Application, prefix: str = "/") -> None:
             app.router.add_route(method, base + path, handler)
 
 
-def store_context(secret: str, driver_key: Any) -> Any:
-    """A cleanup context building the :class:`Store` once the driver is open."""
+def store_context(config: Config, driver_key: Any) -> Any:
+    """A cleanup context building the :class:`Store` once the driver is open, and running
+    upload purging (``storage.maintenance.uploadpurging``) in the background."""
 
     async def ctx(app: web.Application) -> Any:
-        app[STORE_KEY] = Store(app[driver_key], secret=secret)
+        store = app[STORE_KEY] = Store(app[driver_key], secret=config.http.secret)
+        purging = config.storage.uploadpurging
+        task = asyncio.create_task(_purge_loop(store, purging)) if purging.enabled else None
         yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     return ctx
+
+
+async def _purge_loop(store: Store, purging: UploadPurgingConfig) -> None:
+    """Purge old uploads every ``interval``; the first run soon after start (a registry that
+    restarts more often than ``interval`` still purges)."""
+    delay = min(purging.interval, 60.0)
+    while True:
+        await asyncio.sleep(delay)
+        delay = max(purging.interval, 0.01)
+        try:
+            purged = await store.uploads.purge(purging.age, dryrun=purging.dryrun)
+        except Exception:  # a storage hiccup must not end the loop
+            log.exception("upload purging failed")
+            continue
+        if purged:
+            log.info("upload purging: %s %d upload(s) older than %.0fs",
+                     "would remove" if purging.dryrun else "removed", len(purged), purging.age)

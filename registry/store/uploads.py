@@ -189,6 +189,57 @@ class UploadStore:
         await self._discard(s)
         return BlobInfo(expected, s.size, paths.blob_data(expected))
 
+    # --- maintenance ---------------------------------------------------------------------------------
+    async def purge(self, max_age: float, *, dryrun: bool = False) -> list[str]:
+        """Delete uploads started more than ``max_age`` seconds ago (``startedat``, else the
+        file's time); return their directories. Like distribution's upload purging."""
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age)
+        purged = []
+        async for repo, upload_id in self._all_uploads(paths.REPOSITORIES, ""):
+            started = await self._started(repo, upload_id)
+            if started is not None and started.tzinfo is None:
+                started = started.replace(tzinfo=dt.timezone.utc)
+            if started is not None and started > cutoff:
+                continue
+            purged.append(paths.upload_dir(repo, upload_id))
+            if not dryrun:
+                await self._discard(UploadSession(repo, upload_id, ""))
+        return purged
+
+    async def _all_uploads(self, directory: str, prefix: str) -> AsyncIterator[tuple[str, str]]:
+        try:
+            children = await self.driver.list(directory)
+        except PathNotFound:
+            return
+        for child in children:
+            name = paths.leaf(child)
+            if name == "_uploads" and prefix:
+                try:
+                    for entry in await self.driver.list(child):
+                        yield prefix[:-1], paths.leaf(entry)
+                except PathNotFound:
+                    pass
+            elif not name.startswith("_"):
+                async for item in self._all_uploads(child, f"{prefix}{name}/"):
+                    yield item
+
+    async def _started(self, repo: str, upload_id: str) -> dt.datetime | None:
+        path = paths.upload_started_at(repo, upload_id)
+        try:
+            text = (await self.driver.get_content(path)).decode("ascii", "replace").strip()
+            return dt.datetime.fromisoformat(text.replace("Z", "+00:00")[:32])
+        except PathNotFound:
+            pass
+        except ValueError:
+            try:
+                return (await self.driver.stat(path)).modified
+            except PathNotFound:
+                pass
+        try:  # no startedat: judge by the data file
+            return (await self.driver.stat(paths.upload_data(repo, upload_id))).modified
+        except PathNotFound:
+            return None
+
     # --- helpers -------------------------------------------------------------------------------------
     def _check_start(self, start: int | None, size: int) -> None:
         if start is not None and start != size:
