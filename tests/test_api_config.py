@@ -92,3 +92,28 @@ async def test_upload_purging(aiohttp_client, driver):
             break
         await asyncio.sleep(0.05)
     assert (await c.get(fresh)).status == 404
+
+
+async def test_layer_url_policy(aiohttp_client, driver):
+    import json
+
+    from api_support import OCI_MANIFEST
+
+    cfg = make_config(validation={"manifests": {"urls": {"allow": ["^https://cdn\\.example\\.com/"],
+                                                           "deny": ["/forbidden/"]}}})
+    c = await aiohttp_client(create_app(cfg, driver))
+    config = b"{}"
+    await push_blob(c, "repo", config)
+
+    def manifest(url):
+        return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": digest_of(config), "size": 2},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                                       "digest": digest_of(url.encode()), "size": 5, "urls": [url]}]}).encode()
+
+    for url, status in (("https://cdn.example.com/layer", 201), ("https://cdn.example.com/forbidden/x", 400),
+                        ("https://other.example.com/layer", 400), ("ftp://cdn.example.com/x", 400),
+                        ("https://cdn.example.com/a#frag", 400)):
+        r = await c.put("/v2/repo/manifests/t", data=manifest(url), headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == status, (url, await r.text())

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
+import urllib.parse
 
 from aiohttp import web
 
 from .. import manifests as mf
+from ..config import ValidationConfig
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, parse_reference
 from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_url
@@ -73,6 +76,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     )
     # a large body (a big index, a signed schema 1) is parsed off the event loop
     manifest = await asyncio.to_thread(parse) if len(body) > PARSE_INLINE_LIMIT else parse()
+    _check_layer_urls(manifest, cfg.validation)
     digest = await store(request).manifests.put(name, manifest, None if isinstance(ref, Digest) else ref)
     headers = {
         "Location": v2_url(request, f"{name}/manifests/{digest}"),
@@ -82,6 +86,28 @@ async def put_manifest(request: web.Request) -> web.Response:
     if manifest.subject is not None:
         headers["OCI-Subject"] = manifest.subject.digest
     return web.Response(status=201, headers=headers)
+
+
+def _check_layer_urls(manifest: mf.Manifest, policy: ValidationConfig) -> None:
+    """``validation.manifests.urls``: each URL of a layer (non-distributable layers carry them)
+    must be http(s) without a fragment, match an ``allow`` pattern when any is configured and no
+    ``deny`` pattern -- distribution's rule (patterns search, unanchored, like Go's MatchString)."""
+    for layer in manifest.layers:
+        for u in layer.urls:
+            parsed = urllib.parse.urlsplit(u) if isinstance(u, str) else None
+            ok = (
+                parsed is not None
+                and parsed.scheme in ("http", "https")
+                and not parsed.fragment
+                and (not policy.urls_allow or any(re.search(p, u) for p in policy.urls_allow))
+                and not any(re.search(p, u) for p in policy.urls_deny)
+            )
+            if not ok:
+                raise RegistryError(
+                    ErrorCode.MANIFEST_INVALID,
+                    "a layer URL is not allowed by this registry (validation.manifests.urls)",
+                    detail={"digest": layer.digest, "url": str(u)[:300]},
+                )
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
