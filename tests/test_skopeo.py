@@ -236,3 +236,62 @@ def test_skopeo_accept_headers_get_the_stored_type(reg, skopeo_env, tmp_path):
                    docker_ref(reg, "skopeo/accept", index.children[1].digest)).stdout
     assert child.encode() == index.children[1].manifest
     assert json.loads(child)["mediaType"] == OCI_MANIFEST
+
+
+def test_large_layer_in_one_patch(reg, skopeo_env, tmp_path):
+    """skopeo pushes each layer as one PATCH with the whole body: a 24 MiB incompressible layer round trip."""
+    import gzip
+    import io
+    import random
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        data = random.Random(7).randbytes(24 * 1024 * 1024)
+        info = tarfile.TarInfo("big.bin")
+        info.size, info.mtime = len(data), 0
+        tf.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [sha256(raw.getvalue())]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(layer), "size": len(layer)}],
+    }).encode()
+    image = Image(manifest, OCI_MANIFEST, {sha256(config): config, sha256(layer): layer})
+    write_oci_layout(tmp_path / "src", image, "big")
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--preserve-digests", f"oci:{tmp_path / 'src'}:big",
+           docker_ref(reg, "skopeo/big", "big"), timeout=300)
+    head = reg.client.request("HEAD", f"/v2/skopeo/big/blobs/{sha256(layer)}")
+    assert head.status == 200 and head.header("Content-Length") == str(len(layer)), head
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--preserve-digests", docker_ref(reg, "skopeo/big", "big"),
+           f"oci:{tmp_path / 'back'}:big", timeout=300)
+    digest, back_manifest, blobs = read_oci_layout(tmp_path / "back", "big")
+    assert digest == image.digest and back_manifest == manifest
+    assert sha256(blobs[sha256(layer)]) == sha256(layer)
+
+
+def test_registry_to_registry_copy_within_ours(reg, skopeo_env, tmp_path):
+    """docker:// to docker:// inside one registry: skopeo offers cross-repository mounts; all bytes survive."""
+    index = make_index("oci", label="skopeo-r2r")
+    write_oci_layout(tmp_path / "src", index, "x")
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--all", "--preserve-digests", f"oci:{tmp_path / 'src'}:x",
+           docker_ref(reg, "skopeo/r2r-src", "x"))
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--all", "--preserve-digests", docker_ref(reg, "skopeo/r2r-src", "x"),
+           docker_ref(reg, "skopeo/r2r-dst", "y"))
+    assert_pulls(reg.client, "skopeo/r2r-dst", index, ref="y")
+
+
+@pytest.mark.parametrize("direction", ["reference-to-ours", "ours-to-reference"])
+def test_copy_between_reference_and_ours(reg, reference_registry, skopeo_env, tmp_path, direction):
+    """skopeo copies a multi-arch Docker manifest list from one registry to the other, digests preserved."""
+    index = make_index("docker", label=f"skopeo-{direction}")
+    write_dir_layout(tmp_path / "src", index)
+    src, dst = (reference_registry, reg) if direction == "reference-to-ours" else (reg, reference_registry)
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--all", "--preserve-digests", f"dir:{tmp_path / 'src'}",
+           docker_ref(src, f"skopeo/xreg-src-{direction}", "v1"))
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--all", "--preserve-digests",
+           docker_ref(src, f"skopeo/xreg-src-{direction}", "v1"), docker_ref(dst, f"skopeo/xreg-dst-{direction}", "v1"))
+    assert_pulls(dst.client, f"skopeo/xreg-dst-{direction}", index, ref="v1")
+    assert_pulls(src.client, f"skopeo/xreg-dst-{direction}", index, ref="v1")  # same storage root
