@@ -1,0 +1,313 @@
+"""Real clients through real auth: skopeo and oras-py against our registry process with our token
+server, set up exactly as docs/auth.md says (its CLI commands and its YAML block); skopeo with
+htpasswd; and distribution 2.8.2 accepting our token server's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_registry import REFERENCE_BINARY, make_image, sha256
+from helpers import ROOT, free_port, wait_http
+from test_skopeo import read_oci_layout, write_oci_layout
+
+PASSWORDS = {"admin": "admin-pw-1", "alice": "alice-pw-2", "reader": "reader-pw-3", "ci": "ci-pw-4"}
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "registry", *args], input=stdin, capture_output=True, text=True,
+                          env=_env(), cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def docs_config_block() -> str:
+    text = (ROOT / "docs" / "auth.md").read_text()
+    m = re.search(r"<!-- tests/test_auth_clients.py starts a registry from this very block -->\n```yaml\n(.*?)```",
+                  text, re.S)
+    assert m, "docs/auth.md lost its configuration block"
+    return m.group(1)
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    root: Path
+    log: Path
+    config: Path
+    etc: Path
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(cmd: list[str], port: int, workdir: Path, name: str, root: Path, config: Path, etc: Path) -> Server:
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+    server = Server(proc, port, root, log, config, etc)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30, proc=proc)
+    except Exception:
+        server.stop()
+        raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+    return server
+
+
+def make_users_and_key(etc: Path) -> None:
+    etc.mkdir(parents=True, exist_ok=True)
+    cli("auth", "create-key", "--key", str(etc / "token.key"), "--cert", str(etc / "token.crt"))
+    for user, password in PASSWORDS.items():
+        cli("auth", "add-user", str(etc / "htpasswd"), user, "--password-stdin", "--cost", "4", stdin=password + "\n")
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Our registry + token server, configured from docs/auth.md with local paths and a free port."""
+    work = tmp_path_factory.mktemp("token-registry")
+    etc, data, state = work / "etc", work / "data", work / "state"
+    make_users_and_key(etc)
+    port = free_port()
+    text = (docs_config_block()
+            .replace("/etc/registry/", f"{etc}/")
+            .replace("/var/lib/registry-auth/", f"{state}/")
+            .replace("/var/lib/registry", str(data))
+            .replace("https://registry.example.com/auth/token", f"http://127.0.0.1:{port}/auth/token")
+            .replace("0.0.0.0:5000", f"127.0.0.1:{port}"))
+    config = work / "config.yml"
+    config.write_text(text)
+    server = start([sys.executable, "-m", "registry", "serve", str(config)], port, work, "ours", data, config, etc)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def skopeo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
+    home = tmp_path_factory.mktemp("skopeo-auth-home")
+    (home / "auth.json").write_text("{}")
+    (home / "registries.conf").write_text("unqualified-search-registries = []\n")
+    env = _env()
+    env.update(HOME=str(home), REGISTRY_AUTH_FILE=str(home / "auth.json"),
+               CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"), TMPDIR=str(home), XDG_RUNTIME_DIR=str(home))
+    return env
+
+
+def skopeo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, env=env, timeout=180)
+
+
+def push(env, layout: Path, hostport: str, ref: str, creds: str | None) -> subprocess.CompletedProcess[str]:
+    args = ["copy", "--dest-tls-verify=false", "--preserve-digests"]
+    if creds:
+        args += ["--dest-creds", creds]
+    return skopeo(env, *args, f"oci:{layout}:v1", f"docker://{hostport}/{ref}")
+
+
+def pull(env, hostport: str, ref: str, layout: Path, creds: str | None) -> subprocess.CompletedProcess[str]:
+    args = ["copy", "--src-tls-verify=false"]
+    if creds:
+        args += ["--src-creds", creds]
+    return skopeo(env, *args, f"docker://{hostport}/{ref}", f"oci:{layout}:v1")
+
+
+def repositories(root: Path) -> set[str]:
+    base = root / "docker" / "registry" / "v2" / "repositories"
+    return {str(p.parent.relative_to(base)) for p in base.rglob("_manifests")} if base.exists() else set()
+
+
+def _creds(user: str) -> str:
+    return f"{user}:{PASSWORDS[user]}"
+
+
+def test_skopeo_push_pull_through_the_token_flow(token_registry, skopeo_env, tmp_path):
+    image = make_image("oci", label="auth-skopeo")
+    src = tmp_path / "src"
+    write_oci_layout(src, image, "v1")
+    r = push(skopeo_env, src, token_registry.hostport, "alice/app:1.0", _creds("alice"))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    r = pull(skopeo_env, token_registry.hostport, "alice/app:1.0", out, _creds("alice"))
+    assert r.returncode == 0, r.stderr
+    digest, manifest, blobs = read_oci_layout(out, "v1")
+    assert digest == image.digest and manifest == image.manifest
+    for d, data in image.blobs.items():
+        assert blobs[d] == data and sha256(data) == d
+    # another user may not read alice's personal namespace
+    r = pull(skopeo_env, token_registry.hostport, "alice/app:1.0", tmp_path / "out2", _creds("reader"))
+    assert r.returncode != 0 and "denied" in r.stderr, r.stderr
+    # skopeo inspect with a wrong password fails at the token server
+    r = skopeo(skopeo_env, "inspect", "--tls-verify=false", "--creds", "alice:wrong",
+               f"docker://{token_registry.hostport}/alice/app:1.0")
+    assert r.returncode != 0 and re.search(r"401|unauthorized", r.stderr, re.I), r.stderr
+    # no secret in the server's log
+    log = token_registry.log.read_text(errors="replace")
+    assert all(p not in log for p in PASSWORDS.values())
+
+
+def test_pull_only_user_is_refused_a_push(token_registry, skopeo_env, tmp_path):
+    image = make_image("oci", label="auth-reader")
+    src = tmp_path / "src"
+    write_oci_layout(src, image, "v1")
+    before = repositories(token_registry.root)
+    r = push(skopeo_env, src, token_registry.hostport, "team/tool:1", _creds("reader"))
+    assert r.returncode != 0
+    assert re.search(r"denied|unauthorized|403|401", r.stderr, re.I), r.stderr
+    assert repositories(token_registry.root) == before
+    blobs_dir = token_registry.root / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    for d in image.blobs:
+        assert not (blobs_dir / d[7:9] / d[7:] / "data").exists(), "a refused push left a blob behind"
+    # ci may push to team/, and everyone signed in may then pull it; anonymous may not
+    assert push(skopeo_env, src, token_registry.hostport, "team/tool:1", _creds("ci")).returncode == 0
+    assert pull(skopeo_env, token_registry.hostport, "team/tool:1", tmp_path / "o1", _creds("alice")).returncode == 0
+    assert pull(skopeo_env, token_registry.hostport, "team/tool:1", tmp_path / "o2", None).returncode != 0
+
+
+def test_anonymous_pull_of_public_images(token_registry, skopeo_env, tmp_path):
+    image = make_image("oci", label="auth-public")
+    src = tmp_path / "src"
+    write_oci_layout(src, image, "v1")
+    assert push(skopeo_env, src, token_registry.hostport, "public/tools:latest", _creds("admin")).returncode == 0
+    r = pull(skopeo_env, token_registry.hostport, "public/tools:latest", tmp_path / "out", None)
+    assert r.returncode == 0, r.stderr
+    assert push(skopeo_env, src, token_registry.hostport, "public/tools:mine", None).returncode != 0
+
+
+def test_cli_test_token_works_with_curl_like_requests(token_registry):
+    import urllib.request
+    token = cli("auth", "token", "-c", str(token_registry.config), "--account", "alice",
+                "--scope", "repository:alice/app:pull").stdout.strip()
+    req = urllib.request.Request(f"http://{token_registry.hostport}/v2/alice/app/tags/list",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.load(resp)["name"] == "alice/app"
+    jwks = json.loads(cli("auth", "jwks", "-c", str(token_registry.config)).stdout)
+    with urllib.request.urlopen(f"http://{token_registry.hostport}/.well-known/jwks.json", timeout=10) as resp:
+        assert json.load(resp) == jwks
+
+
+def test_oras_push_pull_through_the_token_flow(token_registry, tmp_path, monkeypatch):
+    """oras-py reuses its first token and asks for a new one only after a 403: its first request is a
+    HEAD (pull scope), so pushing works only because a token lacking scope gets 403."""
+    import oras.client
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / ".docker"))
+    monkeypatch.chdir(tmp_path)
+    artifact = tmp_path / "artifact.txt"
+    artifact.write_bytes(b"an artifact pushed by oras-py through the token flow\n" * 100)
+    client = oras.client.OrasClient(hostname=token_registry.hostport, insecure=True)
+    client.auth.set_basic_auth("alice", PASSWORDS["alice"])
+    target = f"{token_registry.hostport}/alice/artifact:v1"
+    resp = client.push(files=["artifact.txt"], target=target)
+    assert resp.status_code == 201, resp.text
+    out = tmp_path / "pulled"
+    puller = oras.client.OrasClient(hostname=token_registry.hostport, insecure=True)
+    puller.auth.set_basic_auth("alice", PASSWORDS["alice"])
+    files = puller.pull(target=target, outdir=str(out))
+    assert [Path(f).read_bytes() for f in files] == [artifact.read_bytes()]
+    log = token_registry.log.read_text(errors="replace")
+    assert re.search(r'"POST /v2/alice/artifact/blobs/uploads/ HTTP/1.1" 403', log), "oras never needed a 403"
+
+
+@pytest.fixture
+def htpasswd_registry(tmp_path: Path) -> Iterator[Server]:
+    etc, data = tmp_path / "etc", tmp_path / "data"
+    make_users_and_key(etc)
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({
+        "version": 0.1, "storage": {"filesystem": {"rootdirectory": str(data)}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "htpasswd-test"},
+        "auth": {"htpasswd": {"realm": "test-realm", "path": str(etc / "htpasswd")}},
+    }))
+    server = start([sys.executable, "-m", "registry", "serve", str(config)], port, tmp_path, "htpasswd", data,
+                   config, etc)
+    yield server
+    server.stop()
+
+
+def test_skopeo_with_htpasswd(htpasswd_registry, skopeo_env, tmp_path):
+    image = make_image("oci", label="auth-htpasswd")
+    src = tmp_path / "src"
+    write_oci_layout(src, image, "v1")
+    assert push(skopeo_env, src, htpasswd_registry.hostport, "any/thing:1", None).returncode != 0
+    assert push(skopeo_env, src, htpasswd_registry.hostport, "any/thing:1", "alice:wrong").returncode != 0
+    assert repositories(htpasswd_registry.root) == set()
+    r = push(skopeo_env, src, htpasswd_registry.hostport, "any/thing:1", _creds("alice"))
+    assert r.returncode == 0, r.stderr
+    r = pull(skopeo_env, htpasswd_registry.hostport, "any/thing:1", tmp_path / "out", _creds("reader"))
+    assert r.returncode == 0, r.stderr
+    assert read_oci_layout(tmp_path / "out", "v1")[0] == image.digest
+
+
+def test_distribution_accepts_our_tokens(tmp_path, skopeo_env):
+    """distribution 2.8.2 as the registry, our stand-alone token server as its realm (x5c chain)."""
+    if not Path(REFERENCE_BINARY).exists():
+        pytest.skip("docker-registry (Debian package) is not installed")
+    etc = tmp_path / "etc"
+    make_users_and_key(etc)
+    ts_port, reg_port = free_port(), free_port()
+    ts_config = tmp_path / "tokenserver.yml"
+    ts_config.write_text(yaml.safe_dump({"tokenserver": {
+        "issuer": "interop-issuer", "service": "interop-registry", "users": str(etc / "htpasswd"),
+        "key": str(etc / "token.key"), "certificate": str(etc / "token.crt"),
+        "rules": [{"account": "*", "name": "${account}/**", "actions": ["pull", "push"]}],
+    }}))
+    token_server = subprocess.Popen(
+        [sys.executable, "-m", "registry", "auth", "serve-token", "-c", str(ts_config), "--addr", f"127.0.0.1:{ts_port}"],
+        stdout=open(tmp_path / "ts.log", "wb"), stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
+    reg_config = tmp_path / "reference.yml"
+    reg_config.write_text(yaml.safe_dump({
+        "version": 0.1, "log": {"level": "error"},
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+        "http": {"addr": f"127.0.0.1:{reg_port}", "secret": "interop"},
+        "health": {"storagedriver": {"enabled": False}},
+        "auth": {"token": {"realm": f"http://127.0.0.1:{ts_port}/auth/token", "service": "interop-registry",
+                           "issuer": "interop-issuer", "rootcertbundle": str(etc / "token.crt")}},
+    }))
+    reference = None
+    try:
+        wait_http(f"http://127.0.0.1:{ts_port}/auth/token", timeout=30, proc=token_server)
+        reference = start([REFERENCE_BINARY, "serve", str(reg_config)], reg_port, tmp_path, "reference",
+                          tmp_path / "data", reg_config, etc)
+        image = make_image("oci", label="auth-interop")
+        write_oci_layout(tmp_path / "src", image, "v1")
+        r = push(skopeo_env, tmp_path / "src", reference.hostport, "alice/app:1", _creds("alice"))
+        assert r.returncode == 0, r.stderr + (tmp_path / "reference.log").read_text(errors="replace")[-2000:]
+        assert push(skopeo_env, tmp_path / "src", reference.hostport, "admin/app:1", _creds("alice")).returncode != 0
+        r = pull(skopeo_env, reference.hostport, "alice/app:1", tmp_path / "out", _creds("alice"))
+        assert r.returncode == 0, r.stderr
+        assert read_oci_layout(tmp_path / "out", "v1")[0] == image.digest
+    finally:
+        if reference is not None:
+            reference.stop()
+        token_server.terminate()
+        token_server.wait(timeout=10)
