@@ -25,6 +25,7 @@ from fixtures_registry import (
     REFERENCE_BINARY,
     SCHEMA1_SIGNED,
     Client,
+    Image,
     RunningRegistry,
     assert_pulls,
     make_image,
@@ -273,3 +274,49 @@ def test_signed_schema1_pushed_to_one_is_served_by_the_other(schema1_pair, direc
             assert sha256(_schema1_payload(got.body, media_type)) == digest, "served bytes do not hash to the digest"
             if client is ours and pusher is ours:
                 assert got.body == signed and media_type == SCHEMA1_SIGNED, "ours must serve the bytes it was sent"
+
+
+# --------------------------------------------------------------------------- referrers over a shared root
+
+
+def _artifact(subject_digest: str, subject_size: int, label: str) -> Image:
+    """An OCI artifact (artifactType, empty config) whose ``subject`` is the given image manifest."""
+    config, layer = b"{}", f"signature {label}".encode()
+    body = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.example.signature", "digest": sha256(layer), "size": len(layer)}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+        "annotations": {"org.example.label": label},
+    }
+    return Image(json.dumps(body, indent=2).encode(), OCI_MANIFEST, {sha256(config): config, sha256(layer): layer})
+
+
+def _referrer_labels(client: Client, repo: str, subject: str) -> list[str]:
+    resp = client.request("GET", f"/v2/{repo}/referrers/{subject}")
+    assert resp.status == 200, resp
+    return sorted(m.get("annotations", {}).get("org.example.label", "?") for m in resp.json()["manifests"])
+
+
+def test_referrer_deleted_via_reference_disappears_from_our_referrers(ours, ref):
+    repo = "interop/referrers-delete"
+    image = make_image("oci", label="referrers-delete")
+    push_image(ours, repo, image, tag="v1")
+    keep, drop = (_artifact(image.digest, len(image.manifest), label) for label in ("keep", "drop"))
+    push_image(ours, repo, keep)
+    push_image(ours, repo, drop)
+    assert _referrer_labels(ours, repo, image.digest) == ["drop", "keep"]
+    assert ref.request("DELETE", f"/v2/{repo}/manifests/{drop.digest}").status == 202
+    assert _referrer_labels(ours, repo, image.digest) == ["keep"]
+
+
+def test_referrer_pushed_via_reference_is_listed_by_ours(ours, ref):
+    """The reference knows nothing of referrers; a signature pushed through it (the subject field is stored
+    as part of the manifest) must still show in our referrers list for the shared storage (issue 3: the
+    referrers index "can be rebuilt from the manifests")."""
+    repo = "interop/referrers-from-reference"
+    image = make_image("oci", label="referrers-from-reference")
+    push_image(ours, repo, image, tag="v1")
+    push_image(ours, repo, _artifact(image.digest, len(image.manifest), "via-ours"))
+    push_image(ref, repo, _artifact(image.digest, len(image.manifest), "via-reference"))
+    assert _referrer_labels(ours, repo, image.digest) == ["via-ours", "via-reference"]
