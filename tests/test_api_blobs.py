@@ -198,3 +198,13 @@ async def test_mount(client):
         r = await client.post(f"/v2/third/blobs/uploads/?{query}")
         assert r.status == 202, query
         assert "/v2/third/blobs/uploads/" in loc_of(r)
+
+
+async def test_monolithic_push_of_stored_blob_checks_the_body(client):
+    d = await push_blob(client, "one", b"stored once")
+    r = await client.post(f"/v2/two/blobs/uploads/?digest={d}", data=b"something else")
+    assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+    assert (await client.head(f"/v2/two/blobs/{d}")).status == 404
+    r = await client.post(f"/v2/two/blobs/uploads/?digest={d}", data=b"stored once")
+    assert r.status == 201
+    assert await (await client.get(f"/v2/two/blobs/{d}")).read() == b"stored once"

@@ -49,9 +49,7 @@ async def start_upload(request: web.Request) -> web.Response:
             return _created(request, name, info)
     digest = request.query.get("digest")
     if digest is not None and has_body(request):
-        expected = parse_digest(digest)
-        s = await st.uploads.start(name)
-        info = await st.uploads.commit(s, expected, body_chunks(request))
+        info = await st.uploads.put_whole(name, parse_digest(digest), body_chunks(request))
         return _created(request, name, info)
     s = await st.uploads.start(name)
     return _session_response(request, s, 202)

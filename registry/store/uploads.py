@@ -179,15 +179,50 @@ class UploadStore:
             hasher = await self._rehash(s, expected.algorithm)
         if hasher.hexdigest() != expected.hex:
             await self._discard(s)
-            raise RegistryError(
-                ErrorCode.DIGEST_INVALID, detail={"expected": str(expected), "computed": hasher.digest()}
-            )
+            self._verify(hasher, expected)
         info = await self.blobs.stat_data(expected)
         if info is None or info.size != s.size:
             await self.driver.move(data_path, paths.blob_data(expected))
         await self.blobs.link(s.repo, expected)
         await self._discard(s)
         return BlobInfo(expected, s.size, paths.blob_data(expected))
+
+    async def put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch]) -> BlobInfo:
+        """A blob in one request (``POST ?digest=`` with a body): no session files, the data
+        streams into a fresh upload file while it is hashed. When the blob is already stored,
+        the body is only hashed (nothing written) and the repository link added."""
+        existing = await self.blobs.stat_data(expected)
+        if existing is not None:
+            hasher = digests.ResumableHash(expected.algorithm)
+            await pump(chunks, _NullWriter(), hasher)
+            self._verify(hasher, expected)
+            await self.blobs.link(repo, expected)
+            return BlobInfo(expected, hasher.size, existing.path)
+        s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339())
+        data_path = paths.upload_data(repo, s.id)
+        w = await self.driver.writer(data_path)
+        hasher = digests.ResumableHash(expected.algorithm)
+        try:
+            await pump(chunks, w, hasher)
+            await w.commit()
+        except BaseException:
+            await w.cancel()
+            await self._discard(s)
+            raise
+        if hasher.hexdigest() != expected.hex:
+            await self._discard(s)
+            self._verify(hasher, expected)
+        await self.driver.move(data_path, paths.blob_data(expected))
+        await self.blobs.link(repo, expected)
+        await self._discard(s)
+        return BlobInfo(expected, hasher.size, paths.blob_data(expected))
+
+    @staticmethod
+    def _verify(hasher: digests.ResumableHash, expected: Digest) -> None:
+        if hasher.hexdigest() != expected.hex:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, detail={"expected": str(expected), "computed": hasher.digest()}
+            )
 
     # --- maintenance ---------------------------------------------------------------------------------
     async def purge(self, max_age: float, *, dryrun: bool = False) -> list[str]:
@@ -353,3 +388,24 @@ async def _write_and_hash(pieces: list[bytes], writer: FileWriter, hasher: diges
             await asyncio.wait([hashing])
     if hashing is not None:
         hashing.result()
+
+
+class _NullWriter(FileWriter):
+    """Counts and drops bytes: the body of a blob that is already stored is only hashed."""
+
+    def __init__(self) -> None:
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._size += len(data)
+        return len(data)
+
+    async def close(self) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def cancel(self) -> None: ...
