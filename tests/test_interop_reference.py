@@ -320,3 +320,32 @@ def test_referrer_pushed_via_reference_is_listed_by_ours(ours, ref):
     push_image(ours, repo, _artifact(image.digest, len(image.manifest), "via-ours"))
     push_image(ref, repo, _artifact(image.digest, len(image.manifest), "via-reference"))
     assert _referrer_labels(ours, repo, image.digest) == ["via-ours", "via-reference"]
+
+
+def test_delete_by_digest_via_ours_removes_tags_written_by_the_reference(ours, ref):
+    """Tags the reference wrote are not in our reverse tag index; deleting the manifest by digest through
+    ours must still leave no tag that lists but does not resolve, on either registry."""
+    repo = "interop/reverse-index"
+    image = make_image("oci", label="reverse-index")
+    push_image(ref, repo, image, tag="t-ref")
+    assert ours.put_manifest(repo, "t-ours", image.manifest, image.media_type).status == 201
+    assert ref.put_manifest(repo, "t-ref2", image.manifest, image.media_type).status == 201
+    other = make_image("oci", label="reverse-index-other")
+    push_image(ours, repo, other, tag="unrelated")
+    assert ours.request("DELETE", f"/v2/{repo}/manifests/{image.digest}").status == 202
+    for client in (ours, ref):
+        for tag in ("t-ref", "t-ref2", "t-ours"):
+            assert client.get_manifest(repo, tag).status == 404
+        listed = client.request("GET", f"/v2/{repo}/tags/list").json()["tags"]
+        assert listed == ["unrelated"], f"tags that do not resolve are listed: {listed}"
+
+
+def test_tag_moved_by_reference_survives_deletion_of_its_old_target_via_ours(ours, ref):
+    repo = "interop/moved-tag"
+    old, new = make_image("oci", label="moved-old"), make_image("oci", label="moved-new")
+    push_image(ours, repo, old, tag="moving")
+    push_image(ref, repo, new, tag="moving")  # the reference moves the tag; our reverse index still has it
+    assert ours.request("DELETE", f"/v2/{repo}/manifests/{old.digest}").status == 202
+    for client in (ours, ref):
+        got = client.get_manifest(repo, "moving")
+        assert got.status == 200 and got.body == new.manifest, got
