@@ -349,3 +349,30 @@ def test_tag_moved_by_reference_survives_deletion_of_its_old_target_via_ours(our
     for client in (ours, ref):
         got = client.get_manifest(repo, "moving")
         assert got.status == 200 and got.body == new.manifest, got
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_sha512_blob_pushed_to_one_is_pulled_from_the_other(ours, ref, direction):
+    import hashlib
+
+    pusher, puller = _pair(ours, ref, direction)
+    repo = f"interop/sha512-{direction}"
+    data = f"a sha512 blob {direction}".encode() * 2000
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    assert pusher.push_blob(repo, data, digest).status == 201
+    got = puller.request("GET", f"/v2/{repo}/blobs/{digest}")
+    assert got.status == 200 and got.body == data, got
+    assert got.header("Docker-Content-Digest") == digest, got
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_upload_started_on_one_is_cancelled_on_the_other(ours, ref, direction):
+    starter, canceller = _pair(ours, ref, direction)
+    repo = f"interop/cancel-{direction}"
+    loc = starter.request("POST", f"/v2/{repo}/blobs/uploads/").location_path()
+    resp = starter.request("PATCH", loc, body=b"partial", headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 202, resp
+    cancel = canceller.request("DELETE", resp.location_path())
+    assert cancel.status == 204, cancel
+    for client in (ours, ref):
+        assert client.request("GET", resp.location_path()).status == 404
