@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path)
             _setup_logging(config.log.level)
             _validate_storage(config)
+            from .auth import validate as _validate_auth
+
+            _validate_auth(config)
         except (ConfigError, ValueError) as exc:
             print(f"registry: configuration error: {exc}", file=sys.stderr)
             return 1

@@ -13,7 +13,15 @@ from aiohttp import web
 from ..config import ConfigError
 from .config import AuthConfig, TokenServerConfig, load
 
-__all__ = ["AuthConfig", "TokenServerConfig", "setup_auth", "load"]
+__all__ = ["AuthConfig", "TokenServerConfig", "setup_auth", "load", "validate"]
+
+
+def validate(config: Any) -> None:
+    """Load everything auth needs (config, keys, certificates, users) once; ConfigError if unusable.
+
+    The CLI calls this before serving, so ``check-config`` and ``serve`` fail with one clear line.
+    """
+    setup_auth(web.Application(), config)
 
 
 def setup_auth(app: web.Application, config: Any) -> None:
