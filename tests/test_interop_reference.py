@@ -203,6 +203,7 @@ def test_upload_started_on_one_is_finished_on_the_other(ours, ref, root, directi
     resp = finisher.request("PUT", resp.location_path(), query={"digest": sha256(data)})
     assert resp.status == 201, resp
     assert resp.header("Docker-Content-Digest") == sha256(data), resp
+    assert not state_file.parent.parent.parent.exists(), "the finished upload left its _uploads directory behind"
     for client in (ours, ref):
         blob = client.request("GET", f"/v2/{repo}/blobs/{sha256(data)}")
         assert blob.status == 200 and blob.body == data, blob
