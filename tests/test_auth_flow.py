@@ -300,3 +300,19 @@ async def test_config_errors_surface_at_create_app(setup):
     Path(bad["certificate"]).write_bytes(keys.certificate_pem(pki.attacker_cert))
     with pytest.raises(ConfigError, match="is not for the key"):
         create_app(registry_config(tmp / "d", auth=token_auth_block(), tokenserver=bad))
+
+
+async def test_validated_tokens_are_cached_but_still_expire(aiohttp_client, setup):
+    import asyncio
+    import time as time_mod
+    tmp, pki = setup
+    c = await _app(aiohttp_client, tmp, pki)
+    now = int(time_mod.time())
+    # expired 59 s ago: inside the 60 s leeway for about one more second
+    t = sign(pki.key, headers={"kid": pki.kid}, access=access("alice/app", "pull"), exp=now - 59, nbf=now - 600,
+             iat=now - 600)
+    assert (await c.get("/v2/alice/app/tags/list", headers=bearer(t))).status == 404
+    assert (await c.get("/v2/alice/app/tags/list", headers=bearer(t))).status == 404  # from the cache
+    await asyncio.sleep(1.6)
+    r = await c.get("/v2/alice/app/tags/list", headers=bearer(t))
+    assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import binascii
 import json
 import logging
@@ -34,6 +35,10 @@ LEEWAY = 60
 MAX_TOKEN_LENGTH = 7168
 MAX_JWKS_BYTES = 1024 * 1024
 JWKS_REFRESH_MIN_INTERVAL = 30.0
+#: validated tokens are remembered (by their exact text) for at most this long, so a client sending
+#: one token on every request pays the signature check once a minute, not once a request
+CACHE_SECONDS = 60.0
+CACHE_SIZE = 4096
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
 
@@ -95,6 +100,8 @@ class TokenVerifier:
         self._jwks_keys: dict[str, keys.VerifyKey] = {}
         self._jwks_fetched = 0.0
         self._jwks_lock = asyncio.Lock()
+        #: token -> (grants, not before, cache expiry); time claims are re-checked on every hit
+        self._cache: collections.OrderedDict[str, tuple[AccessSet, float, float]] = collections.OrderedDict()
 
     @classmethod
     def from_config(cls, config: TokenConfig, extra: Mapping[str, keys.VerifyKey] | None = None) -> "TokenVerifier":
@@ -178,6 +185,26 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> AccessSet:
         """The access a valid token grants; InvalidToken otherwise."""
+        now = time.time()
+        hit = self._cache.get(token)
+        if hit is not None:
+            grants, not_before, until = hit
+            if not_before - LEEWAY <= now < until:
+                self._cache.move_to_end(token)
+                return grants
+            del self._cache[token]
+        grants, claims = await self._verify(token)
+        exp = claims.get("exp")
+        nbf = claims.get("nbf")
+        if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+            until = min(float(exp) + LEEWAY, now + CACHE_SECONDS)
+            not_before = float(nbf) if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) else 0.0
+            self._cache[token] = (grants, not_before, until)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return grants
+
+    async def _verify(self, token: str) -> tuple[AccessSet, dict[str, Any]]:
         if len(token) > MAX_TOKEN_LENGTH or not _TOKEN_RE.match(token):
             raise InvalidToken("malformed token")
         try:
@@ -211,6 +238,6 @@ class TokenVerifier:
         if claims.get("token_use") == "refresh":
             raise InvalidToken("a refresh token is not an access token")
         try:
-            return AccessSet.from_claim(claims.get("access"), subject=str(claims.get("sub", ""))[:256])
+            return AccessSet.from_claim(claims.get("access"), subject=str(claims.get("sub", ""))[:256]), claims
         except ScopeError as exc:
             raise InvalidToken(f"malformed access claim: {exc}") from None
