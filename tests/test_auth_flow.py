@@ -316,3 +316,18 @@ async def test_validated_tokens_are_cached_but_still_expire(aiohttp_client, setu
     await asyncio.sleep(1.6)
     r = await c.get("/v2/alice/app/tags/list", headers=bearer(t))
     assert r.status == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+async def test_rate_limit_behind_a_trusted_proxy_counts_client_addresses(aiohttp_client, setup):
+    tmp, pki = setup
+    c = await _app(aiohttp_client, tmp, pki, ratelimit={"failures": 2, "window": "1m",
+                                                         "trustedproxies": ["127.0.0.0/8"]})
+
+    async def login(user, password, client_ip):
+        return await c.get("/auth/token", params={"service": SERVICE}, headers={
+            "Authorization": basic(user, password), "X-Forwarded-For": f"203.0.113.9, {client_ip}"})
+
+    for _ in range(2):
+        assert (await login("mallory", "x", "198.51.100.7")).status == 401
+    assert (await login("alice", PASSWORDS["alice"], "198.51.100.7")).status == 429  # that client is limited
+    assert (await login("bob", PASSWORDS["bob"], "198.51.100.8")).status == 200  # others behind the proxy are not

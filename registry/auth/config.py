@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import logging
 import re
 from collections.abc import Mapping
@@ -196,6 +197,8 @@ class TokenServerConfig:
     refreshtokens_expiration: float = 90 * 24 * 3600.0
     ratelimit_failures: int = 5
     ratelimit_window: float = 60.0
+    #: proxies whose X-Forwarded-For is believed when counting failures per client address
+    trustedproxies: tuple[str, ...] = ()
     rules: tuple[AclRule, ...] = ()
 
     @classmethod
@@ -220,7 +223,15 @@ class TokenServerConfig:
         refresh = _mapping(raw.get("refreshtokens"), f"{key}.refreshtokens")
         _warn_unknown(refresh, ("path", "expiration"), f"{key}.refreshtokens")
         limit = _mapping(raw.get("ratelimit"), f"{key}.ratelimit")
-        _warn_unknown(limit, ("failures", "window"), f"{key}.ratelimit")
+        _warn_unknown(limit, ("failures", "window", "trustedproxies"), f"{key}.ratelimit")
+        proxies = limit.get("trustedproxies") or []
+        if not isinstance(proxies, list):
+            raise ConfigError(f"{key}.ratelimit.trustedproxies: expected a list of addresses or networks")
+        for net in proxies:
+            try:
+                ipaddress.ip_network(str(net), strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}.ratelimit.trustedproxies: {net!r} is not an address or network") from None
         rules_raw = raw.get("rules") or []
         if not isinstance(rules_raw, list):
             raise ConfigError(f"{key}.rules: expected a list of rules")
@@ -238,6 +249,7 @@ class TokenServerConfig:
                                                     f"{key}.refreshtokens.expiration"),
             ratelimit_failures=_int(limit, "failures", f"{key}.ratelimit", 5, 1),
             ratelimit_window=parse_duration(limit.get("window", "1m"), f"{key}.ratelimit.window"),
+            trustedproxies=tuple(str(p) for p in proxies),
             rules=tuple(_rule(r, f"{key}.rules[{i}]") for i, r in enumerate(rules_raw)),
         )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import json
 import logging
 import secrets
@@ -113,6 +114,7 @@ class TokenServer:
         self.signer = signer or TokenSigner.from_config(config)
         self.users = Htpasswd(config.users)
         self.limiter = FailureLimiter(config.ratelimit_failures, config.ratelimit_window)
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trustedproxies]
         self.refresh = (RefreshStore(config.refreshtokens_path, config.refreshtokens_expiration)
                         if config.refreshtokens_path else None)
         if self.refresh is None:
@@ -145,18 +147,33 @@ class TokenServer:
         return TokenError(401, "invalid_grant", description,
                           headers={"WWW-Authenticate": f'Basic realm="{self.config.issuer}"'})
 
+    def _address(self, request: web.Request) -> str:
+        """The client's address: the peer, or behind trusted proxies the last untrusted X-Forwarded-For hop."""
+        hops = [request.remote or "?"]
+        if self._proxies:
+            forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()][-16:] + hops
+        for hop in reversed(hops):
+            try:
+                ip = ipaddress.ip_address(hop)
+            except ValueError:
+                return hop[:64]
+            if not any(ip in net for net in self._proxies):
+                return hop
+        return hops[0][:64]
+
     async def _login(self, request: web.Request, user: str, password: str) -> str:
         """The account when ``user``/``password`` are right; rate limited per account and address."""
         if not USERNAME_RE.match(user):
             raise self._unauthorized("invalid username or password")
-        account_key, address_key = f"account:{user}", f"address:{request.remote or '?'}"
+        account_key, address_key = f"account:{user}", f"address:{self._address(request)}"
         wait = self.limiter.retry_after(account_key, address_key)
         if wait > 0:
             raise TokenError(429, "slow_down", "too many failed logins; try again later",
                              headers={"Retry-After": str(int(wait) + 1)})
         if not await self.users.verify(user, password):
             self.limiter.fail(account_key, address_key)
-            log.info("failed login for account %r from %s", user, request.remote)
+            log.info("failed login for account %r from %s", user, self._address(request))
             raise self._unauthorized("invalid username or password")
         self.limiter.succeed(account_key)
         return user
@@ -265,7 +282,7 @@ class TokenServer:
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def _refreshed_account(self, request: web.Request, token: str, client_id: str, service: str) -> str:
-        address_key = f"address:{request.remote or '?'}"
+        address_key = f"address:{self._address(request)}"
         wait = self.limiter.retry_after(address_key)
         if wait > 0:
             raise TokenError(429, "slow_down", "too many failed attempts; try again later",
