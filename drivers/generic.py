@@ -374,6 +374,8 @@ class FsspecDriver(StorageDriver):
                 continue
             if is_valid_component(name):
                 out.append(self._file_info(child, entry))
+        if not out and path != "/":
+            raise PathNotFound(self.name, path)  # an empty directory does not exist
         out.sort(key=lambda info: walk_key(info.path))
         return out
 

@@ -1,0 +1,103 @@
+"""Driver pieces outside the conformance suite: path rules, walk order, factory and params,
+and what only the filesystem driver promises (OS paths for sendfile, in-place uploads)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from drivers.base import DriverConfigError, InvalidPath, check_dir, check_path, is_valid_path, walk_key
+from drivers.factory import DRIVERS, create_driver
+from drivers.filesystem import FilesystemDriver
+from drivers.inmemory import InMemoryDriver
+
+
+@pytest.mark.parametrize("path", ["/a", "/a/b", "/A-Z.0_9", "/...", "/.a", "/a../b"])
+def test_valid_paths(path: str) -> None:
+    assert check_path("x", path) == path and is_valid_path(path)
+
+
+@pytest.mark.parametrize("path", ["", "/", "a", "//a", "/a/", "/a/../b", "/a b", "/a/./b", "/a\n", "/a\x00", "/é", None])
+def test_invalid_paths(path: object) -> None:
+    with pytest.raises(InvalidPath, match="^x: invalid path"):
+        check_path("x", path)  # type: ignore[arg-type]
+    assert not is_valid_path(path)
+
+
+def test_check_dir_accepts_root_only_extra() -> None:
+    assert check_dir("x", "/") == "/"
+    with pytest.raises(InvalidPath):
+        check_dir("x", "//")
+
+
+def test_walk_key_keeps_subtrees_together() -> None:
+    paths = ["/a-x", "/a/b", "/a", "/a/b/c", "/b", "/a.b"]
+    assert sorted(paths, key=walk_key) == ["/a", "/a/b", "/a/b/c", "/a-x", "/a.b", "/b"]
+
+
+def test_factory_builds_each_driver(tmp_path) -> None:
+    fs = create_driver("filesystem", {"rootdirectory": str(tmp_path), "maxthreads": "25"})
+    assert isinstance(fs, FilesystemDriver) and fs.root == str(tmp_path)
+    assert isinstance(create_driver("inmemory", None), InMemoryDriver)
+    assert set(DRIVERS) >= {"filesystem", "inmemory"}
+
+
+def test_filesystem_default_root() -> None:
+    assert FilesystemDriver().root == "/var/lib/registry"  # distribution's default
+
+
+def test_each_inmemory_instance_is_separate_unless_shared() -> None:
+    a, b = InMemoryDriver(), InMemoryDriver()
+    assert a.root != b.root
+    assert InMemoryDriver("/shared").root == create_driver("inmemory", {"rootdirectory": "/shared"}).root
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("nosuch", {}, "unknown storage driver 'nosuch'"),
+        ("filesystem", {"rootdirectory": 5}, "storage.filesystem.rootdirectory: expected a string"),
+        ("filesystem", {"rootdirectory": "/nonexistent-parent-1a2b/root"}, "does not exist"),
+        ("filesystem", {"maxthreads": "many"}, "storage.filesystem.maxthreads: expected an integer"),
+        ("filesystem", {"maxthreads": 0}, "must be at least 1"),
+        ("filesystem", ["rootdirectory"], "expected a mapping"),
+        ("inmemory", {"rootdirectory": "no/slash"}, "storage.inmemory.rootdirectory"),
+    ],
+)
+def test_factory_rejects_bad_config(name: str, params: object, message: str) -> None:
+    with pytest.raises(DriverConfigError, match=message) as info:
+        create_driver(name, params)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_factory_warns_about_unknown_keys(tmp_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="drivers.factory"):
+        create_driver("filesystem", {"rootdirectory": str(tmp_path), "colour": "blue"})
+    assert "'colour'" in caplog.text and "storage.filesystem" in caplog.text
+
+
+async def test_filesystem_local_path_and_in_place_upload(tmp_path) -> None:
+    driver = FilesystemDriver(str(tmp_path))
+    writer = await driver.writer("/repo/_uploads/u1/data")
+    await writer.write(b"x" * 10)
+    await writer.close()  # uncommitted: the bytes are in the upload's data file already
+    local = driver.local_path("/repo/_uploads/u1/data")
+    assert local == os.path.join(str(tmp_path), "repo/_uploads/u1/data")
+    with open(local, "rb") as f:
+        assert f.read() == b"x" * 10
+    await driver.put_content("/repo/link", b"sha256:abc")
+    assert sorted(os.listdir(tmp_path / "repo")) == ["_uploads", "link"]  # no temporary files left
+    await driver.delete("/repo")
+    assert os.listdir(tmp_path) == []
+    await driver.close()
+
+
+async def test_filesystem_lists_hide_foreign_names(tmp_path) -> None:
+    driver = FilesystemDriver(str(tmp_path))
+    (tmp_path / "lost+found").mkdir()
+    (tmp_path / "f~tmp").write_bytes(b"")
+    await driver.put_content("/ok", b"1")
+    assert await driver.list("/") == ["/ok"]
+    await driver.close()
