@@ -331,3 +331,16 @@ async def test_rate_limit_behind_a_trusted_proxy_counts_client_addresses(aiohttp
         assert (await login("mallory", "x", "198.51.100.7")).status == 401
     assert (await login("alice", PASSWORDS["alice"], "198.51.100.7")).status == 429  # that client is limited
     assert (await login("bob", PASSWORDS["bob"], "198.51.100.8")).status == 200  # others behind the proxy are not
+
+
+async def test_http_prefix_is_protected(aiohttp_client, setup):
+    tmp, pki = setup
+    from registry.config import Config
+    raw = {"storage": {"filesystem": {"rootdirectory": str(tmp / "data")}},
+           "http": {"secret": "s", "prefix": "/registry/"}, "auth": token_auth_block(),
+           "tokenserver": tokenserver_block(tmp, pki)}
+    c = await aiohttp_client(create_app(Config.from_dict(raw)))
+    r = await c.post("/registry/v2/alice/app/blobs/uploads/")
+    assert r.status == 401 and 'scope="repository:alice/app:pull,push"' in r.headers["WWW-Authenticate"]
+    t = await token(c, "alice", ["repository:alice/app:pull,push"])
+    assert (await c.post("/registry/v2/alice/app/blobs/uploads/", headers=bearer(t["token"]))).status == 202
