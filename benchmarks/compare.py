@@ -377,8 +377,11 @@ def py_spy(pid: int, path: Path | None) -> Iterator[None]:
     if path is None:
         yield
         return
+    binary = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if binary is None:
+        raise SystemExit("--py-spy needs py-spy: pip install py-spy")
     proc = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "250",
+        [binary, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "250",
          "--output", str(path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
