@@ -1650,3 +1650,33 @@ class TestNextSuite:
         assert client.request("HEAD", f"/v2/{NEXT_REPO1}/manifests/{dig}").status == 404
         for bdig in td.blobs:
             delete_blob(NEXT_REPO1, bdig)
+
+
+class TestUploadConsistency:
+    """Issue 3 §8 over real HTTP: concurrent requests on one upload session end consistent."""
+
+    @pytest.mark.parametrize("trial", range(4))
+    def test_concurrent_patches_on_one_session(self, trial):
+        import concurrent.futures
+
+        body = random.Random(f"{SEED}-race-{trial}").randbytes(2_000_000)
+        whole = body + body  # identical halves: the order the two PATCHes land in cannot matter
+        loc = client.request("POST", f"/v2/{EXTRAS}/blobs/uploads/").location_path()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: client.request(
+                "PATCH", loc, body=body, headers={"Content-Type": "application/octet-stream"}), range(2)))
+        accepted = [a for a in answers if a.status == 202]
+        for a in answers:
+            assert a.status in (202, 409, 416, 400), a
+        status = client.request("GET", loc)
+        assert status.status == 204, status
+        size = int(status.header("Range").split("-")[1]) + 1
+        assert size == len(body) * len(accepted), f"{len(accepted)} PATCHes accepted but the upload holds {size} bytes"
+        failures = []
+        ranges = sorted(a.header("Range") for a in accepted)
+        if len(accepted) == 2 and ranges != [f"0-{len(body) - 1}", f"0-{len(whole) - 1}"]:
+            failures.append(f"each accepted PATCH must report the range it really left, got {ranges}")
+        put = client.request("PUT", status.location_path(), query={"digest": from_bytes(whole[:size])})
+        if put.status != 201:
+            failures.append(f"the upload holds exactly {size} known bytes, yet the PUT of their digest got {put!r}")
+        assert not failures, failures
