@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable
 
 from drivers.base import PathNotFound, StorageDriver
 
@@ -66,21 +67,39 @@ class ManifestStore:
         return StoredManifest(d, body, media_type)
 
     async def put(self, repo: str, manifest: mf.Manifest, tag: str | None) -> Digest:
-        """Store a validated manifest after checking what it references exists in ``repo``."""
+        """Store a validated manifest after checking what it references exists in ``repo``.
+
+        Writes go in stages; within a stage they are independent and run concurrently (each
+        small write may cost an fsync): [bytes, signed bytes, reverse-index entry or marker]
+        -> revision link -> [referrers entry, tag's current link] -> tag's index link.
+        """
         d = try_digest(manifest.digest)
         assert d is not None
-        await self._check_references(repo, manifest)
-        # signed schema 1: the canonical payload at the digest path, as the reference stores it
-        await self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body)
-        if manifest.canonical is not None:
-            await self.driver.put_content(paths.signed_manifest(repo, d), manifest.body)
-        await self.tags.mark_indexed(repo, d)
-        await self.driver.put_content(paths.revision_link(repo, d), str(d).encode())
+        exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
+        current = await self.tags.current(repo, tag) if tag is not None else None
+        retag = tag is not None and current != d
+        first: list[Awaitable[None]] = []
+        if not exists:
+            # signed schema 1: the canonical payload at the digest path, as the reference stores it
+            first.append(self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body))
+            if manifest.canonical is not None:
+                first.append(self.driver.put_content(paths.signed_manifest(repo, d), manifest.body))
+            if tag is None:
+                first.append(self.tags.mark_indexed(repo, d))
+        if retag:
+            first.append(self.tags.add_reverse_entry(repo, tag, d))
+        await asyncio.gather(*first)
+        if not exists:
+            await self.driver.put_content(paths.revision_link(repo, d), str(d).encode())
+        second: list[Awaitable[None]] = []
         subject = try_digest(manifest.subject.digest) if manifest.subject else None
-        if subject is not None:
-            await self.referrers.add(repo, subject, d, manifest.referrer_descriptor().to_dict())
-        if tag is not None:
-            await self.tags.tag(repo, tag, d)
+        if subject is not None:  # also on a re-push: completes an entry a crash left out
+            second.append(self.referrers.add(repo, subject, d, manifest.referrer_descriptor().to_dict()))
+        if retag:
+            second.append(self.tags.point(repo, tag, d))
+        await asyncio.gather(*second)
+        if retag:
+            await self.tags.record(repo, tag, d)
         return d
 
     async def _check_references(self, repo: str, manifest: mf.Manifest) -> None:

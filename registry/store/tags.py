@@ -1,8 +1,10 @@
 """Tags: distribution's ``current``/``index`` links, plus a reverse index digest -> tags.
 
 The reverse index (``_tagsbydigest``) lets a delete by digest find the manifest's tags in
-O(its own tags). Entries may be stale (the tag moved on); every use re-checks the tag's current
-link. Tags written by the reference registry are not in it: :meth:`TagStore.reindex` rebuilds it.
+O(its own tags). Entries may be stale (the tag moved on or was deleted); every use re-checks the
+tag's current link. A manifest with no entry at all (stored by the reference registry) falls back
+to a scan of all tags. Tags the reference adds to a manifest we stored are not in it:
+:meth:`TagStore.reindex` (``Store.rebuild_indexes``) rebuilds it.
 Write order for a tag: reverse entry, current link, index link -- so a tag is listed only once it
 resolves, and never without its reverse entry.
 """
@@ -30,12 +32,12 @@ class TagStore:
 
     async def resolve(self, repo: str, tag: str) -> Digest:
         """The digest ``tag`` points at, or MANIFEST_UNKNOWN."""
-        d = await self._current(repo, tag)
+        d = await self.current(repo, tag)
         if d is None:
             raise manifest_unknown(tag)
         return d
 
-    async def _current(self, repo: str, tag: str) -> Digest | None:
+    async def current(self, repo: str, tag: str) -> Digest | None:
         try:
             raw = await self.driver.get_content(paths.tag_current_link(repo, tag))
         except PathNotFound:
@@ -43,41 +45,52 @@ class TagStore:
         return try_digest(raw.decode("ascii", "replace").strip())
 
     async def tag(self, repo: str, tag: str, d: Digest) -> None:
+        """Point ``tag`` at ``d``: the three steps below, in this order."""
+        await self.add_reverse_entry(repo, tag, d)
+        await self.point(repo, tag, d)
+        await self.record(repo, tag, d)
+
+    async def add_reverse_entry(self, repo: str, tag: str, d: Digest) -> None:
         await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
+
+    async def point(self, repo: str, tag: str, d: Digest) -> None:
+        """The tag's current link: from here on the tag resolves to ``d``."""
         await self.driver.put_content(paths.tag_current_link(repo, tag), str(d).encode())
+
+    async def record(self, repo: str, tag: str, d: Digest) -> None:
+        """The tag's history entry (distribution's tag index)."""
         await self.driver.put_content(paths.tag_index_link(repo, tag, d), str(d).encode())
 
     async def untag(self, repo: str, tag: str) -> Digest:
-        """Remove ``tag`` (its history first, its current link last); MANIFEST_UNKNOWN if absent."""
+        """Remove ``tag`` (its history first, its current link last); MANIFEST_UNKNOWN if absent.
+        The reverse entry stays (stale entries are checked on use and dropped with the digest)."""
         d = await self.resolve(repo, tag)
         await self._delete_quietly(paths.tag_index_dir(repo, tag))
         await self._delete_quietly(paths.tag_dir(repo, tag))
-        await self._delete_quietly(paths.digest_tag_entry(repo, d, tag))
         return d
 
     async def mark_indexed(self, repo: str, d: Digest) -> None:
-        """Record that every tag of manifest ``d`` goes through :meth:`tag` (we stored it)."""
+        """Record that manifest ``d`` was stored here untagged: its (empty) reverse index is
+        complete. A tagged push needs no marker: its reverse entry is the evidence."""
         await self.driver.put_content(paths.digest_tags_marker(repo, d), b"")
 
     async def tags_of(self, repo: str, d: Digest) -> list[str]:
-        """Tags that point at ``d`` now: from the reverse index (stale entries dropped), or by
-        scanning every tag when ``d`` was stored by another registry (no index marker)."""
+        """Tags that point at ``d`` now: from the reverse index (stale entries dropped), or, when
+        ``d`` has no reverse entry at all (stored by another registry), by scanning every tag."""
         try:
             entries = await self.driver.list(paths.digest_tags_dir(repo, d))
         except PathNotFound:
             entries = []
+        if not entries:
+            return [t for t in await self._all_or_none(repo) if await self.current(repo, t) == d]
         marker = paths.digest_tags_marker(repo, d)
-        if marker not in entries:
-            return [t for t in await self._all_or_none(repo) if await self._current(repo, t) == d]
         found = []
         for entry in entries:
             tag = paths.leaf(entry)
             if entry == marker:
                 continue
-            if is_valid_tag(tag) and await self._current(repo, tag) == d:
+            if is_valid_tag(tag) and await self.current(repo, tag) == d:
                 found.append(tag)
-            else:
-                await self._delete_quietly(entry)
         return found
 
     async def _all_or_none(self, repo: str) -> list[str]:
@@ -109,7 +122,7 @@ class TagStore:
         """Rebuild the reverse index from the current links (e.g. after the reference wrote tags)."""
         count = 0
         for tag in await self.list(repo):
-            d = await self._current(repo, tag)
+            d = await self.current(repo, tag)
             if d is not None:
                 await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
                 count += 1
