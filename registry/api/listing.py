@@ -51,7 +51,7 @@ async def list_referrers(request: web.Request) -> web.Response:
     name = repo_name(request)
     subject = parse_digest(request.match_info["digest"])
     artifact_type = request.query.get("artifactType")
-    manifests = await store(request).referrers.list(name, subject, artifact_type)
+    manifests = await store(request).list_referrers(name, subject, artifact_type)
     headers = {}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"

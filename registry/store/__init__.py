@@ -37,34 +37,53 @@ class Store:
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers)
         self.catalog = Catalog(driver)
 
+    async def list_referrers(self, repo: str, subject: Digest, artifact_type: str | None = None) -> list[dict]:
+        """The referrers of ``subject``, after indexing manifests another registry stored."""
+        await self.reconcile(repo)
+        return await self.referrers.list(repo, subject, artifact_type)
+
+    async def reconcile(self, repo: str) -> int:
+        """Index the manifests of ``repo`` that the reference registry stored (they have no
+        reverse-index directory): referrers entries first, then their tags and the marker.
+        Costs two listings when there are none; each foreign manifest is indexed once."""
+        foreign: set[Digest] = set()
+        for algorithm in ("sha256", "sha512"):
+            indexed = await self.tags.indexed_digests(repo, algorithm)
+            for d in await self._revisions(repo, algorithm):
+                if d.hex not in indexed:
+                    foreign.add(d)
+        for d in foreign:
+            await self._index_referrer(repo, d)
+        await self.tags.adopt(repo, foreign)
+        return len(foreign)
+
+    async def _index_referrer(self, repo: str, d: Digest) -> bool:
+        try:
+            body = await self.blobs.get_small(d)
+        except PathNotFound:
+            return False
+        m = mf.parse_stored(body, str(d))
+        subject = try_digest(m.subject.digest) if m.subject else None
+        if subject is None:
+            return False
+        await self.referrers.add(repo, subject, d, m.referrer_descriptor().to_dict())
+        return True
+
     async def rebuild_indexes(self, repo: str) -> dict[str, int]:
         """Recreate our indexes of ``repo`` (reverse tags, referrers) from the manifests, e.g.
         after the reference registry wrote to the same storage. Idempotent."""
-        revisions = await self._revisions(repo)
+        revisions = await self._revisions(repo, "sha256") + await self._revisions(repo, "sha512")
         referrers = 0
         for d in revisions:
             await self.tags.mark_indexed(repo, d)
-            try:
-                body = await self.blobs.get_small(d)
-            except PathNotFound:
-                continue
-            m = mf.parse_stored(body, str(d))
-            subject = try_digest(m.subject.digest) if m.subject else None
-            if subject is not None:
-                await self.referrers.add(repo, subject, d, m.referrer_descriptor().to_dict())
-                referrers += 1
+            referrers += await self._index_referrer(repo, d)
         tags = await self.tags.reindex(repo)
         return {"manifests": len(revisions), "tags": tags, "referrers": referrers}
 
-    async def _revisions(self, repo: str) -> list[Digest]:
-        found = []
-        for algorithm in ("sha256", "sha512"):
-            try:
-                entries = await self.driver.list(paths.revisions_dir(repo, algorithm))
-            except PathNotFound:
-                continue
-            for entry in entries:
-                d = try_digest(f"{algorithm}:{paths.leaf(entry)}")
-                if d is not None:
-                    found.append(d)
-        return found
+    async def _revisions(self, repo: str, algorithm: str) -> list[Digest]:
+        try:
+            entries = await self.driver.list(paths.revisions_dir(repo, algorithm))
+        except PathNotFound:
+            return []
+        found = (try_digest(f"{algorithm}:{paths.leaf(e)}") for e in entries)
+        return [d for d in found if d is not None]

@@ -87,6 +87,8 @@ class ManifestStore:
             if tag is None:
                 first.append(self.tags.mark_indexed(repo, d))
         if retag:
+            if exists and not await self.tags.indexed(repo, d):
+                await self.tags.adopt(repo, {d})  # stored by the reference: index its tags first
             first.append(self.tags.add_reverse_entry(repo, tag, d))
         await asyncio.gather(*first)
         if not exists:

@@ -107,6 +107,11 @@ def upload_hashstate(name: str, upload_id: str, algorithm: str, offset: int) -> 
 # --- our indexes (ignored by the reference registry) ---------------------------------------------
 
 
+def digest_tags_root(name: str, algorithm: str) -> str:
+    """Every manifest we stored (or adopted) has a directory here."""
+    return f"{repo(name)}/_tagsbydigest/{algorithm}"
+
+
 def digest_tags_dir(name: str, d: Digest) -> str:
     """Reverse tag index: one empty file per tag that pointed at manifest ``d`` (may be stale)."""
     return f"{repo(name)}/_tagsbydigest/{d.algorithm}/{d.hex}"

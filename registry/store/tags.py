@@ -93,6 +93,31 @@ class TagStore:
                 found.append(tag)
         return found
 
+    async def adopt(self, repo: str, digests: set[Digest]) -> None:
+        """Index manifests another registry stored: their current tags, found by one scan of
+        all tags, become reverse entries, and each gets the marker. Idempotent."""
+        if not digests:
+            return
+        for tag in await self._all_or_none(repo):
+            d = await self.current(repo, tag)
+            if d in digests:
+                await self.add_reverse_entry(repo, tag, d)
+        for d in digests:
+            await self.mark_indexed(repo, d)
+
+    async def indexed(self, repo: str, d: Digest) -> bool:
+        try:
+            return bool(await self.driver.list(paths.digest_tags_dir(repo, d)))
+        except PathNotFound:
+            return False
+
+    async def indexed_digests(self, repo: str, algorithm: str) -> set[str]:
+        """Hex digests of the manifests that have reverse-index entries (ours or adopted)."""
+        try:
+            return {paths.leaf(p) for p in await self.driver.list(paths.digest_tags_root(repo, algorithm))}
+        except PathNotFound:
+            return set()
+
     async def _all_or_none(self, repo: str) -> list[str]:
         try:
             return await self.list(repo)
