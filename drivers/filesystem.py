@@ -19,6 +19,7 @@ Blocking calls run in the driver's own thread pool (``maxthreads``), never on th
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import os
 import posixpath
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 from fsspec.implementations.local import LocalFileSystem
 
 from .base import (
-    DriverConfigError, FileWriter, InvalidOffset, PathNotFound, StorageError, check_dir, is_valid_component, walk_key,
+    DriverConfigError, FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageError, check_dir, is_valid_component, walk_key,
 )
 from .generic import FileObjectWriter, FsspecDriver
 from .params import get_int, get_str
@@ -106,6 +107,40 @@ class FilesystemDriver(FsspecDriver):
         if not out and path != "/":
             raise PathNotFound(self.name, path)  # an empty directory does not exist
         out.sort(key=walk_key)
+        return out
+
+    async def stat(self, path: str) -> FileInfo:
+        self.check(path)
+        with self._errors(path):
+            return _file_info(path, await self._run(os.stat, self._key(path)))
+
+    async def _children(self, path: str) -> list[FileInfo]:
+        """One ``os.scandir`` per directory for walk (fsspec's detailed listing is slower)."""
+        check_dir(self.name, path)
+        with self._errors(path):
+            return await self._run(self._scan, path)
+
+    def _scan(self, path: str) -> list[FileInfo]:
+        base = "" if path == "/" else path
+        out = []
+        try:
+            with os.scandir(self._key(path)) as entries:
+                for entry in entries:
+                    if not is_valid_component(entry.name):
+                        continue
+                    try:
+                        out.append(_file_info(f"{base}/{entry.name}", entry.stat()))
+                    except FileNotFoundError:
+                        continue  # deleted while we looked
+        except FileNotFoundError:
+            if path == "/":
+                return []
+            raise
+        except NotADirectoryError:
+            raise PathNotFound(self.name, path, "is a file") from None
+        if not out and path != "/":
+            raise PathNotFound(self.name, path)  # an empty directory does not exist
+        out.sort(key=lambda info: walk_key(info.path))
         return out
 
     # -- helpers -------------------------------------------------------------------------
@@ -210,6 +245,13 @@ class FilesystemDriver(FsspecDriver):
             except OSError:
                 return
             parent = posixpath.dirname(parent)
+
+
+def _file_info(path: str, st: os.stat_result) -> FileInfo:
+    modified = dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)
+    if stat.S_ISDIR(st.st_mode):
+        return FileInfo(path, 0, modified, True)
+    return FileInfo(path, st.st_size, modified, False)
 
 
 def _open_read(os_path: str) -> tuple[int, int]:

@@ -222,6 +222,8 @@ class FsspecDriver(StorageDriver):
     flush_size = 4 << 20
     #: bytes the default reader fetches per request
     read_block = 8 << 20
+    #: the default writer's class (over a synchronous file object)
+    file_writer: type[FileObjectWriter] = FileObjectWriter
 
     def __init__(self, fs: AbstractFileSystem, root: str, *, executor: Executor | None = None) -> None:
         self.fs = fs
@@ -343,7 +345,7 @@ class FsspecDriver(StorageDriver):
                 raise PathNotFound(self.name, path)
             size = int(info["size"])
         fileobj = await self._call("open", key, "ab" if append else "wb")
-        return FileObjectWriter(self, path, key, fileobj, size)
+        return self.file_writer(self, path, key, fileobj, size)
 
     async def stat(self, path: str) -> FileInfo:
         self.check(path)

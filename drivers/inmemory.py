@@ -15,7 +15,7 @@ from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
-from .base import DriverConfigError, FileWriter, is_valid_path
+from .base import DriverConfigError, is_valid_path
 from .generic import FileObjectWriter, FsspecDriver
 from .params import get_str
 
@@ -32,6 +32,7 @@ class _MemoryFileWriter(FileObjectWriter):
 class InMemoryDriver(FsspecDriver):
     name = "inmemory"
     known_params = frozenset({"rootdirectory"})
+    file_writer = _MemoryFileWriter
 
     def __init__(self, rootdirectory: str | None = None) -> None:
         super().__init__(MemoryFileSystem(), rootdirectory or f"/inmemory-{uuid.uuid4().hex}")
@@ -42,11 +43,6 @@ class InMemoryDriver(FsspecDriver):
         if root is not None and not is_valid_path(root):
             raise DriverConfigError(f"storage.inmemory.rootdirectory: must look like /name, got {root!r}")
         return cls(root)
-
-    async def _open_writer(self, path: str, key: str, append: bool) -> FileWriter:
-        writer = await super()._open_writer(path, key, append)
-        assert isinstance(writer, FileObjectWriter)
-        return _MemoryFileWriter(self, path, key, writer._file, writer.size)
 
     async def _move_file(self, src: str, dst: str) -> None:
         store = self.fs.store
