@@ -193,3 +193,33 @@ async def test_subject_may_be_missing(client):
     assert r.status == 201 and r.headers["OCI-Subject"] == ghost
     r = await client.get(f"/v2/repo/referrers/{ghost}")
     assert (await r.json())["manifests"][0]["artifactType"] == "application/vnd.example.config"
+
+
+async def test_manifests_written_by_another_registry_are_adopted(client):
+    """Storage written the reference's way (blob, revision link, tag links; none of our indexes)."""
+    from registry.reference import try_digest
+    from registry.store import paths
+
+    from registry.app import DRIVER_KEY
+
+    driver = client.app[DRIVER_KEY]
+    subject, subject_body = await push_image(client, "repo", "v1")
+    empty = b"{}"
+    await push_blob(client, "repo", empty)
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(empty), "size": 2},
+        "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": len(subject_body)},
+    }).encode()
+    d = try_digest(digest_of(body))
+    for path, data in ((paths.blob_data(d), body), (paths.revision_link("repo", d), str(d).encode()),
+                       (paths.tag_index_link("repo", "foreign", d), str(d).encode()),
+                       (paths.tag_current_link("repo", "foreign"), str(d).encode())):
+        await driver.put_content(path, data)
+    r = await client.get(f"/v2/repo/referrers/{subject}")
+    assert [m["digest"] for m in (await r.json())["manifests"]] == [str(d)]
+    # a tag ours adds later, then a delete by digest: both tags go
+    r = await client.put("/v2/repo/manifests/ours", data=body, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status == 201
+    assert (await client.delete(f"/v2/repo/manifests/{d}")).status == 202
+    assert (await (await client.get("/v2/repo/tags/list")).json())["tags"] == ["v1"]
