@@ -311,3 +311,10 @@ def test_distribution_accepts_our_tokens(tmp_path, skopeo_env):
             reference.stop()
         token_server.terminate()
         token_server.wait(timeout=10)
+
+
+def test_readme_shows_the_same_configuration_as_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- the same block as docs/auth.md \(tests/test_auth_clients.py checks\) -->\n```yaml\n(.*?)```",
+                  readme, re.S)
+    assert m and m.group(1) == docs_config_block()
