@@ -344,3 +344,22 @@ async def test_http_prefix_is_protected(aiohttp_client, setup):
     assert r.status == 401 and 'scope="repository:alice/app:pull,push"' in r.headers["WWW-Authenticate"]
     t = await token(c, "alice", ["repository:alice/app:pull,push"])
     assert (await c.post("/registry/v2/alice/app/blobs/uploads/", headers=bearer(t["token"]))).status == 202
+
+
+async def test_htpasswd_failed_logins_are_limited(aiohttp_client, setup):
+    tmp, pki = setup
+    c = await aiohttp_client(create_app(registry_config(tmp / "data", auth={
+        "htpasswd": {"realm": "r", "path": str(tmp / "htpasswd")}})))
+    from registry.auth.middleware import BASIC_FAILURES
+    for _ in range(BASIC_FAILURES):
+        assert (await c.get("/v2/", headers={"Authorization": basic("bob", "guess")})).status == 401
+    r = await c.get("/v2/", headers={"Authorization": basic("bob", PASSWORDS["bob"])})
+    assert r.status == 429 and (await r.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert int(r.headers["Retry-After"]) > 0
+
+
+def test_inconsistent_issuer_is_warned(setup, caplog):
+    tmp, pki = setup
+    create_app(registry_config(tmp / "d", auth=token_auth_block(issuer="other"),
+                               tokenserver=tokenserver_block(tmp, pki)))
+    assert "differs from tokenserver.issuer" in caplog.text

@@ -46,8 +46,29 @@ def setup_auth(app: web.Application, config: Any) -> None:
             authorizer = BearerAuth(auth_config.token, verifier)
     except (keys.KeyError_, HtpasswdError) as exc:
         raise ConfigError(str(exc)) from None
+    _warn_inconsistent(auth_config, server_config)
     if server is not None:
         app[TOKEN_SERVER_KEY] = server
         server.add_routes(app)
     if authorizer is not None:
         app.middlewares.append(make_middleware(authorizer, prefix))
+
+
+def _warn_inconsistent(auth_config: AuthConfig, server_config: TokenServerConfig | None) -> None:
+    """Combinations that run but are probably not what the operator meant."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if server_config is None:
+        return
+    if auth_config.token is None:
+        log.warning("tokenserver is enabled but auth.token is not: this registry itself accepts every request"
+                    if auth_config.htpasswd is None else
+                    "tokenserver is enabled but the registry uses auth.htpasswd: its tokens are not accepted here")
+        return
+    if auth_config.token.issuer != server_config.issuer:
+        log.warning("auth.token.issuer %r differs from tokenserver.issuer %r: the registry will refuse "
+                    "the tokens this process issues", auth_config.token.issuer, server_config.issuer)
+    if auth_config.token.service not in server_config.services:
+        log.warning("auth.token.service %r is not among tokenserver.service %r", auth_config.token.service,
+                    list(server_config.services))
