@@ -103,11 +103,10 @@ class FilesystemDriver(FsspecDriver):
         except NotADirectoryError:
             raise PathNotFound(self.name, path, "is a file") from None
         base = "" if path == "/" else path.rstrip("/")
-        out = [f"{base}/{name}" for name in names if is_valid_component(name)]
-        if not out and path != "/":
+        names = sorted(name for name in names if is_valid_component(name))  # one level: name order is walk order
+        if not names and path != "/":
             raise PathNotFound(self.name, path)  # an empty directory does not exist
-        out.sort(key=walk_key)
-        return out
+        return [f"{base}/{name}" for name in names]
 
     async def stat(self, path: str) -> FileInfo:
         self.check(path)

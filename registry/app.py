@@ -74,6 +74,10 @@ async def base_handler(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def _to_base(request: web.Request) -> web.Response:
+    return web.Response(status=301, headers={"Location": request.path + "/"})
+
+
 def create_app(config: Config, driver: StorageDriver | None = None) -> web.Application:
     """Build the registry application. ``driver`` overrides the one configured (tests)."""
     middlewares: list[Any] = [errors_middleware]
@@ -87,6 +91,7 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     base = config.http.prefix.rstrip("/")
     app.router.add_route("GET", f"{base}/v2/", base_handler)
     app.router.add_route("HEAD", f"{base}/v2/", base_handler)
+    app.router.add_route("GET", f"{base}/v2", _to_base)  # like distribution (Go's ServeMux): 301 to /v2/
     api.add_routes(app, config.http.prefix)
     from .auth import setup_auth  # auth: middleware, token server and JWKS routes when configured
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
@@ -11,6 +12,8 @@ from ..config import Config
 from ..errors import ErrorCode, RegistryError
 from ..reference import parse_name
 from ..store import Store
+
+log = logging.getLogger(__name__)
 
 STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
 #: request bodies are handed to the store in pieces of about this size (fewer, larger writes)
@@ -84,7 +87,11 @@ async def body_chunks(request: web.Request, batch: int = BODY_BATCH) -> AsyncIte
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await content.readany()
+        try:
+            chunk = await content.readany()
+        except ConnectionError as exc:  # the client went away mid-body: no traceback, one line
+            log.info("%s %s: client disconnected during the body: %s", request.method, request.path, exc)
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "the connection closed before the end of the body")
         if not chunk:
             break
         parts.append(chunk)

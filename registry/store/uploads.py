@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -64,6 +65,24 @@ class UploadStore:
         self.driver = driver
         self.blobs = blobs
         self._key = secret.encode()
+        #: one request at a time per upload in this process (two PATCHes racing on one session
+        #: would both start at the same offset); entries live while someone holds or waits
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, s: UploadSession) -> AsyncIterator[None]:
+        key = f"{s.repo}/{s.id}"
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     # --- state tokens ------------------------------------------------------------------------------
     def token(self, s: UploadSession) -> str:
@@ -114,12 +133,20 @@ class UploadStore:
         return s
 
     async def status(self, s: UploadSession) -> int:
+        async with self._exclusive(s):
+            return await self._status(s)
+
+    async def _status(self, s: UploadSession) -> int:
         w = await self._open(s)
         s.size = w.size
         await w.close()
         return s.size
 
     async def cancel(self, s: UploadSession) -> None:
+        async with self._exclusive(s):
+            await self._cancel(s)
+
+    async def _cancel(self, s: UploadSession) -> None:
         try:
             w = await self.driver.writer(paths.upload_data(s.repo, s.id), append=True)
             await w.cancel()
@@ -132,7 +159,13 @@ class UploadStore:
 
     # --- data --------------------------------------------------------------------------------------
     async def append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None = None) -> int:
-        """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size."""
+        """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size.
+        Requests on one upload are serialised in this process; across processes a client that
+        races two PATCHes on one session gets what it asked for (see docs/api.md)."""
+        async with self._exclusive(s):
+            return await self._append(s, chunks, start)
+
+    async def _append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None) -> int:
         w = await self._open(s)
         hasher: digests.ResumableHash | None = None
         try:
@@ -151,6 +184,12 @@ class UploadStore:
     ) -> BlobInfo:
         """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order.
         ``start`` (a Content-Range on the PUT) must equal the current size, as for :meth:`append`."""
+        async with self._exclusive(s):
+            return await self._commit(s, expected, chunks, start)
+
+    async def _commit(
+        self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None, start: int | None
+    ) -> BlobInfo:
         data_path = paths.upload_data(s.repo, s.id)
         try:
             w = await self.driver.writer(data_path, append=True)
