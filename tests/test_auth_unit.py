@@ -291,3 +291,51 @@ def test_refresh_store_persists_and_revokes(tmp_path):
     t2 = short.issue("bob", "c", "svc")
     time.sleep(0.02)
     assert short.lookup(t2) is None
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec", "ec384", "ed25519"])
+async def test_signer_and_verifier_agree_for_every_key_type(tmp_path, kind):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from registry.auth.bearer import TokenVerifier
+    from registry.auth.config import TokenConfig
+    from registry.auth.tokenserver import TokenSigner
+
+    key = ec.generate_private_key(ec.SECP384R1()) if kind == "ec384" else keys.generate_private_key(kind)
+    cert = keys.make_certificate(key, "signer")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(keys.certificate_pem(cert))
+    signer = TokenSigner(key, [cert], "iss", 300)
+    assert signer.algorithm == {"rsa": "RS256", "ec": "ES256", "ec384": "ES384", "ed25519": "EdDSA"}[kind]
+    token, _ = signer.sign("alice", "svc", parse_scopes(["repository:a/b:pull,push"]))
+    cfg = TokenConfig(realm="r", service="svc", issuer="iss", rootcertbundle=str(bundle))
+    grants = await TokenVerifier.from_config(cfg).verify(token)
+    assert grants.allows("repository", "a/b", "push") and grants.subject == "alice"
+    # the JWKS form of the key verifies too (kid lookup, no bundle)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(__import__("json").dumps(signer.jwks()))
+    no_x5c = TokenSigner(key, [], "iss", 300).sign("alice", "svc", [])[0]
+    cfg = TokenConfig(realm="r", service="svc", issuer="iss", jwks=str(jwks))
+    assert (await TokenVerifier.from_config(cfg).verify(no_x5c)).subject == "alice"
+
+
+async def test_hmac_only_with_oct_keys_and_only_when_allowed(tmp_path):
+    import json as json_mod
+
+    import jwt as pyjwt
+
+    from registry.auth.bearer import InvalidToken, TokenVerifier
+    from registry.auth.config import TokenConfig
+
+    secret = b"0123456789abcdef0123456789abcdef"
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json_mod.dumps({"keys": [{"kty": "oct", "kid": "shared", "k": base64.urlsafe_b64encode(
+        secret).rstrip(b"=").decode()}]}))
+    now = int(time.time())
+    token = pyjwt.encode({"iss": "i", "aud": "s", "exp": now + 60, "access": []}, secret, algorithm="HS256",
+                         headers={"kid": "shared"})
+    allowed = TokenConfig(realm="r", service="s", issuer="i", jwks=str(jwks), signingalgorithms=("HS256",))
+    assert (await TokenVerifier.from_config(allowed).verify(token)).scopes() == []
+    default = TokenConfig(realm="r", service="s", issuer="i", jwks=str(jwks))
+    with pytest.raises(keys.KeyError_, match="at least one signing key"):
+        TokenVerifier.from_config(default)  # the oct key is dropped: nothing left to trust
