@@ -196,20 +196,20 @@ def test_verify_chain(tmp_path):
     leaf_key = keys.generate_private_key("ec")
     leaf = keys.make_certificate(leaf_key, "leaf", inter_key, inter)
     assert keys.same_key(keys.verify_chain([der(leaf), der(inter)], roots), leaf_key.public_key())
-    with pytest.raises(keys.KeyError_, match="not rooted"):
+    with pytest.raises(keys.UnusableKey, match="not rooted"):
         keys.verify_chain([der(leaf)], roots)  # intermediate missing
-    with pytest.raises(keys.KeyError_, match="not rooted"):
+    with pytest.raises(keys.UnusableKey, match="not rooted"):
         keys.verify_chain([der(pki.attacker_cert)], roots)  # same subject, other key
     # a non-CA certificate cannot issue
     fake_leaf = keys.make_certificate(leaf_key, "leaf", pki.key, pki.cert)
-    with pytest.raises(keys.KeyError_, match="not rooted"):
+    with pytest.raises(keys.UnusableKey, match="not rooted"):
         keys.verify_chain([der(fake_leaf)], roots)
     old = keys.make_certificate(leaf_key, "old", pki.ca_key, pki.ca_cert, days=1,
                                 not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
-    with pytest.raises(keys.KeyError_, match="expired"):
+    with pytest.raises(keys.UnusableKey, match="expired"):
         keys.verify_chain([der(old)], roots)
     for bad in ([], ["not base64!"], [base64.b64encode(b"junk").decode()], "x", [der(leaf)] * 6):
-        with pytest.raises(keys.KeyError_):
+        with pytest.raises(keys.UnusableKey):
             keys.verify_chain(bad, roots)
 
 
@@ -337,5 +337,5 @@ async def test_hmac_only_with_oct_keys_and_only_when_allowed(tmp_path):
     allowed = TokenConfig(realm="r", service="s", issuer="i", jwks=str(jwks), signingalgorithms=("HS256",))
     assert (await TokenVerifier.from_config(allowed).verify(token)).scopes() == []
     default = TokenConfig(realm="r", service="s", issuer="i", jwks=str(jwks))
-    with pytest.raises(keys.KeyError_, match="at least one signing key"):
+    with pytest.raises(keys.UnusableKey, match="at least one signing key"):
         TokenVerifier.from_config(default)  # the oct key is dropped: nothing left to trust

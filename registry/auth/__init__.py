@@ -44,7 +44,7 @@ def setup_auth(app: web.Application, config: Any) -> None:
             own = server.signer.trusted_keys() if server is not None else {}
             verifier = TokenVerifier.from_config(auth_config.token, extra=own)
             authorizer = BearerAuth(auth_config.token, verifier)
-    except (keys.KeyError_, HtpasswdError) as exc:
+    except (keys.UnusableKey, HtpasswdError) as exc:
         raise ConfigError(str(exc)) from None
     _warn_inconsistent(auth_config, server_config)
     if server is not None:

@@ -94,7 +94,7 @@ class TokenVerifier:
             try:
                 self._keys.setdefault(keys.thumbprint(pub), pub)  # type: ignore[arg-type]
                 self._keys.setdefault(keys.libtrust_key_id(pub), pub)  # type: ignore[arg-type]
-            except keys.KeyError_:
+            except keys.UnusableKey:
                 continue
         self._jwks_url = config.jwks if config.jwks.startswith(("http://", "https://")) else ""
         self._jwks_keys: dict[str, keys.VerifyKey] = {}
@@ -113,10 +113,10 @@ class TokenVerifier:
             try:
                 trusted.update(parse_jwks(json.loads(Path(config.jwks).read_text()), allow_hmac))
             except (OSError, ValueError) as exc:
-                raise keys.KeyError_(f"auth.token.jwks {config.jwks}: {exc}") from None
+                raise keys.UnusableKey(f"auth.token.jwks {config.jwks}: {exc}") from None
         verifier = cls(config, roots, trusted)
         if not roots and not trusted and not verifier._jwks_url:
-            raise keys.KeyError_("auth.token needs rootcertbundle or jwks: token auth requires at least one signing key")
+            raise keys.UnusableKey("auth.token needs rootcertbundle or jwks: token auth requires at least one signing key")
         return verifier
 
     # ------------------------------------------------------------------ key lookup
@@ -150,7 +150,7 @@ class TokenVerifier:
             # with no bundle configured an x5c proves nothing; the kid below must then be trusted
             try:
                 return keys.verify_chain(header["x5c"], self.roots)
-            except keys.KeyError_ as exc:
+            except keys.UnusableKey as exc:
                 raise InvalidToken(str(exc)) from None
         if "jwk" in header:
             jwk = header["jwk"]
@@ -159,7 +159,7 @@ class TokenVerifier:
             if "x5c" in jwk and self.roots:
                 try:
                     return keys.verify_chain(jwk["x5c"], self.roots)
-                except keys.KeyError_ as exc:
+                except keys.UnusableKey as exc:
                     raise InvalidToken(str(exc)) from None
             try:
                 embedded = jwt.PyJWK.from_dict(dict(jwk)).key

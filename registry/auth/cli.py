@@ -137,7 +137,7 @@ def _token(args: argparse.Namespace) -> int:
         server = _server_config(args.config)
         signer = TokenSigner.from_config(server)
         asked = parse_scopes(args.scope)
-    except (ConfigError, keys.KeyError_, ScopeError) as exc:
+    except (ConfigError, keys.UnusableKey, ScopeError) as exc:
         return _fail(str(exc))
     service = args.service or server.services[0]
     if service not in server.services:
@@ -160,7 +160,7 @@ def _jwks(args: argparse.Namespace) -> int:
 
     try:
         signer = TokenSigner.from_config(_server_config(args.config))
-    except (ConfigError, keys.KeyError_) as exc:
+    except (ConfigError, keys.UnusableKey) as exc:
         return _fail(str(exc))
     print(json.dumps(signer.jwks(), indent=2))
     return 0
@@ -192,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server = _server_config(args.config)
         app = token_app(server)
-    except (ConfigError, keys.KeyError_, HtpasswdError) as exc:
+    except (ConfigError, keys.UnusableKey, HtpasswdError) as exc:
         return _fail(str(exc))
     host, _, port = args.addr.rpartition(":")
     if not port.isdigit():

@@ -32,7 +32,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 MAX_CHAIN = 5
 
 
-class KeyError_(ValueError):
+class UnusableKey(ValueError):
     """A key, certificate or chain that cannot be used (message is safe to log)."""
 
 
@@ -68,7 +68,7 @@ def signing_algorithm(key: PrivateKey) -> str:
             return alg
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return "EdDSA"
-    raise KeyError_("signing key must be RSA, EC (P-256/P-384/P-521) or Ed25519")
+    raise UnusableKey("signing key must be RSA, EC (P-256/P-384/P-521) or Ed25519")
 
 
 def public_jwk(key: PublicKey) -> dict[str, str]:
@@ -79,7 +79,7 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
     if isinstance(key, ec.EllipticCurvePublicKey):
         crv = _EC_CRV.get(key.curve.name)
         if crv is None:
-            raise KeyError_(f"unsupported EC curve {key.curve.name}")
+            raise UnusableKey(f"unsupported EC curve {key.curve.name}")
         nums = key.public_numbers()
         size = (key.curve.key_size + 7) // 8
         return {"kty": "EC", "crv": crv, "x": _b64url(nums.x.to_bytes(size, "big")),
@@ -87,7 +87,7 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
-    raise KeyError_("unsupported public key type")
+    raise UnusableKey("unsupported public key type")
 
 
 def thumbprint(key: PublicKey) -> str:
@@ -121,14 +121,14 @@ def load_private_key(path: str | Path) -> PrivateKey:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KeyError_(f"cannot read signing key {path}: {exc.strerror or exc}") from None
+        raise UnusableKey(f"cannot read signing key {path}: {exc.strerror or exc}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyError_(f"signing key {path} is not an unencrypted PEM private key ({exc})") from None
+        raise UnusableKey(f"signing key {path} is not an unencrypted PEM private key ({exc})") from None
     signing_algorithm(key)  # type: ignore[arg-type]
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
-        raise KeyError_(f"signing key {path}: RSA keys must have at least 2048 bits")
+        raise UnusableKey(f"signing key {path}: RSA keys must have at least 2048 bits")
     return key  # type: ignore[return-value]
 
 
@@ -137,11 +137,11 @@ def load_certificates(path: str | Path) -> list[x509.Certificate]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KeyError_(f"cannot read certificates {path}: {exc.strerror or exc}") from None
+        raise UnusableKey(f"cannot read certificates {path}: {exc.strerror or exc}") from None
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
-        raise KeyError_(f"{path} holds no readable PEM certificate ({exc})") from None
+        raise UnusableKey(f"{path} holds no readable PEM certificate ({exc})") from None
     return certs
 
 
@@ -180,47 +180,47 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def verify_chain(x5c: Sequence[Any], roots: Sequence[x509.Certificate], now: dt.datetime | None = None) -> PublicKey:
-    """The leaf's public key when the ``x5c`` chain leads to a certificate in ``roots``, else KeyError_.
+    """The leaf's public key when the ``x5c`` chain leads to a certificate in ``roots``, else UnusableKey.
 
     The leaf may itself be a root (the usual self-signed token certificate). Every issuer on the
     way must be a CA, in its validity period, and have signed the certificate below it.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     if not isinstance(x5c, list) or not x5c or len(x5c) > MAX_CHAIN:
-        raise KeyError_("x5c must be a list of 1 to 5 certificates")
+        raise UnusableKey("x5c must be a list of 1 to 5 certificates")
     chain: list[x509.Certificate] = []
     for entry in x5c:
         if not isinstance(entry, str) or len(entry) > 16384:
-            raise KeyError_("malformed x5c entry")
+            raise UnusableKey("malformed x5c entry")
         try:
             chain.append(x509.load_der_x509_certificate(base64.b64decode(entry, validate=True)))
         except (ValueError, TypeError):
-            raise KeyError_("x5c entry is not a DER certificate") from None
+            raise UnusableKey("x5c entry is not a DER certificate") from None
     if not roots:
-        raise KeyError_("no root certificates configured for x5c chains")
+        raise UnusableKey("no root certificates configured for x5c chains")
     root_ders = {r.public_bytes(serialization.Encoding.DER) for r in roots}
     current = chain[0]
     pool = chain[1:]
     for _ in range(MAX_CHAIN + 1):
         if not _in_validity(current, now):
-            raise KeyError_("a certificate in the x5c chain is expired or not yet valid")
+            raise UnusableKey("a certificate in the x5c chain is expired or not yet valid")
         if current.public_bytes(serialization.Encoding.DER) in root_ders:
             break
         root = next((r for r in roots if _is_ca(r) and _issued_by(current, r)), None)
         if root is not None:
             if not _in_validity(root, now):
-                raise KeyError_("the root certificate is expired or not yet valid")
+                raise UnusableKey("the root certificate is expired or not yet valid")
             break
         nxt = next((c for c in pool if _is_ca(c) and _issued_by(current, c)), None)
         if nxt is None:
-            raise KeyError_("x5c chain is not rooted in the configured certificate bundle")
+            raise UnusableKey("x5c chain is not rooted in the configured certificate bundle")
         pool.remove(nxt)
         current = nxt
     else:
-        raise KeyError_("x5c chain too long")
+        raise UnusableKey("x5c chain too long")
     key = chain[0].public_key()
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
-        raise KeyError_("unsupported key type in the leaf certificate")
+        raise UnusableKey("unsupported key type in the leaf certificate")
     return key
 
 
@@ -235,7 +235,7 @@ def generate_private_key(kind: str = "ec") -> PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
-    raise KeyError_(f"unknown key type {kind!r}: use ec, rsa or ed25519")
+    raise UnusableKey(f"unknown key type {kind!r}: use ec, rsa or ed25519")
 
 
 def private_key_pem(key: PrivateKey) -> bytes:

@@ -73,7 +73,7 @@ class TokenSigner:
         key = keys.load_private_key(config.key)
         chain = keys.load_certificates(config.certificate) if config.certificate else []
         if chain and not keys.same_key(chain[0].public_key(), key.public_key()):
-            raise keys.KeyError_(f"tokenserver.certificate: the first certificate in {config.certificate} "
+            raise keys.UnusableKey(f"tokenserver.certificate: the first certificate in {config.certificate} "
                                  f"is not for the key in {config.key}")
         return cls(key, chain, config.issuer, config.expiration)
 
