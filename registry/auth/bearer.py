@@ -66,14 +66,10 @@ def parse_jwks(data: Any, allow_hmac: bool) -> dict[str, keys.VerifyKey]:
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
             raise ValueError(f"JWKS key {entry['kid']}: {exc}") from None
         key = jwk.key
-        if hasattr(key, "public_key") and not isinstance(key, bytes):
-            key = key.public_key() if not _is_public(key) else key
+        if not isinstance(key, bytes) and hasattr(key, "private_bytes"):
+            key = key.public_key()  # a JWKS holding private keys: only their public half is used
         out[entry["kid"]] = key
     return out
-
-
-def _is_public(key: Any) -> bool:
-    return type(key).__name__.endswith("PublicKey") or not hasattr(key, "private_bytes")
 
 
 class TokenVerifier:
