@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import time
-from pathlib import Path
 
 import bcrypt
 import pytest
 
-from auth_support import PASSWORDS, RULES, make_pki, make_users
+from auth_support import RULES, make_pki, make_users
 from registry.auth import acl, keys
 from registry.auth.config import AuthConfig, TokenServerConfig
 from registry.auth.htpasswd import Htpasswd, HtpasswdError, parse_basic, read_entries, set_user
@@ -324,7 +323,7 @@ async def test_hmac_only_with_oct_keys_and_only_when_allowed(tmp_path):
 
     import jwt as pyjwt
 
-    from registry.auth.bearer import InvalidToken, TokenVerifier
+    from registry.auth.bearer import TokenVerifier
     from registry.auth.config import TokenConfig
 
     secret = b"0123456789abcdef0123456789abcdef"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 import logging
 import secrets
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from aiohttp import web
@@ -239,8 +239,6 @@ class TokenServer:
         body = await request.content.read(MAX_FORM_BYTES + 1)
         if len(body) > MAX_FORM_BYTES:
             raise TokenError(400, "invalid_request", "request body too large")
-        from urllib.parse import parse_qsl
-
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=64)
         except (UnicodeDecodeError, ValueError):
@@ -314,7 +312,3 @@ def token_app(config: TokenServerConfig) -> web.Application:
     app[TOKEN_SERVER_KEY] = server
     server.add_routes(app)
     return app
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
