@@ -338,3 +338,13 @@ async def test_hmac_only_with_oct_keys_and_only_when_allowed(tmp_path):
     default = TokenConfig(realm="r", service="s", issuer="i", jwks=str(jwks))
     with pytest.raises(keys.UnusableKey, match="at least one signing key"):
         TokenVerifier.from_config(default)  # the oct key is dropped: nothing left to trust
+
+
+def test_refresh_store_corruption_is_reported_not_crashing(tmp_path):
+    from registry.auth.refresh import RefreshStoreError
+    store = RefreshStore(tmp_path / "rt.json", lifetime=3600)
+    token = store.issue("alice", "c", "svc")
+    (tmp_path / "rt.json").write_text("{not json")
+    assert store.lookup(token) is None  # refused and logged, not a 500
+    with pytest.raises(RefreshStoreError, match="unreadable"):
+        RefreshStore(tmp_path / "rt.json", lifetime=3600)

@@ -29,6 +29,7 @@ def setup_auth(app: web.Application, config: Any) -> None:
     from . import keys
     from .bearer import TokenVerifier
     from .htpasswd import HtpasswdError
+    from .refresh import RefreshStoreError
     from .middleware import BasicAuth, BearerAuth, make_middleware
     from .tokenserver import TOKEN_SERVER_KEY, TokenServer
 
@@ -44,7 +45,7 @@ def setup_auth(app: web.Application, config: Any) -> None:
             own = server.signer.trusted_keys() if server is not None else {}
             verifier = TokenVerifier.from_config(auth_config.token, extra=own)
             authorizer = BearerAuth(auth_config.token, verifier)
-    except (keys.UnusableKey, HtpasswdError) as exc:
+    except (keys.UnusableKey, HtpasswdError, RefreshStoreError) as exc:
         raise ConfigError(str(exc)) from None
     _warn_inconsistent(auth_config, server_config)
     if server is not None:

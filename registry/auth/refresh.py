@@ -14,6 +14,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import secrets
 import threading
@@ -22,8 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 MAX_PER_ACCOUNT = 100
 TOKEN_PREFIX = "rt1_"
+
+
+class RefreshStoreError(ValueError):
+    """The store file cannot be read or is not ours (the message names the file)."""
 
 
 @dataclasses.dataclass
@@ -74,9 +81,12 @@ class RefreshStore:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
-        data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        self._records = {k: RefreshRecord(**v) for k, v in data.get("tokens", {}).items()}
-        self._stamp = stamp
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            records = {str(k): RefreshRecord(**v) for k, v in data.get("tokens", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise RefreshStoreError(f"refresh-token store {self.path} is unreadable: {exc}") from None
+        self._records, self._stamp = records, stamp
 
     def _save(self) -> None:
         now = time.time()
@@ -106,7 +116,11 @@ class RefreshStore:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
         with self._lock:
-            self._load()
+            try:
+                self._load()
+            except RefreshStoreError as exc:
+                log.error("%s; refusing refresh tokens until it is fixed", exc)
+                return None
             record = self._records.get(_digest(token))
         if record is None or record.revoked or record.expires <= time.time():
             return None
