@@ -115,3 +115,24 @@ async def test_crash_during_manifest_put_leaves_nothing_dangling(aiohttp_client,
     r = await c.put("/v2/repo/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
     assert r.status == 201
     assert (await (await c.get(f"/v2/repo/referrers/{subject}")).json())["manifests"][0]["digest"] == d
+
+
+async def test_crash_before_the_blob_moves_then_retry(aiohttp_client, driver):
+    c = await aiohttp_client(create_app(make_config(), driver))
+    data = os.urandom(200_000)
+    d = digest_of(data)
+    r = await c.post("/v2/repo/blobs/uploads/")
+    r = await c.patch(loc_of(r), data=data)
+    loc = loc_of(r)
+
+    async def move(source, dest):
+        raise Crash(source)
+
+    driver.move = move
+    r = await c.put(f"{loc}&digest={d}")
+    assert r.status == 500
+    del driver.move
+    assert (await c.head(f"/v2/repo/blobs/{d}")).status == 404  # nothing visible
+    r = await c.put(f"{loc}&digest={d}")  # the client retries: the committed data is found
+    assert r.status == 201, await r.text()
+    assert await (await c.get(f"/v2/repo/blobs/{d}")).read() == data
