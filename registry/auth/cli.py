@@ -167,7 +167,7 @@ def _jwks(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from .refresh import RefreshStore
+    from .refresh import RefreshStore, RefreshStoreError
 
     try:
         server = _server_config(args.config)
@@ -175,11 +175,14 @@ def _revoke(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not server.refreshtokens_path:
         return _fail("tokenserver.refreshtokens.path is not configured: there are no refresh tokens")
-    store = RefreshStore(server.refreshtokens_path, server.refreshtokens_expiration)
-    if args.token_stdin:
-        count = store.revoke(token=sys.stdin.readline().strip())
-    else:
-        count = store.revoke(account=args.account)
+    try:
+        store = RefreshStore(server.refreshtokens_path, server.refreshtokens_expiration)
+        if args.token_stdin:
+            count = store.revoke(token=sys.stdin.readline().strip())
+        else:
+            count = store.revoke(account=args.account)
+    except (RefreshStoreError, OSError) as exc:
+        return _fail(str(exc))
     print(f"revoked {count} refresh token(s)")
     return 0
 
