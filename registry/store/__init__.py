@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import time
+
 from drivers.base import PathNotFound, StorageDriver
 
 from .. import manifests as mf
@@ -26,6 +28,9 @@ from .uploads import UploadSession, UploadStore
 
 __all__ = ["BlobInfo", "Store", "StoredManifest", "UploadSession"]
 
+#: seconds between two checks of a repository for manifests another registry stored
+RECONCILE_INTERVAL = 30.0
+
 
 class Store:
     def __init__(self, driver: StorageDriver, *, secret: str) -> None:
@@ -36,10 +41,18 @@ class Store:
         self.referrers = ReferrerStore(driver)
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers)
         self.catalog = Catalog(driver)
+        self._reconciled: dict[str, float] = {}
 
     async def list_referrers(self, repo: str, subject: Digest, artifact_type: str | None = None) -> list[dict]:
-        """The referrers of ``subject``, after indexing manifests another registry stored."""
-        await self.reconcile(repo)
+        """The referrers of ``subject``, after indexing manifests another registry stored
+        (checked at most every :data:`RECONCILE_INTERVAL` seconds per repository and process:
+        the check lists every revision, which is slow on a bucket with many manifests)."""
+        now = time.monotonic()
+        if now - self._reconciled.get(repo, -RECONCILE_INTERVAL) >= RECONCILE_INTERVAL:
+            await self.reconcile(repo)
+            self._reconciled[repo] = now
+            if len(self._reconciled) > 10000:
+                self._reconciled.clear()
         return await self.referrers.list(repo, subject, artifact_type)
 
     async def reconcile(self, repo: str) -> int:
