@@ -318,3 +318,43 @@ def test_readme_shows_the_same_configuration_as_the_docs():
     m = re.search(r"<!-- the same block as docs/auth.md \(tests/test_auth_clients.py checks\) -->\n```yaml\n(.*?)```",
                   readme, re.S)
     assert m and m.group(1) == docs_config_block()
+
+
+def test_skopeo_identity_token_uses_the_oauth2_refresh_grant(token_registry, tmp_path):
+    """containers/image with an ``identitytoken`` in auth.json POSTs grant_type=refresh_token with
+    client_id=containers/image: a refresh token bound to that client works, one bound to another
+    client or revoked does not."""
+    import base64
+    import urllib.request
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+
+    def refresh_token(client_id: str) -> str:
+        req = urllib.request.Request(
+            f"http://{token_registry.hostport}/auth/token?service=registry.example.com&offline_token=true"
+            f"&client_id={client_id}",
+            headers={"Authorization": "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)["refresh_token"]
+
+    image = make_image("oci", label="auth-identity")
+    write_oci_layout(tmp_path / "src", image, "v1")
+
+    def push_with(identity: str, tag: str) -> subprocess.CompletedProcess[str]:
+        home = tmp_path / f"home-{tag}"
+        home.mkdir()
+        (home / "auth.json").write_text(json.dumps({"auths": {token_registry.hostport: {
+            "auth": base64.b64encode(b"<token>:").decode(), "identitytoken": identity}}}))
+        env = _env()
+        env.update(HOME=str(home), REGISTRY_AUTH_FILE=str(home / "auth.json"), TMPDIR=str(home),
+                   XDG_RUNTIME_DIR=str(home))
+        return skopeo(env, "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'src'}:v1",
+                      f"docker://{token_registry.hostport}/alice/identity:{tag}")
+
+    good = refresh_token("containers/image")
+    r = push_with(good, "ok")
+    assert r.returncode == 0, r.stderr
+    assert '"POST /auth/token HTTP/1.1" 200' in token_registry.log.read_text(errors="replace")
+    assert push_with(refresh_token("docker"), "other-client").returncode != 0
+    cli("auth", "revoke", "-c", str(token_registry.config), "--token-stdin", stdin=good + "\n")
+    assert push_with(good, "revoked").returncode != 0
