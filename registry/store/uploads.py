@@ -245,7 +245,8 @@ class UploadStore:
             await pump(chunks, w, hasher)
             await w.commit()
         except BaseException:
-            await w.cancel()
+            with contextlib.suppress(Exception):
+                await w.cancel()
             await self._discard(s)
             raise
         if hasher.hexdigest() != expected.hex:
