@@ -54,6 +54,7 @@ class AzureDriver(ObjectStoreDriver):
         import adlfs
         from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 
+        _retry_429_too()
         self.account = account
         self.container = container
         self.service_url = service_url.rstrip("/")
@@ -73,11 +74,11 @@ class AzureDriver(ObjectStoreDriver):
             use_listings_cache=False,
             assume_container_exists=True,
         )
-        # the SDK's default retry waits 15 s first; back off from 0.5 s instead
+        # the SDK's default retry waits 15 s first; back off from a quarter second instead
         self.client = BlobServiceClient(
             account_url=self.service_url,
             credential={"account_name": account, "account_key": key},
-            retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=RETRY_ATTEMPTS),
+            retry_policy=ExponentialRetry(initial_backoff=0.25, increment_base=2, retry_total=RETRY_ATTEMPTS),
         )
         fs.service_client = self.client
         _detach_finalizers(fs)  # we close our client ourselves, on our loop
@@ -111,6 +112,11 @@ class AzureDriver(ObjectStoreDriver):
             redirect_expiry=p.int("redirectexpiry", 1200, minimum=1),
             params=p,
         )
+
+    def _is_missing(self, exc: Exception) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        return isinstance(exc, ResourceNotFoundError)
 
     def _blob(self, key: str) -> Any:
         container, _, name = key.partition("/")
@@ -162,6 +168,22 @@ class AzureDriver(ObjectStoreDriver):
     async def close(self) -> None:
         await self.client.close()
         await super().close()
+
+
+def _retry_429_too() -> None:
+    """azure-storage-blob retries 408 and 5xx but not 429, which Azure's front ends (and
+    proxies before them) send under load; its async retry policy asks this module function."""
+    from azure.storage.blob._shared import policies_async
+
+    original = policies_async.is_retry
+    if getattr(original, "_registry_hook", False):
+        return
+
+    def is_retry(response: Any, mode: Any) -> bool:
+        return response.http_response.status_code == 429 or original(response, mode)
+
+    is_retry._registry_hook = True  # type: ignore[attr-defined]
+    policies_async.is_retry = is_retry
 
 
 def _detach_finalizers(obj: object) -> None:

@@ -181,6 +181,10 @@ class ObjectStoreDriver(FsspecDriver):
 
     #: bytes per multipart part (the ``chunksize`` key)
     part_size: int = 10 << 20
+    #: a writer's data is invisible until ``commit`` publishes it whole (and ``cancel`` leaves
+    #: nothing): the store may write a blob whose digest it knows straight to its final key
+    #: and cancel on a digest mismatch, instead of writing an upload file and copying it
+    commits_atomically = True
     budget: MemoryBudget
 
     @contextlib.contextmanager
@@ -192,11 +196,17 @@ class ObjectStoreDriver(FsspecDriver):
                 exc.detail = redact(exc.detail)
                 exc.args = (exc._text(),)
             raise
-        except _MISSING as exc:
+        except _MISSING:
             raise PathNotFound(self.name, path) from None
         except Exception as exc:  # noqa: BLE001 - every backend failure becomes a StorageError
+            if self._is_missing(exc):
+                raise PathNotFound(self.name, path) from None
             # no chaining: the SDK exception may carry request details we do not want logged
             raise StorageError(self.name, path, redact(f"{type(exc).__name__}: {exc}")) from None
+
+    def _is_missing(self, exc: Exception) -> bool:
+        """Whether an SDK exception means "no such object" (backends extend this)."""
+        return False
 
     def _part_store(self) -> PartStore:
         raise NotImplementedError

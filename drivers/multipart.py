@@ -267,6 +267,8 @@ class PartWriter(FileWriter):
         self._uploaded = uploaded  # bytes handed to uploads (done or in flight)
         self._pending: asyncio.Future[None] | None = None
         self._status = "open"
+        self._final_size: int | None = None  # the size once the writer is finished
+        self._dirty = True  # whether the sidecar must be (re)written on close
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -290,12 +292,15 @@ class PartWriter(FileWriter):
             raise StorageError(store.name, path, f"unreadable upload state: {exc}") from None
         writer = cls(store, path, key, saved_part_size, budget=budget, state=state, uploaded=uploaded)
         await writer._buffer.append(tail)
+        writer._dirty = False  # closing it unchanged (a status query) needs no write
         return writer
 
     # --- FileWriter ----------------------------------------------------------------------
 
     @property
     def size(self) -> int:
+        if self._final_size is not None:
+            return self._final_size
         return self._uploaded + len(self._buffer)
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -303,6 +308,7 @@ class PartWriter(FileWriter):
         total = view.nbytes
         async with self._lock:
             self._require("write")
+            self._dirty = self._dirty or total > 0
             while view:
                 room = self._part_size - len(self._buffer)
                 await self._buffer.append(view[:room])
@@ -317,8 +323,11 @@ class PartWriter(FileWriter):
             if self._status != "open":
                 return
             self._status = "closed"
+            self._final_size = self.size
             try:
                 await self._wait_pending()
+                if not self._dirty:
+                    return
                 if self._store.short_parts_ok and len(self._buffer):
                     await self._send_part()
                     await self._wait_pending()
@@ -330,6 +339,7 @@ class PartWriter(FileWriter):
         async with self._lock:
             self._require("commit")
             self._status = "committed"
+            self._final_size = self.size
             try:
                 await self._wait_pending()
                 if self._state is None:
@@ -348,6 +358,7 @@ class PartWriter(FileWriter):
         async with self._lock:
             self._require("cancel")
             self._status = "cancelled"
+            self._final_size = self.size
             with contextlib.suppress(Exception):
                 await self._wait_pending()
             self._buffer.clear()

@@ -14,12 +14,13 @@ in parallel ranged parts above ``multipartcopythresholdsize``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 from botocore.exceptions import ClientError
 
-from .base import DriverConfigError
+from .base import DriverConfigError, InvalidOffset, PathNotFound, StorageError
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
 from .multipart import PartStore
 
@@ -30,6 +31,43 @@ _STORAGE_CLASSES = (
     "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
     "GLACIER_IR", "NOSTORAGECLASS",
 )  # fmt: skip
+
+
+_SESSION: Any = None
+
+
+def _retry_throttled(exc: BaseException) -> bool:
+    """s3fs's retry hook: also retry 429 and any 5xx (botocore's standard mode retries 429
+    only when the body names a throttling code, and a HEAD answer has no body)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status == 429 or status >= 500
+    return False
+
+
+def _install_retry_hook() -> None:
+    import s3fs.core
+
+    previous = s3fs.core.CUSTOM_ERROR_HANDLER
+    if getattr(previous, "_registry_hook", False):
+        return
+
+    def hook(exc: BaseException) -> bool:
+        return _retry_throttled(exc) or bool(previous(exc))
+
+    hook._registry_hook = True  # type: ignore[attr-defined]
+    s3fs.core.set_custom_error_handler(hook)
+
+
+def _shared_session() -> Any:
+    """One botocore session per process: it caches the service models, which every new client
+    would otherwise load and parse again (about half a second each)."""
+    global _SESSION
+    if _SESSION is None:
+        from aiobotocore.session import AioSession
+
+        _SESSION = AioSession()
+    return _SESSION
 
 
 def _client_error_code(exc: BaseException) -> str:
@@ -84,6 +122,7 @@ class S3Driver(ObjectStoreDriver):
     ) -> None:
         import s3fs
 
+        _install_retry_hook()
         self.bucket = bucket
         self.part_size = part_size
         self.copy_threshold = copy_threshold
@@ -123,6 +162,7 @@ class S3Driver(ObjectStoreDriver):
                 "signature_version": "s3v4",
             },
             s3_additional_kwargs=extra,
+            session=_shared_session(),
             asynchronous=True,
             skip_instance_cache=True,
             use_listings_cache=False,
@@ -174,6 +214,9 @@ class S3Driver(ObjectStoreDriver):
 
     # --- backend calls -------------------------------------------------------------------
 
+    def _is_missing(self, exc: Exception) -> bool:
+        return _client_error_code(exc) in _NOT_FOUND_CODES
+
     def _split(self, key: str) -> tuple[str, str]:
         bucket, _, name = key.partition("/")
         return bucket, name
@@ -224,6 +267,42 @@ class S3Driver(ObjectStoreDriver):
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             raise
+
+    async def reader(  # type: ignore[override]
+        self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """One streaming GET from ``offset`` to the end (not one request per block: S3 bills
+        and delays per request); a connection that breaks mid-body resumes where it stopped."""
+        self.check(path)
+        info = await self.stat(path)
+        if info.is_dir:
+            raise PathNotFound(self.name, path, "is a directory")
+        if offset < 0 or offset > info.size:
+            raise InvalidOffset(self.name, path, offset)
+        bucket, name = self._split(self._key(path))
+        pos, failures = offset, 0
+        while pos < info.size:
+            with self._errors(path):
+                resp = await self._s3("get_object", Bucket=bucket, Key=name, Range=f"bytes={pos}-{info.size - 1}")
+            body = resp["Body"]
+            try:
+                while pos < info.size:
+                    try:
+                        chunk = await body.read(chunk_size)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                        failures += 1
+                        if failures >= RETRY_ATTEMPTS:
+                            raise StorageError(self.name, path, f"read failed: {type(exc).__name__}") from None
+                        await asyncio.sleep(min(0.2 * 2**failures, 5))
+                        break  # reconnect from pos
+                    if not chunk:
+                        if pos < info.size:
+                            raise StorageError(self.name, path, "object shrank while being read")
+                        break
+                    pos += len(chunk)
+                    yield chunk
+            finally:
+                body.close()
 
     async def _read_range(self, key: str, start: int, end: int) -> bytes:
         bucket, name = self._split(key)

@@ -222,7 +222,7 @@ def s3_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
         "secretkey": S3_SECRET_KEY,
         "region": "us-east-1",
         "regionendpoint": emu.endpoint,
-        "bucket": make_s3_bucket(emu),
+        "bucket": extra.pop("bucket", None) or make_s3_bucket(emu),
         "forcepathstyle": True,
         "rootdirectory": "/registry-root",
     }
@@ -237,7 +237,7 @@ def oss_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
         "accesskeysecret": S3_SECRET_KEY,
         "region": "oss-cn-hangzhou",
         "endpoint": emu.endpoint,
-        "bucket": make_s3_bucket(emu),
+        "bucket": extra.pop("bucket", None) or make_s3_bucket(emu),
         "secure": False,
         "rootdirectory": "/oss-root",
     }
@@ -247,10 +247,10 @@ def oss_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
 
 def gcs_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "bucket": make_gcs_bucket(emu),
+        "bucket": extra.pop("bucket", None) or make_gcs_bucket(emu),
         "rootdirectory": "/gcs-root",
         "endpoint": emu.endpoint,
-        "credentials": "anon",
+        "anonymous": True,
     }
     params.update(extra)
     return params
@@ -260,7 +260,7 @@ def azure_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
     params: dict[str, Any] = {
         "accountname": AZURITE_ACCOUNT,
         "accountkey": AZURITE_KEY,
-        "container": make_azure_container(emu),
+        "container": extra.pop("container", None) or make_azure_container(emu),
         "serviceurl": f"{emu.endpoint}/{AZURITE_ACCOUNT}",
         "rootdirectory": "/azure-root",
     }
