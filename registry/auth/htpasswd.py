@@ -183,6 +183,15 @@ class Htpasswd:
                 self._cache[cid] = now + CACHE_TTL
         return ok
 
+    def _remembered(self, user: str, password: str) -> bool:
+        self._reload()
+        cid = self._cache_id(user, password)
+        with self._lock:
+            expiry = self._cache.get(cid)
+            return user in self._entries and expiry is not None and expiry > time.monotonic()
+
     async def verify(self, user: str, password: str) -> bool:
-        """:meth:`check` in a worker thread."""
+        """A remembered success at once; otherwise :meth:`check` (bcrypt) in a worker thread."""
+        if self._remembered(user, password):
+            return True
         return await asyncio.to_thread(self.check, user, password)
