@@ -226,6 +226,7 @@ ATTACKS: list[tuple[str, Attack]] = [
     ("forged refresh token", lambda c: c.refresh_grant("rt1_" + "A" * 43)),
     ("access token as a refresh token", lambda c: c.refresh_grant(c.alice_push)),
     ("revoked refresh token replayed", lambda c: _revoked_replay(c)),
+    ("expired refresh token replayed", lambda c: _expired_replay(c)),
     ("refresh token of a removed user", lambda c: _removed_user(c)),
     ("token server asked for scopes without rights, then used", lambda c: _no_rights(c)),
 ]
@@ -235,6 +236,18 @@ async def _revoked_replay(c: Ctx) -> Any:
     from registry.auth.refresh import RefreshStore
     RefreshStore(c.tmp / "refresh-tokens.json", 3600).revoke(account="alice")
     return await c.refresh_grant(c.refresh)
+
+
+async def _expired_replay(c: Ctx) -> Any:
+    import asyncio
+    from registry.auth.refresh import RefreshStore
+    store = c.tmp / "refresh-tokens.json"
+    before = store.read_bytes()
+    token = RefreshStore(store, lifetime=0.5).issue("alice", "cli", SERVICE)  # as if issued long ago
+    await asyncio.sleep(0.6)
+    r = await c.refresh_grant(token)
+    store.write_bytes(before)  # the comparison below is about what the server wrote
+    return r
 
 
 async def _removed_user(c: Ctx) -> Any:
