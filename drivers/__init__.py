@@ -1,6 +1,7 @@
 """Storage drivers: one async contract (:mod:`drivers.base`) and its backends."""
 
 from .base import (
+    DriverConfigError,
     FileInfo,
     FileWriter,
     InvalidOffset,
@@ -10,10 +11,13 @@ from .base import (
     StorageError,
     Unsupported,
     WalkAction,
+    check_dir,
     check_path,
+    walk_key,
 )
 
 __all__ = [
+    "DriverConfigError",
     "FileInfo",
     "FileWriter",
     "InvalidOffset",
@@ -23,5 +27,7 @@ __all__ = [
     "StorageError",
     "Unsupported",
     "WalkAction",
+    "check_dir",
     "check_path",
+    "walk_key",
 ]
