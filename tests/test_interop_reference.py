@@ -225,19 +225,25 @@ def test_upload_token_from_one_registry_cannot_be_forged(ours, ref):
 SCHEMA1_ON = "compatibility:\n  schema1:\n    enabled: true\n"
 
 
-@pytest.fixture(scope="module")
-def schema1_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Client]]:
-    """Both registries with schema 1 pushes enabled (off by default in both), on their own shared root."""
+def _start_pair(tmp_path_factory: pytest.TempPathFactory, name: str, extra_config: str = ""):
+    """Ours and the reference on a fresh shared root of their own (for tests that rewrite the whole root)."""
     if not Path(REFERENCE_BINARY).exists():
         pytest.skip("docker-registry (Debian package) is not installed")
-    shared = tmp_path_factory.mktemp("schema1-root")
-    work = tmp_path_factory.mktemp("schema1")
-    ours_reg = start_or_fail("ours", shared, work, SCHEMA1_ON)
+    shared = tmp_path_factory.mktemp(f"{name}-root")
+    work = tmp_path_factory.mktemp(name)
+    ours_reg = start_or_fail("ours", shared, work, extra_config)
     try:
-        ref_reg = start_or_fail("reference", shared, work, SCHEMA1_ON)
+        ref_reg = start_or_fail("reference", shared, work, extra_config)
     except BaseException:
         ours_reg.stop()
         raise
+    return ours_reg, ref_reg
+
+
+@pytest.fixture(scope="module")
+def schema1_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Client]]:
+    """Both registries with schema 1 pushes enabled (off by default in both), on their own shared root."""
+    ours_reg, ref_reg = _start_pair(tmp_path_factory, "schema1", SCHEMA1_ON)
     yield ours_reg.client, ref_reg.client
     ref_reg.stop()
     ours_reg.stop()
@@ -391,3 +397,71 @@ def test_upload_started_on_one_is_cancelled_on_the_other(ours, ref, direction):
     assert cancel.status == 204, cancel
     for client in (ours, ref):
         assert client.request("GET", resp.location_path()).status == 404
+
+
+# --------------------------------------------------------------------------- the reference's garbage collector
+
+
+@pytest.fixture
+def gc_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningRegistry, RunningRegistry]]:
+    ours_reg, ref_reg = _start_pair(tmp_path_factory, "gc")
+    yield ours_reg, ref_reg
+    ref_reg.stop()
+    ours_reg.stop()
+
+
+def test_reference_garbage_collect_keeps_everything_we_pushed(gc_pair):
+    """`registry garbage-collect` (2.8.2, without --delete-untagged) over a root we wrote: every manifest we
+    pushed (tagged, untagged, index children, referrers) and its blobs survive, our referrers list still
+    answers, and only a blob no manifest references is swept."""
+    import subprocess
+
+    ours_reg, ref_reg = gc_pair
+    ours = ours_reg.client
+    repo = "gc/images"
+    tagged, untagged = make_image("oci", label="gc-tagged"), make_image("docker", label="gc-untagged")
+    index = make_index("oci", label="gc-index")
+    push_image(ours, repo, tagged, tag="keep")
+    push_image(ours, repo, untagged)
+    push_image(ours, repo, index, tag="multi")
+    signature = _artifact(tagged.digest, len(tagged.manifest), "gc-signature")
+    push_image(ours, repo, signature)
+    orphan = b"a blob no manifest references"
+    assert ours.push_blob(repo, orphan).status == 201
+    run = subprocess.run([REFERENCE_BINARY, "garbage-collect", str(ref_reg.config_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for client in (ours, ref_reg.client):
+        assert_pulls(client, repo, tagged, ref="keep")
+        assert_pulls(client, repo, index, ref="multi")
+        assert_pulls(client, repo, untagged)
+        assert_pulls(client, repo, signature)
+        assert client.request("GET", f"/v2/{repo}/blobs/{sha256(orphan)}").status == 404
+    assert _referrer_labels(ours, repo, tagged.digest) == ["gc-signature"]
+    # pushing the swept blob again brings it back
+    assert ours.push_blob(repo, orphan).status == 201
+    assert ours.request("GET", f"/v2/{repo}/blobs/{sha256(orphan)}").body == orphan
+
+
+def _blob_data_path(root: Path, digest: str) -> Path:
+    alg, hexpart = digest.split(":")
+    return root / "blobs" / alg / hexpart[:2] / hexpart / "data"
+
+
+def test_repush_restores_data_lost_from_the_shared_root(ours, ref, root):
+    """If a blob's data vanished from storage (another tool, a partial restore) while the repository links
+    stay, pushing the same content again must make it readable: a 201 that leaves a 404 behind is a lie."""
+    repo = "interop/data-loss"
+    image = make_image("oci", label="data-loss", n_layers=1)
+    push_image(ours, repo, image, tag="v1")
+    layer = [d for d in image.blobs if d != json.loads(image.manifest)["config"]["digest"]][0]
+    _blob_data_path(root, image.digest).unlink()
+    _blob_data_path(root, layer).unlink()
+    for client in (ours, ref):
+        assert client.get_manifest(repo, "v1").status == 404
+        assert client.request("GET", f"/v2/{repo}/blobs/{layer}").status == 404
+    assert ours.push_blob(repo, image.blobs[layer], layer).status == 201
+    resp = ours.put_manifest(repo, "v1", image.manifest, image.media_type)
+    assert resp.status == 201, resp
+    for client in (ours, ref):
+        assert_pulls(client, repo, image, ref="v1")
