@@ -295,3 +295,21 @@ def test_copy_between_reference_and_ours(reg, reference_registry, skopeo_env, tm
            docker_ref(src, f"skopeo/xreg-src-{direction}", "v1"), docker_ref(dst, f"skopeo/xreg-dst-{direction}", "v1"))
     assert_pulls(dst.client, f"skopeo/xreg-dst-{direction}", index, ref="v1")
     assert_pulls(src.client, f"skopeo/xreg-dst-{direction}", index, ref="v1")  # same storage root
+
+
+def test_zstd_recompressed_push(reg, skopeo_env, tmp_path):
+    """skopeo recompresses the layers as zstd on the way in (``+zstd`` media type): stored and served as sent."""
+    image = make_image("oci", label="skopeo-zstd")
+    write_oci_layout(tmp_path / "src", image, "v1")
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--dest-compress", "--dest-compress-format", "zstd",
+           f"oci:{tmp_path / 'src'}:v1", docker_ref(reg, "skopeo/zstd", "v1"))
+    served = reg.client.get_manifest("skopeo/zstd", "v1")
+    assert served.status == 200, served
+    body = json.loads(served.body)
+    assert all(layer["mediaType"].endswith("+zstd") for layer in body["layers"]), body["layers"]
+    skopeo(skopeo_env, "copy", *TLS_OFF, "--preserve-digests", docker_ref(reg, "skopeo/zstd", "v1"),
+           f"oci:{tmp_path / 'back'}:v1")
+    digest, manifest, blobs = read_oci_layout(tmp_path / "back", "v1")
+    assert manifest == served.body and digest == sha256(served.body)
+    for layer in body["layers"]:
+        assert blobs[layer["digest"]][:4] == b"\x28\xb5\x2f\xfd", "not a zstd frame"
