@@ -6,7 +6,7 @@ credentials grant under :data:`ACCESS_KEY`; handlers never look at tokens themse
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -21,7 +21,8 @@ class AllowAll:
 
 
 ALLOW_ALL = AllowAll()
-ACCESS_KEY = "registry.access"
+# A typed request key where aiohttp has them (no NotAppKeyWarning), else the plain string.
+ACCESS_KEY: Any = web.RequestKey("access", object) if hasattr(web, "RequestKey") else "registry.access"
 
 
 def allowed(request: web.Request, resource_type: str, name: str, action: str) -> bool:
