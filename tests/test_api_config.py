@@ -71,13 +71,15 @@ async def test_upload_purging(aiohttp_client, driver):
 
     c = await aiohttp_client(create_app(make_config(), driver))
     r = await c.post("/v2/a/b/blobs/uploads/")
+    old_id = r.headers["Docker-Upload-UUID"]
     old = loc_of(await c.patch(loc_of(r), data=b"old"))
-    await asyncio.sleep(0.3)
+    # started a day ago (the reference writes startedat the same way, RFC 3339 UTC)
+    await driver.put_content(paths.upload_started_at("a/b", old_id), b"2020-01-01T00:00:00Z")
     fresh = loc_of(await c.post("/v2/other/blobs/uploads/"))
     store = Store(driver, secret="s")
-    assert len(await store.uploads.purge(0.2, dryrun=True)) == 1
+    assert len(await store.uploads.purge(3600, dryrun=True)) == 1
     assert (await c.get(old)).status == 204
-    purged = await store.uploads.purge(0.2)
+    purged = await store.uploads.purge(3600)
     assert [p.split("/_uploads/")[0].rsplit("repositories/", 1)[1] for p in purged] == ["a/b"]
     assert (await c.get(old)).status == 404 and (await c.get(fresh)).status == 204
     # the background task of a registry configured with a tiny age and interval
