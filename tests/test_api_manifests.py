@@ -223,3 +223,24 @@ async def test_manifests_written_by_another_registry_are_adopted(client):
     assert r.status == 201
     assert (await client.delete(f"/v2/repo/manifests/{d}")).status == 202
     assert (await (await client.get("/v2/repo/tags/list")).json())["tags"] == ["v1"]
+
+
+async def test_lost_or_damaged_manifest_data(client):
+    from registry.app import DRIVER_KEY
+    from registry.reference import try_digest
+    from registry.store import paths
+
+    driver = client.app[DRIVER_KEY]
+    d, body = await push_image(client, "repo", "v1")
+    data_path = paths.blob_data(try_digest(d))
+    await driver.put_content(data_path, body.replace(b"layer", b"LAYER", 1))  # same size, other bytes
+    r = await client.get("/v2/repo/manifests/v1")
+    assert r.status == 404 and (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    r = await client.put("/v2/repo/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status == 201
+    assert await (await client.get("/v2/repo/manifests/v1")).read() == body
+    await driver.delete(data_path)  # lost
+    assert (await client.get("/v2/repo/manifests/v1")).status == 404
+    r = await client.put("/v2/repo/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status == 201
+    assert await (await client.get(f"/v2/repo/manifests/{d}")).read() == body

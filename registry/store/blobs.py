@@ -41,10 +41,14 @@ class BlobStore:
         return BlobInfo(d, info.size, path)
 
     async def put_small(self, d: Digest, data: bytes) -> None:
-        """Store small content (a manifest) under its digest unless it is already there."""
-        existing = await self.stat_data(d)
-        if existing is None or existing.size != len(data):
-            await self.driver.put_content(paths.blob_data(d), data)
+        """Store small content (a manifest) under its digest unless exactly it is already there
+        (a read is cheaper than a durable write, and a lost or damaged copy gets rewritten)."""
+        try:
+            if await self.driver.get_content(paths.blob_data(d)) == data:
+                return
+        except PathNotFound:
+            pass
+        await self.driver.put_content(paths.blob_data(d), data)
 
     async def get_small(self, d: Digest) -> bytes:
         return await self.driver.get_content(paths.blob_data(d))

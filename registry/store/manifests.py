@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable
 
 from drivers.base import PathNotFound, StorageDriver
@@ -21,6 +22,9 @@ from . import paths
 from .blobs import BlobStore
 from .referrers import ReferrerStore
 from .tags import TagStore, manifest_unknown
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,10 @@ class ManifestStore:
         except PathNotFound:
             raise manifest_unknown(ref) from None
         media_type = mf.detect_media_type(body)
+        if mf.manifest_digest(body, media_type, d.algorithm) != str(d):  # damaged on disk: never serve it
+            log.error("repository %s: stored manifest %s does not match its digest", repo, d)
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, "the stored manifest is damaged (digest mismatch)",
+                                detail={"digest": str(d)})
         if media_type in mt.SCHEMA1_MEDIA_TYPES:
             try:  # we keep a signed manifest's original bytes beside its revision link
                 body = await self.driver.get_content(paths.signed_manifest(repo, d))
@@ -78,14 +86,15 @@ class ManifestStore:
         exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
         current = await self.tags.current(repo, tag) if tag is not None else None
         retag = tag is not None and current != d
-        first: list[Awaitable[None]] = []
-        if not exists:
-            # signed schema 1: the canonical payload at the digest path, as the reference stores it
-            first.append(self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body))
-            if manifest.canonical is not None:
-                first.append(self.driver.put_content(paths.signed_manifest(repo, d), manifest.body))
-            if tag is None:
-                first.append(self.tags.mark_indexed(repo, d))
+        # signed schema 1: the canonical payload at the digest path, as the reference stores it;
+        # written (or checked) even when the revision exists: the data may have been lost since
+        first: list[Awaitable[None]] = [
+            self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body)
+        ]
+        if manifest.canonical is not None:
+            first.append(self.driver.put_content(paths.signed_manifest(repo, d), manifest.body))
+        if not exists and tag is None:
+            first.append(self.tags.mark_indexed(repo, d))
         if retag:
             if exists and not await self.tags.indexed(repo, d):
                 await self.tags.adopt(repo, {d})  # stored by the reference: index its tags first
