@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("config_file", nargs="?")
     check.add_argument("--config", "-c", dest="config_option")
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild our tag and referrers indexes from the stored manifests "
+        "(after the reference registry wrote to the same storage)",
+    )
+    reindex.add_argument("--config", "-c", dest="config_option", help="configuration file")
+    reindex.add_argument("repositories", nargs="*", metavar="REPOSITORY", help="default: every repository")
+    reindex.set_defaults(config_file=None)
     try:
         from .auth.cli import add_auth_commands
     except ImportError:  # the auth package is optional at this point of the build
@@ -44,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("serve", "check-config"):
+    if args.command in ("serve", "check-config", "reindex"):
         if args.config_file and args.config_option and args.config_file != args.config_option:
             parser.error("give the configuration file once, either as an argument or with --config")
         path = args.config_option or args.config_file or os.environ.get("REGISTRY_CONFIGURATION_PATH")
@@ -62,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print("configuration OK")
             return 0
+        if args.command == "reindex":
+            return asyncio.run(reindex(config, args.repositories))
         return serve(config)
     handler = getattr(args, "handler", None)
     if handler is None:
@@ -89,6 +99,38 @@ def _validate_storage(config: Config) -> None:
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
     asyncio.run(driver.close())
+
+
+async def reindex(config: Config, repositories: Sequence[str]) -> int:
+    """Rebuild the indexes of the named repositories (all when none), printing one line each."""
+    from drivers.factory import create_driver
+
+    from .errors import RegistryError
+    from .reference import parse_name
+    from .store import Store
+
+    try:
+        names = [parse_name(r) for r in repositories]
+    except RegistryError as exc:
+        print(f"registry: invalid repository name: {exc.detail}", file=sys.stderr)
+        return 1
+    driver = create_driver(config.storage.driver, config.storage.params)
+    try:
+        store = Store(driver, secret=config.http.secret)
+        if not names:
+            last: str | None = None
+            while True:
+                page, more = await store.catalog.list(1000, last)
+                names.extend(page)
+                if not more or not page:
+                    break
+                last = page[-1]
+        for name in names:
+            counts = await store.rebuild_indexes(name)
+            print(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    finally:
+        await driver.close()
+    return 0
 
 
 def serve(config: Config) -> int:
