@@ -82,6 +82,7 @@ class Sample:
     value: float
     wall: float
     peak_rss: int
+    peak_process_rss: int
     server_cpu: float
     client_cpu: float
     note: str = ""
@@ -405,7 +406,7 @@ def measure(target: Target, run: Callable[[], tuple[float, str]], profile: Path 
         value, note = run()
         wall = time.perf_counter() - t0
         client_cpu = time.process_time() - cpu0
-    return Sample(value, wall, monitor.peak_rss, monitor.cpu_seconds, client_cpu, note)
+    return Sample(value, wall, monitor.peak_rss, monitor.peak_process_rss, monitor.cpu_seconds, client_cpu, note)
 
 
 def timed_transfer(nbytes: int, fn: Callable[[], str]) -> Callable[[], tuple[float, str]]:
@@ -569,6 +570,7 @@ def summarize(runner: Runner, figures: list[Figure]) -> dict[str, Any]:
                 entry[short] = round(statistics.median(s.value for s in samples), 1)
                 entry[f"{short}_samples"] = [round(s.value, 1) for s in samples]
                 entry[f"{short}_peak_rss_mib"] = round(max(s.peak_rss for s in samples) / MiB, 1)
+                entry[f"{short}_peak_process_rss_mib"] = round(max(s.peak_process_rss for s in samples) / MiB, 1)
                 entry[f"{short}_server_cpu_pct"] = round(
                     statistics.median(100 * s.server_cpu / s.wall for s in samples), 0
                 )
@@ -593,21 +595,26 @@ def summarize(runner: Runner, figures: list[Figure]) -> dict[str, Any]:
 
 
 def goals(summary: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
-    """The memory goal: ours under 100 MiB RSS while pushing the largest blob, flat with size."""
-    per_size = {}
-    for size in sizes:
-        rss = [
-            summary[k]["ours_peak_rss_mib"]
-            for k in (f"push_{m}_{size_label(size)}" for m in ("monolithic", "single", "chunked"))
-            if k in summary and summary[k].get("ours_peak_rss_mib") is not None
-        ]
-        per_size[size_label(size)] = max(rss) if rss else None
-    values = [v for v in per_size.values() if v is not None]
-    largest = per_size.get(size_label(max(sizes))) if sizes else None
+    """The memory goal: ours under 100 MiB RSS while pushing the largest blob, flat with size.
+    Judged on the whole process tree (with ``--workers N`` that sums N processes; the largest
+    single process is reported too)."""
+
+    def per_size(field: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for size in sizes:
+            keys = (f"push_{m}_{size_label(size)}" for m in ("monolithic", "single", "chunked"))
+            rss = [summary[k][field] for k in keys if k in summary and summary[k].get(field) is not None]
+            out[size_label(size)] = max(rss) if rss else None
+        return out
+
+    tree = per_size("ours_peak_rss_mib")
+    values = [v for v in tree.values() if v is not None]
+    largest = tree.get(size_label(max(sizes))) if sizes else None
     return {
-        "ours_push_peak_rss_mib": per_size,
+        "ours_push_peak_rss_mib": tree,
+        "ours_push_peak_process_rss_mib": per_size("ours_peak_process_rss_mib"),
         "rss_under_limit": largest is not None and largest < RSS_LIMIT_MIB,
-        "rss_flat": len(values) == len(per_size) and bool(values) and max(values) - min(values) < 16,
+        "rss_flat": len(values) == len(tree) and bool(values) and max(values) - min(values) < 16,
     }
 
 
@@ -720,7 +727,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(summary, figures)
     if result["goals"]:
-        print(f"ours peak RSS while pushing: {result['goals']['ours_push_peak_rss_mib']} (goal < {RSS_LIMIT_MIB} MiB, flat)")
+        g = result["goals"]
+        print(
+            f"ours peak RSS while pushing (MiB, process tree): {g['ours_push_peak_rss_mib']}; largest process: "
+            f"{g['ours_push_peak_process_rss_mib']} (goal < {RSS_LIMIT_MIB} MiB, flat with size)"
+        )
     line = json.dumps(result, separators=(",", ":"))
     if args.json:
         args.json.write_text(line + "\n")

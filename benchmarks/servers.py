@@ -170,6 +170,8 @@ class Monitor:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = 0
+        #: the largest single process seen (with several workers the tree's sum counts each once)
+        self.peak_process_rss = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cpu0 = 0.0
@@ -195,9 +197,11 @@ class Monitor:
         total = 0
         for proc in procs:
             try:
-                total += proc.memory_info().rss
+                one = proc.memory_info().rss
             except psutil.Error:
-                pass
+                continue
+            total += one
+            self.peak_process_rss = max(self.peak_process_rss, one)
         return total
 
     def _run(self) -> None:
