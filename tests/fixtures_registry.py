@@ -203,7 +203,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
 
-def _config_yaml(root: Path, port: int, *, reference: bool) -> str:
+def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = "") -> str:
     lines = [
         "version: 0.1",
         "log:",
@@ -222,18 +222,20 @@ def _config_yaml(root: Path, port: int, *, reference: bool) -> str:
         f"  addr: 127.0.0.1:{port}",
         f"  secret: {SHARED_SECRET}",
     ]
+    lines += [f"  {line}" for line in http_extra.splitlines() if line.strip()]
     if reference:
         lines += ["health:", "  storagedriver:", "    enabled: false"]
     return "\n".join(lines) + "\n"
 
 
-def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "") -> RunningRegistry:
+def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "") -> RunningRegistry:
     """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/.
-    ``extra_config`` is appended to the YAML (top-level sections the default config does not have)."""
+    ``extra_config`` is appended to the YAML (top-level sections the default config does not have);
+    ``http_extra`` holds more ``http:`` keys, one per line (e.g. ``workers: 2``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / f"{kind}-config.yml"
-    config.write_text(_config_yaml(root, port, reference=kind == "reference") + extra_config)
+    config.write_text(_config_yaml(root, port, reference=kind == "reference", http_extra=http_extra) + extra_config)
     log_path = workdir / f"{kind}.log"
     log = open(log_path, "wb")
     if kind == "reference":
@@ -253,9 +255,9 @@ def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "")
     return running
 
 
-def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "") -> RunningRegistry:
+def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "") -> RunningRegistry:
     try:
-        return start_registry(kind, root, workdir, extra_config)
+        return start_registry(kind, root, workdir, extra_config, http_extra)
     except Exception as exc:  # show the server's own words, not just a timeout
         log = workdir / f"{kind}.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
@@ -270,8 +272,11 @@ def shared_registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def our_registry(shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
-    """Our registry as a real server process (filesystem storage, deletes enabled)."""
-    reg = start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"))
+    """Our registry as a real server process (filesystem storage, deletes enabled).
+    ``OUR_REGISTRY_WORKERS=N`` runs it with ``http.workers: N`` (forked workers sharing the port)."""
+    workers = os.environ.get("OUR_REGISTRY_WORKERS", "")
+    http_extra = f"workers: {int(workers)}" if workers else ""
+    reg = start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"), http_extra=http_extra)
     yield reg
     reg.stop()
 
