@@ -24,7 +24,7 @@ from typing import Any
 
 from .base import DriverConfigError
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
-from .multipart import PartStore
+from .multipart import BufferReader, PartStore
 
 MAX_BLOCK = 4000 << 20
 
@@ -170,6 +170,23 @@ class AzureDriver(ObjectStoreDriver):
         await super().close()
 
 
+def _body(data: Any) -> Any:
+    """A body the SDK streams without copying (see :class:`drivers.multipart.BufferReader`)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return BufferReader(data)
+    data.seek(0)
+    return data
+
+
+def _length(data: Any) -> int:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    data.seek(0, 2)
+    size = data.tell()
+    data.seek(0)
+    return size
+
+
 def _retry_429_too() -> None:
     """azure-storage-blob retries 408 and 5xx but not 429, which Azure's front ends (and
     proxies before them) send under load; its async retry policy asks this module function."""
@@ -199,6 +216,7 @@ class _AzureBlocks(PartStore):
     """Azure staged blocks for :class:`drivers.multipart.PartWriter`."""
 
     short_parts_ok = True
+    takes_files = True
 
     def __init__(self, driver: AzureDriver) -> None:
         self._d = driver
@@ -232,8 +250,7 @@ class _AzureBlocks(PartStore):
 
     async def put_whole(self, key: str, data: bytes | bytearray) -> None:
         with self._err(key):
-            await self._d._blob(key).upload_blob(bytes(data) if isinstance(data, bytearray) else data,
-                                                 overwrite=True, max_concurrency=1)  # fmt: skip
+            await self._d._blob(key).upload_blob(_body(data), length=_length(data), overwrite=True, max_concurrency=1)
 
     async def mpu_start(self, key: str) -> dict[str, Any]:
         return {"session": uuid.uuid4().hex[:16], "blocks": []}
@@ -241,12 +258,13 @@ class _AzureBlocks(PartStore):
     async def mpu_part(
         self, key: str, state: dict[str, Any], offset: int, data: bytes | bytearray, final: bool
     ) -> None:
-        if not data:
+        length = _length(data)
+        if not length:
             return
         index = len(state["blocks"])
         block_id = base64.b64encode(f"{state['session']}-{index:06d}".encode()).decode()
         with self._err(key):
-            await self._d._blob(key).stage_block(block_id, data, length=len(data))
+            await self._d._blob(key).stage_block(block_id, _body(data), length=length)
         state["blocks"].append(block_id)
 
     async def mpu_complete(self, key: str, state: dict[str, Any], size: int) -> None:

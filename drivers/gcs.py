@@ -14,6 +14,7 @@ service-account key is configured.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 from .base import DriverConfigError
 from .cloud import ObjectStoreDriver, Params
-from .multipart import PartStore
+from .multipart import BufferReader, PartStore
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
@@ -179,6 +180,7 @@ class _GCSParts(PartStore):
     """A GCS resumable upload session for :class:`drivers.multipart.PartWriter`."""
 
     part_alignment = CHUNK_ALIGN
+    takes_files = True
 
     def __init__(self, driver: GCSDriver) -> None:
         self._d = driver
@@ -202,9 +204,11 @@ class _GCSParts(PartStore):
         except FileNotFoundError:
             pass
 
-    async def put_whole(self, key: str, data: bytes | bytearray) -> None:
+    async def put_whole(self, key: str, data: Any) -> None:
         from gcsfs.core import simple_upload
 
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = await asyncio.to_thread(data.read)  # spilled: less than one part
         bucket, _, name = key.partition("/")
         with self._err(key):
             await simple_upload(self._fs, bucket, name, data)
@@ -218,26 +222,30 @@ class _GCSParts(PartStore):
         return {"session": location}
 
     async def mpu_part(
-        self, key: str, state: dict[str, Any], offset: int, data: bytes | bytearray, final: bool
+        self, key: str, state: dict[str, Any], offset: int, data: Any, final: bool
     ) -> None:
-        view = memoryview(data)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data.seek(0, 2)
+            length = data.tell()
+            data.seek(0)
+        else:
+            length = len(data)
+        body = BufferReader(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         with self._err(key):
             while True:
-                n = len(view)
-                total = str(offset + n) if final else "*"
-                if n:
-                    span = f"bytes {offset}-{offset + n - 1}/{total}"
-                else:
-                    span = f"bytes */{total}"
+                total = str(offset + length) if final else "*"
+                span = f"bytes {offset}-{offset + length - 1}/{total}" if length else f"bytes */{total}"
                 headers, _ = await self._fs._call(
-                    "PUT", state["session"], headers={"Content-Range": span, "Content-Length": str(n)},
-                    data=view if n else b"",
+                    "PUT", state["session"], headers={"Content-Range": span, "Content-Length": str(length)},
+                    data=body if length else b"",
                 )  # fmt: skip
                 done = _confirmed_end(headers)
-                if final or done is None or done >= offset + n:
+                if final or done is None or done >= offset + length:
                     return
-                # the service kept only part of the chunk: send the rest
-                view = view[done - offset :]
+                # the service kept only part of the chunk: send the rest (rare; bounded by a part)
+                body.seek(done - offset)
+                body = BufferReader(body.read())
+                length -= done - offset
                 offset = done
 
     async def mpu_complete(self, key: str, state: dict[str, Any], size: int) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -144,16 +145,24 @@ class PartBuffer:
             await asyncio.to_thread(self._file.write, mem)
         self._release()
 
-    async def content(self) -> tuple[bytes | bytearray, int]:
-        """All buffered bytes and the budget taken to hold them (give it back after use)."""
+    async def content(self, as_file: bool = False) -> tuple[Any, int]:
+        """All buffered bytes and the budget taken to hold them (give it back after use).
+        With ``as_file`` a spilled buffer comes as its file, at position 0, costing no memory."""
         if self._file is None:
             return self._mem, 0
+        if as_file:
+            await asyncio.to_thread(self._rewind)
+            return self._file, 0
         await self._budget.take(self._len)
         try:
             return await asyncio.to_thread(self._read_file), self._len
         except BaseException:
             self._budget.give(self._len)
             raise
+
+    def _rewind(self) -> None:
+        self._file.flush()
+        self._file.seek(0)
 
     def _read_file(self) -> bytes:
         self._file.seek(0)
@@ -227,10 +236,53 @@ class PartStore(abc.ABC):
                 await self.mpu_abort(key, state)
         await self.delete_key(sidecar_key(key))
 
+    #: whether mpu_part and put_whole take a seekable binary file as ``data`` too (a part that
+    #: spilled to disk then goes out from its file instead of being read back into memory)
+    takes_files: bool = False
     #: whether a part must be a multiple of this (GCS: 256 KiB); 1 for none
     part_alignment: int = 1
     #: whether a short part can be uploaded at close instead of kept in the sidecar (Azure)
     short_parts_ok: bool = False
+
+
+class BufferReader(io.RawIOBase):
+    """A seekable read-only file over a buffer, without copying it.
+
+    SDKs copy a ``bytes``/``bytearray`` body once or twice on the way to the socket (botocore
+    wraps it in BytesIO, aiohttp then unshares that); a file they read piece by piece."""
+
+    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(buffer).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = (0, self._pos, len(self._view))[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, target: Any) -> int:
+        n = max(0, min(len(target), len(self._view) - self._pos))
+        target[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        out = bytes(self._view[self._pos : end])
+        self._pos = max(self._pos, end)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 def sidecar_key(key: str) -> str:
@@ -331,7 +383,7 @@ class PartWriter(FileWriter):
                 if self._store.short_parts_ok and len(self._buffer):
                     await self._send_part()
                     await self._wait_pending()
-                await self._with_content(self._buffer, self._save)
+                await self._with_content(self._buffer, self._save, files=False)
             finally:
                 self._buffer.clear()
 
@@ -393,9 +445,9 @@ class PartWriter(FileWriter):
             buffer.clear()
 
     async def _with_content(
-        self, buffer: PartBuffer, use: Callable[[bytes | bytearray], Awaitable[None]]
+        self, buffer: PartBuffer, use: Callable[[Any], Awaitable[None]], files: bool | None = None
     ) -> None:
-        content, taken = await buffer.content()
+        content, taken = await buffer.content(self._store.takes_files if files is None else files)
         try:
             await use(content)
         finally:

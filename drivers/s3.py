@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from .base import DriverConfigError, InvalidOffset, PathNotFound, StorageError
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
-from .multipart import PartStore
+from .multipart import BufferReader, PartStore
 
 MIN_PART = 5 << 20
 MAX_PART = 5 << 30
@@ -346,6 +346,8 @@ class S3Driver(ObjectStoreDriver):
 class _S3Parts(PartStore):
     """S3 multipart upload calls for :class:`drivers.multipart.PartWriter`."""
 
+    takes_files = True
+
     def __init__(self, driver: S3Driver) -> None:
         self._d = driver
         self.name = driver.name
@@ -378,7 +380,7 @@ class _S3Parts(PartStore):
     async def put_whole(self, key: str, data: bytes | bytearray) -> None:
         bucket, name = self._d._split(key)
         with self._err(key):
-            await self._d._s3("put_object", Bucket=bucket, Key=name, Body=data, **self._d._put_extra)
+            await self._d._s3("put_object", Bucket=bucket, Key=name, Body=_body(data), **self._d._put_extra)
 
     async def mpu_start(self, key: str) -> dict[str, Any]:
         bucket, name = self._d._split(key)
@@ -389,14 +391,14 @@ class _S3Parts(PartStore):
     async def mpu_part(
         self, key: str, state: dict[str, Any], offset: int, data: bytes | bytearray, final: bool
     ) -> None:
-        if not data:
+        if _empty(data):
             return  # S3 needs no closing request: the last uploaded part is the last part
         bucket, name = self._d._split(key)
         number = len(state["parts"]) + 1
         with self._err(key):
             out = await self._d._s3(
                 "upload_part", Bucket=bucket, Key=name, UploadId=state["upload_id"],
-                PartNumber=number, Body=data,
+                PartNumber=number, Body=_body(data),
             )  # fmt: skip
         state["parts"].append([number, out["ETag"]])
 
@@ -415,6 +417,21 @@ class _S3Parts(PartStore):
             await self._d._s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=state["upload_id"])
         except (FileNotFoundError, ClientError):
             pass  # already gone
+
+
+def _body(data: Any) -> Any:
+    """A request body botocore and aiohttp send without copying: a file as it is, a buffer
+    through :class:`BufferReader` (each would copy ``bytes`` or ``bytearray`` whole)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return BufferReader(data)
+    data.seek(0)
+    return data
+
+
+def _empty(data: Any) -> bool:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data) == 0
+    return False
 
 
 def _bucket(p: Params, key: str) -> str:

@@ -13,6 +13,7 @@ failure, not a skip, under ``CI=true``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -266,6 +267,70 @@ def azure_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
     }
     params.update(extra)
     return params
+
+
+# --- a proxy in front of an emulator -------------------------------------------------------
+
+
+class Proxy:
+    """A reverse proxy before an emulator that records each request (method, path) and, with
+    ``fail_every=N``, answers every N-th request itself with 503 or 429 (alternating), the
+    way an overloaded service sheds load. Runs on the test's event loop."""
+
+    def __init__(self, upstream: str, fail_every: int = 0) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.fail_every = fail_every
+        self.count = 0
+        self.failed = 0
+        self.requests: list[tuple[str, str]] = []
+        self._codes = itertools.cycle([503, 429])
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.count += 1
+        self.requests.append((request.method, request.rel_url.path))
+        if self.fail_every and self.count % self.fail_every == 0:
+            await request.read()
+            self.failed += 1
+            return web.Response(status=next(self._codes), text="<Error><Code>SlowDown</Code></Error>")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "transfer-encoding")}
+        async with self._session.request(
+            request.method, self.upstream + str(request.rel_url), headers=headers,
+            data=request.content if request.body_exists else None, allow_redirects=False,
+            skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
+        ) as resp:  # fmt: skip
+            dropped = ("transfer-encoding", "content-encoding", "connection")
+            if request.method != "HEAD":
+                dropped += ("content-length",)  # set again from the body we stream
+            out = web.StreamResponse(status=resp.status, headers={
+                k: v for k, v in resp.headers.items() if k.lower() not in dropped})  # fmt: skip
+            if request.method != "HEAD" and resp.content_length is not None:
+                out.content_length = resp.content_length
+            await out.prepare(request)
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+
+    async def __aenter__(self) -> "Proxy":
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=1 << 40)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._runner.cleanup()
+        await self._session.close()
 
 
 # --- fixtures ------------------------------------------------------------------------------

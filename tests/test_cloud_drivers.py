@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -20,13 +19,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from drivers.base import DriverConfigError, PathNotFound, StorageError
 from drivers.factory import create_driver
 from drivers.multipart import SIDECAR_SUFFIX, MemoryBudget, PartWriter
 from emulators import (
     AZURITE_KEY,
+    Proxy,
     S3_SECRET_KEY,
     Emulator,
     azure_params,
@@ -295,56 +294,9 @@ async def test_s3_redirect_only_with_signing_credentials(moto_emulator: Emulator
 # --- retries ---------------------------------------------------------------------------
 
 
-class FlakyProxy:
-    """A reverse proxy that answers every ``every``-th request with 503 or 429 (alternating)
-    before the emulator sees it, the way an overloaded service sheds load."""
-
-    def __init__(self, upstream: str, every: int = 3) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.every = every
-        self.count = 0
-        self.failed = 0
-        self._codes = itertools.cycle([503, 429])
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        self.count += 1
-        if self.count % self.every == 0:
-            self.failed += 1
-            return web.Response(status=next(self._codes), text="<Error><Code>SlowDown</Code></Error>")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "transfer-encoding")}
-        async with self.session.request(
-            request.method, self.upstream + request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs")
-            else self.upstream + str(request.rel_url), headers=headers, data=body, allow_redirects=False,
-            skip_auto_headers=("Content-Type", "Accept-Encoding", "User-Agent"),
-        ) as resp:  # fmt: skip
-            payload = await resp.read()
-            dropped = ("transfer-encoding", "content-encoding", "connection")
-            if request.method != "HEAD":
-                dropped += ("content-length",)  # aiohttp sets it from the body
-            out = {k: v for k, v in resp.headers.items() if k.lower() not in dropped}
-            return web.Response(status=resp.status, body=payload, headers=out)
-
-    async def __aenter__(self) -> "FlakyProxy":
-        self.session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.runner.cleanup()
-        await self.session.close()
-
-
 async def test_requests_are_retried_on_503_and_429(backend: tuple[str, Emulator]) -> None:
     name, emu = backend
-    async with FlakyProxy(emu.endpoint) as proxy:
+    async with Proxy(emu.endpoint, fail_every=3) as proxy:
         params = PARAMS[name](emu, chunksize=SMALL_PART[name])
         endpoint_key = {"s3": "regionendpoint", "oss": "endpoint", "gcs": "endpoint", "azure": "serviceurl"}[name]
         params[endpoint_key] = params[endpoint_key].replace(emu.endpoint, proxy.url)
