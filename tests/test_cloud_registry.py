@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
+from drivers.base import PathNotFound
 from emulators import Emulator, Proxy, s3_params
 from fixtures_registry import RunningRegistry
 from helpers import ROOT, free_port, wait_http
@@ -188,3 +189,35 @@ async def test_concurrent_large_pushes_stay_in_bounded_memory(moto_emulator: Emu
             assert growth < MEMORY_BOUND, f"registry memory grew by {growth / MiB:.0f} MiB"
     finally:
         registry.stop()
+
+
+async def test_monolithic_push_goes_straight_to_the_blob_key(moto_emulator: Emulator, aiohttp_client: Any) -> None:
+    """``POST ?digest=`` with the body: the digest is known before the bytes arrive, so the bytes
+    stream to ``blobs/.../data`` directly: no upload object, no server-side copy. A wrong
+    digest leaves nothing behind."""
+    from api_support import make_config
+    from drivers.factory import create_driver
+    from registry.app import create_app
+
+    async with Proxy(moto_emulator.endpoint) as proxy:
+        driver = create_driver("s3", s3_params(moto_emulator, chunksize=5 * MiB, regionendpoint=proxy.url))
+        try:
+            client = await aiohttp_client(create_app(make_config(), driver))
+            data = random.Random(9).randbytes(12 * MiB + 5)  # a multipart upload, three parts
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            r = await client.post(f"/v2/direct/blobs/uploads/?digest={digest}", data=data)
+            assert r.status == 201, await r.text()
+            assert not [p for _, p in proxy.requests if "/_uploads/" in p], "an upload object was written"
+            assert [m for m, p in proxy.requests if p.endswith(digest[7:] + "/data") and m == "PUT"]
+            r = await client.get(f"/v2/direct/blobs/{digest}", allow_redirects=False)
+            assert r.status == 307
+            wrong = "sha256:" + "0" * 64
+            r = await client.post(f"/v2/direct/blobs/uploads/?digest={wrong}", data=b"not that")
+            assert r.status == 400 and (await r.json())["errors"][0]["code"] == "DIGEST_INVALID"
+            assert await driver.list("/docker/registry/v2/blobs/sha256") == [
+                f"/docker/registry/v2/blobs/sha256/{digest[7:9]}"
+            ]
+            with pytest.raises(PathNotFound):
+                await driver.writer(f"/docker/registry/v2/blobs/sha256/00/{'0' * 64}/data", append=True)
+        finally:
+            await driver.close()
