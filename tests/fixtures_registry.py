@@ -41,6 +41,8 @@ class Response:
     headers: Message
     body: bytes
     method: str = "GET"
+    #: the redirect answers that led here (the registry's own 307 first), empty when not redirected
+    history: list["Response"] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -89,19 +91,39 @@ class Client:
         headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
         body: bytes | None = None,
         query: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        follow_redirects: bool = True,
     ) -> Response:
-        """Send one request. ``path`` may already carry a query; ``query`` is appended to it."""
+        """Send one request. ``path`` may already carry a query; ``query`` is appended to it.
+        Like Go's and most registry clients, a GET or HEAD follows redirects (a storage driver's 307 to a
+        presigned URL), to another host if need be; nothing else is followed."""
         if path.startswith("http://") or path.startswith("https://"):
             parts = urllib.parse.urlsplit(path)
             path = urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
         if query:
             extra = urllib.parse.urlencode(query)
             path += ("&" if "?" in path else "?") + extra
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        items = list(self.default_headers.items())
+        items += list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+        host, port = self.host, self.port
+        history: list[Response] = []
+        for _ in range(5):
+            resp = self._send(host, port, method, path, items, body)
+            resp.history = history
+            location = resp.headers.get("Location")
+            if not (follow_redirects and method in ("GET", "HEAD") and resp.status in (301, 302, 303, 307, 308)
+                    and location):
+                return resp
+            history = history + [resp]
+            target = urllib.parse.urlsplit(urllib.parse.urljoin(f"http://{host}:{port}{path}", location))
+            host, port = target.hostname or host, target.port or 80
+            path = urllib.parse.urlunsplit(("", "", target.path, target.query, ""))
+        return resp
+
+    def _send(self, host: str, port: int, method: str, path: str, items: list[tuple[str, str]],
+              body: bytes | None) -> Response:
+        conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
-            items = list(self.default_headers.items())
-            items += list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
             names = {k.lower() for k, _ in items}
             for k, v in items:
                 conn.putheader(k, v)
@@ -203,39 +225,36 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
 
-def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = "") -> str:
-    lines = [
-        "version: 0.1",
-        "log:",
-        "  level: " + ("error" if reference else "warn"),
-        "  accesslog:",
-        "    disabled: true",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {root}",
-        "  delete:",
-        "    enabled: true",
-        "  maintenance:",
-        "    uploadpurging:",
-        "      enabled: false",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-        f"  secret: {SHARED_SECRET}",
-    ]
-    lines += [f"  {line}" for line in http_extra.splitlines() if line.strip()]
+def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = "",
+                 storage: Mapping[str, object] | None = None) -> str:
+    """The config file: filesystem storage on ``root`` unless ``storage`` names another driver block."""
+    import yaml
+
+    driver_block = dict(storage) if storage else {"filesystem": {"rootdirectory": str(root)}}
+    config: dict[str, object] = {
+        "version": 0.1,
+        "log": {"level": "error" if reference else "warn", "accesslog": {"disabled": True}},
+        "storage": {**driver_block, "delete": {"enabled": True},
+                    "maintenance": {"uploadpurging": {"enabled": False}}},
+        "http": {"addr": f"127.0.0.1:{port}", "secret": SHARED_SECRET,
+                 **(yaml.safe_load(http_extra) if http_extra.strip() else {})},
+    }
     if reference:
-        lines += ["health:", "  storagedriver:", "    enabled: false"]
-    return "\n".join(lines) + "\n"
+        config["health"] = {"storagedriver": {"enabled": False}}
+    return yaml.safe_dump(config, sort_keys=False)
 
 
-def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "") -> RunningRegistry:
+def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "",
+                   storage: Mapping[str, object] | None = None) -> RunningRegistry:
     """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/.
     ``extra_config`` is appended to the YAML (top-level sections the default config does not have);
-    ``http_extra`` holds more ``http:`` keys, one per line (e.g. ``workers: 2``)."""
+    ``http_extra`` holds more ``http:`` keys, one per line (e.g. ``workers: 2``); ``storage`` replaces the
+    filesystem driver block (e.g. ``{"s3": {...}}``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = workdir / f"{kind}-config.yml"
-    config.write_text(_config_yaml(root, port, reference=kind == "reference", http_extra=http_extra) + extra_config)
+    config.write_text(_config_yaml(root, port, reference=kind == "reference", http_extra=http_extra,
+                                   storage=storage) + extra_config)
     log_path = workdir / f"{kind}.log"
     log = open(log_path, "wb")
     if kind == "reference":
@@ -255,9 +274,10 @@ def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "",
     return running
 
 
-def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "") -> RunningRegistry:
+def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "",
+                  storage: Mapping[str, object] | None = None) -> RunningRegistry:
     try:
-        return start_registry(kind, root, workdir, extra_config, http_extra)
+        return start_registry(kind, root, workdir, extra_config, http_extra, storage)
     except Exception as exc:  # show the server's own words, not just a timeout
         log = workdir / f"{kind}.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
@@ -270,13 +290,39 @@ def shared_registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("registry-root")
 
 
+#: ``OUR_REGISTRY_STORAGE`` value -> (emulator fixture, params function in tests/emulators.py, driver name)
+CLOUD_STORAGE = {
+    "s3": ("moto_emulator", "s3_params", "s3"),
+    "oss": ("moto_emulator", "oss_params", "oss"),
+    "gcs": ("gcs_emulator", "gcs_params", "gcs"),
+    "azure": ("azurite_emulator", "azure_params", "azure"),
+}
+
+
+def our_storage() -> str:
+    """The storage our registry fixture uses: filesystem (default, shared with the reference) or a cloud
+    driver on its emulator (``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure``; the interop tests then skip)."""
+    return os.environ.get("OUR_REGISTRY_STORAGE", "filesystem")
+
+
 @pytest.fixture(scope="session")
-def our_registry(shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+def our_registry(
+    shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningRegistry]:
     """Our registry as a real server process (filesystem storage, deletes enabled).
-    ``OUR_REGISTRY_WORKERS=N`` runs it with ``http.workers: N`` (forked workers sharing the port)."""
+    ``OUR_REGISTRY_WORKERS=N`` runs it with ``http.workers: N`` (forked workers sharing the port);
+    ``OUR_REGISTRY_STORAGE`` picks a cloud driver on its emulator instead of the shared directory."""
     workers = os.environ.get("OUR_REGISTRY_WORKERS", "")
     http_extra = f"workers: {int(workers)}" if workers else ""
-    reg = start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"), http_extra=http_extra)
+    storage = None
+    if our_storage() != "filesystem":
+        import emulators
+
+        fixture, params_fn, driver = CLOUD_STORAGE[our_storage()]
+        emulator = request.getfixturevalue(fixture)
+        storage = {driver: getattr(emulators, params_fn)(emulator)}
+    reg = start_or_fail("ours", shared_registry_root, tmp_path_factory.mktemp("ours"), http_extra=http_extra,
+                        storage=storage)
     yield reg
     reg.stop()
 
@@ -288,6 +334,8 @@ def reference_registry(
     """distribution 2.8.2 over the same root directory as ``our_registry``."""
     if not Path(REFERENCE_BINARY).exists():
         pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
+    if our_storage() != "filesystem":
+        pytest.skip(f"our registry runs on {our_storage()}: the reference shares only a filesystem root")
     reg = start_or_fail("reference", shared_registry_root, tmp_path_factory.mktemp("reference"))
     yield reg
     reg.stop()

@@ -1231,8 +1231,13 @@ def _expect(cond: bool, what: str, resp: Response | None = None) -> None:
 
 
 def _verify_digest_header(resp: Response, dig: str) -> None:
-    """api.VerifyDigest with RequireDigestHeader (1.1+dev; issue 3 requires the header)."""
-    _expect(resp.header("Docker-Content-Digest") == dig, f"Docker-Content-Digest must be {dig}", resp)
+    """api.VerifyDigest with RequireDigestHeader (1.1+dev; issue 3 requires the header). After a redirect to
+    the storage backend the header is the registry's own 307's to give; the backend's answer may only not
+    contradict it."""
+    own = resp.history[0] if resp.history else resp
+    _expect(own.header("Docker-Content-Digest") == dig, f"Docker-Content-Digest must be {dig}", own)
+    final = resp.header("Docker-Content-Digest")
+    _expect(final in (None, dig), f"Docker-Content-Digest must be {dig}", resp)
 
 
 def _verify_location(loc: str, body: bytes) -> None:
@@ -1519,6 +1524,8 @@ class TestNextSuite:
         for header, status, part, content_range in self.RANGES:
             r = client.request("GET", f"/v2/{NEXT_REPO1}/blobs/{dig}", headers={"Range": header})
             if r.status == 200 and r.body == data:
+                if r.history and status == 416:
+                    continue  # redirected: the storage backend ignores an invalid range (upstream: a skip)
                 failures.append(f"{header}: range request unsupported, full blob returned")
             elif r.status != status:
                 failures.append(f"{header}: status {r.status}, expected {status}")
