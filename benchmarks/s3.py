@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -81,8 +82,8 @@ async def push_registry(http: aiohttp.ClientSession, base: str, repo: str, data:
     t1 = time.perf_counter()
     r = await http.put(_abs(base, r.headers["Location"]) + f"&digest={digest}")
     assert r.status == 201, await r.text()
-    PHASES.setdefault("patch", []).append(t1 - t0)
-    PHASES.setdefault("put", []).append(time.perf_counter() - t1)
+    PHASES.setdefault(f"{base} patch", []).append(t1 - t0)
+    PHASES.setdefault(f"{base} put", []).append(time.perf_counter() - t1)
 
 
 async def pull_registry(http: aiohttp.ClientSession, url: str, digest: str) -> None:
@@ -102,8 +103,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import s3fs
 
     size = parse_size(args.size)
-    data = os.urandom(size)  # incompressible; random.randbytes is limited to 256 MiB - 1
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
     moto = start_moto()
     workdir = Path(tempfile.mkdtemp(prefix="registry-s3-bench-"))
     servers: list[Server] = []
@@ -124,6 +123,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         monitor.__enter__()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1800)) as http:
             for rep in range(args.repeat):
+                # new bytes each time: a blob the registry already has would skip the commit's copy
+                data = os.urandom(size)
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
                 repo = f"bench/r{rep}"
                 steps = [
                     ("push", lambda: push_registry(http, f"http://127.0.0.1:{direct.port}", repo, data, digest)),
@@ -137,10 +139,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     started = time.perf_counter()
                     await step()
                     times[name].append(time.perf_counter() - started)
-                if rep == 0:  # the redirected pull: the registry answers 307, moto sends the bytes
-                    await push_registry(http, f"http://127.0.0.1:{redirecting.port}", repo, data, digest)
+                # the redirected pull: the registry answers 307, moto sends the bytes
+                redirected = f"http://127.0.0.1:{redirecting.port}"
+                await push_registry(http, redirected, repo, data, digest)
                 started = time.perf_counter()
-                await pull_registry(http, f"http://127.0.0.1:{redirecting.port}/v2/{repo}/blobs/{digest}", digest)
+                await pull_registry(http, f"{redirected}/v2/{repo}/blobs/{digest}", digest)
                 times["pull_redirect"].append(time.perf_counter() - started)
                 await fs._rm_file(f"{raw_bucket}/raw/{rep}")
         monitor.__exit__(None, None, None)
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="256MiB", help="blob size (default 256MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are reported")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop moto and the registries too
     result = asyncio.run(run(args))
     s, r = result["seconds"], result["mib_per_s"]
     print(f"blob {result['size'] / MiB:.0f} MiB, {result['repeat']} repetitions (medians), moto on loopback")
