@@ -668,6 +668,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", default="8MiB", help="PATCH size for chunked pushes (default 8MiB)")
     parser.add_argument("--only", default="push,pull,small", help="figure groups: push,pull,small")
     parser.add_argument("--workers", type=int, help="our http.workers (default: the config default)")
+    parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment for our server (e.g. REGISTRY_NO_UVLOOP=1); repeatable")
     parser.add_argument("--registries", default="reference,ours", help="which to run (default both)")
     parser.add_argument("--reference", default=REFERENCE_BINARY, help="reference registry binary")
     parser.add_argument("--workdir", type=Path, help="parent for the registries' directories (default: $TMPDIR)")
@@ -694,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating {size_label(max(args.sizes))} of test data", file=sys.stderr)
     payload = Payload(max(args.sizes))
     names = tuple(n.strip() for n in args.registries.split(","))
-    servers, parent = start_servers(args.workdir, reference, args.workers, {}, names)
+    ours_env = dict(item.split("=", 1) for item in args.ours_env)
+    servers, parent = start_servers(args.workdir, reference, args.workers, ours_env, names)
     try:
         for server in servers:
             assert server.process is not None
@@ -720,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "chunk": size_label(args.chunk_size),
             "workers": args.workers,
+            "ours_env": args.ours_env,
         },
         "figures": summary,
         "goals": goals(summary, args.sizes) if "push" in args.only else {},
