@@ -107,7 +107,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="registry-s3-bench-"))
     servers: list[Server] = []
     try:
-        params = s3_params(moto)
+        params = s3_params(moto, **dict(kv.split("=", 1) for kv in args.param))
         raw_bucket = make_s3_bucket(moto)
         direct = start_registry(workdir, params, redirect=False)
         redirecting = start_registry(workdir, {**params, "rootdirectory": "/redirecting"}, redirect=True)
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="256MiB", help="blob size (default 256MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are reported")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra storage.s3 key for the registry, e.g. multipartcopythresholdsize=5GiB")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop moto and the registries too
     result = asyncio.run(run(args))
