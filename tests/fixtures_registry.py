@@ -4,6 +4,12 @@ Our registry (``python -m registry serve CONFIG``) and the reference registry (D
 ``docker-registry``, distribution 2.8.2) are started on free loopback ports with their own config
 files, both on the filesystem driver and on ONE shared root directory, so the interop tests can push
 through one and pull through the other. Registered as a plugin from ``tests/conftest.py``.
+
+Switches for manual runs (CI uses the defaults):
+- ``OUR_REGISTRY_WORKERS=N``: our registry with ``http.workers: N`` (forked workers on one port).
+- ``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure``: our registry on that driver's emulator (tests/emulators.py)
+  instead of the shared directory; the interop tests then skip. E.g.
+  ``OUR_REGISTRY_STORAGE=s3 pytest tests/test_conformance.py tests/test_skopeo.py``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ Deviations from the Go code, all deliberate:
 
 After the port, ``TestSpecExtras`` checks spec text the suite does not (tag pagination ``Link``,
 ``n=0``, ranges, ETag, tag deletion leaving the digest, error envelopes); those are ours, not the suite's.
+``TestNextSuite`` ports the rewritten upstream suite (run.go/api.go on main) and ``TestUploadConsistency``
+checks issue 3's concurrency promise over real HTTP.
+
+``CONFORMANCE_TARGET=reference`` runs the same checks against distribution 2.8.2 (it fails 14 of the 84
+v1.1 checks and 36 of the 66 next-suite ones: 500s, no referrers, no tag deletion, out-of-order chunks
+accepted, tags not paginated). See tests/fixtures_registry.py for the workers/cloud-storage switches.
+The classes are ordered like the Ginkgo suite and share state: run the file, not single tests.
 """
 
 from __future__ import annotations
