@@ -7,6 +7,8 @@ through one and pull through the other. Registered as a plugin from ``tests/conf
 
 Switches for manual runs (CI uses the defaults):
 - ``OUR_REGISTRY_WORKERS=N``: our registry with ``http.workers: N`` (forked workers on one port).
+- ``OUR_REGISTRY_PREFIX=/registry/``: our registry serves the API under ``http.prefix``; the test client
+  prepends it (interop with the reference, which has no prefix here, is then skipped).
 - ``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure``: our registry on that driver's emulator (tests/emulators.py)
   instead of the shared directory; the interop tests then skip. E.g.
   ``OUR_REGISTRY_STORAGE=s3 pytest tests/test_conformance.py tests/test_skopeo.py``.
@@ -80,6 +82,8 @@ class Client:
     port: int
     timeout: float = 30.0
     default_headers: dict[str, str] = field(default_factory=dict)
+    #: ``http.prefix`` of the registry (e.g. "/registry"): prepended to paths that do not carry it yet
+    prefix: str = ""
 
     @property
     def base_url(self) -> str:
@@ -108,6 +112,8 @@ class Client:
         if query:
             extra = urllib.parse.urlencode(query)
             path += ("&" if "?" in path else "?") + extra
+        if self.prefix and not path.startswith(self.prefix + "/"):
+            path = self.prefix + path
         items = list(self.default_headers.items())
         items += list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
         host, port = self.host, self.port
@@ -197,10 +203,11 @@ class RunningRegistry:
     proc: subprocess.Popen
     log_path: Path
     config_path: Path
+    prefix: str = ""
 
     @property
     def client(self) -> Client:
-        return Client("127.0.0.1", self.port)
+        return Client("127.0.0.1", self.port, prefix=self.prefix)
 
     @property
     def url(self) -> str:
@@ -269,9 +276,14 @@ def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "",
         cmd = [sys.executable, "-m", "registry", "serve", str(config)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=ROOT)
     log.close()
-    running = RunningRegistry(kind, port, root, proc, log_path, config)
+    prefix = ""
+    if http_extra.strip():
+        import yaml
+
+        prefix = str((yaml.safe_load(http_extra) or {}).get("prefix", "")).rstrip("/")
+    running = RunningRegistry(kind, port, root, proc, log_path, config, prefix)
     try:
-        wait_http(f"{running.url}/v2/", timeout=30, proc=proc)
+        wait_http(f"{running.url}{prefix}/v2/", timeout=30, proc=proc)
     except Exception:
         running.stop()
         raise
@@ -319,7 +331,9 @@ def our_registry(
     ``OUR_REGISTRY_WORKERS=N`` runs it with ``http.workers: N`` (forked workers sharing the port);
     ``OUR_REGISTRY_STORAGE`` picks a cloud driver on its emulator instead of the shared directory."""
     workers = os.environ.get("OUR_REGISTRY_WORKERS", "")
-    http_extra = f"workers: {int(workers)}" if workers else ""
+    http_extra = f"workers: {int(workers)}\n" if workers else ""
+    if os.environ.get("OUR_REGISTRY_PREFIX"):
+        http_extra += f"prefix: {os.environ['OUR_REGISTRY_PREFIX']}\n"
     storage = None
     if our_storage() != "filesystem":
         import emulators
@@ -342,6 +356,8 @@ def reference_registry(
         pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
     if our_storage() != "filesystem":
         pytest.skip(f"our registry runs on {our_storage()}: the reference shares only a filesystem root")
+    if os.environ.get("OUR_REGISTRY_PREFIX"):
+        pytest.skip("our registry runs under http.prefix: the interop tests address both registries alike")
     reg = start_or_fail("reference", shared_registry_root, tmp_path_factory.mktemp("reference"))
     yield reg
     reg.stop()

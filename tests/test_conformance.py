@@ -569,13 +569,13 @@ class Test02Push:
 
     def test_get_request_to_test_digest_within_cross_mount_namespace_should_return_200(self):
         run_only_if(S.last.status == 201)
-        assert S.last.location_path() == f"/v2/{CROSSMOUNT_NAMESPACE}/blobs/{test_blob_a_digest}", S.last
+        assert S.last.location_path() == client.prefix + f"/v2/{CROSSMOUNT_NAMESPACE}/blobs/{test_blob_a_digest}", S.last
         resp = do("GET", S.last.location_path())
         assert resp.status == 200, resp
 
     def test_cross_mounting_of_nonexistent_blob_should_yield_session_id(self):
         run_only_if(S.last.status == 202)
-        assert S.last.location_path().startswith(f"/v2/{CROSSMOUNT_NAMESPACE}/blobs/uploads/"), S.last
+        assert S.last.location_path().startswith(client.prefix + f"/v2/{CROSSMOUNT_NAMESPACE}/blobs/uploads/"), S.last
 
     def test_cross_mounting_without_from_automatic_discovery_enabled_should_return_201(self):
         run_only_if(RUN_AUTOMATIC_CROSSMOUNT_TEST)
@@ -887,7 +887,7 @@ class TestSpecExtras:
         link = resp.header("Link") or ""
         m = re.fullmatch(r'<([^>]+)>;\s*rel="next"', link)
         assert m, resp
-        assert m.group(1).startswith(f"/v2/{EXTRAS}/tags/list?"), link
+        assert m.group(1).startswith(client.prefix + f"/v2/{EXTRAS}/tags/list?"), link
         follow = do("GET", m.group(1))
         assert follow.json()["tags"] == ["c3", "d4"], follow
         resp = do("GET", "/v2/<name>/tags/list", name=EXTRAS, query=[("n", "2"), ("last", "d4")])
@@ -954,7 +954,7 @@ class TestSpecExtras:
         resp = do("POST", "/v2/<name>/blobs/uploads/", name=EXTRAS, query=[("digest", from_bytes(data))],
                   headers={"Content-Type": "application/octet-stream"}, body=data)
         assert resp.status == 201, resp  # issue 3 chooses 201 (the suite accepts 202 too)
-        assert resp.location_path() == f"/v2/{EXTRAS}/blobs/{from_bytes(data)}", resp
+        assert resp.location_path() == client.prefix + f"/v2/{EXTRAS}/blobs/{from_bytes(data)}", resp
         assert resp.header("Docker-Content-Digest") == from_bytes(data), resp
 
     def test_digest_mismatch_is_digest_invalid_and_nothing_visible(self):
