@@ -151,8 +151,6 @@ class AzureDriver(ObjectStoreDriver):
     async def _url_for(self, key: str, method: str) -> str | None:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-        blob = self._blob(key)
-        await blob.get_blob_properties()  # no URL for a missing object
         container, _, name = key.partition("/")
         sas = generate_blob_sas(
             account_name=self.account,

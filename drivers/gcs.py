@@ -111,7 +111,6 @@ class GCSDriver(ObjectStoreDriver):
             return None
         from google.cloud.storage._signing import generate_signed_url_v4
 
-        await self.fs._info(key)  # no URL for a missing object
         bucket, _, name = key.partition("/")
         return generate_signed_url_v4(
             self._signer,

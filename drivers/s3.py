@@ -314,7 +314,6 @@ class S3Driver(ObjectStoreDriver):
         if not self._can_sign:
             return None
         bucket, name = self._split(key)
-        await self._info_key(key)  # no URL for a missing object
         await self.fs.set_session()
         client = await self.fs.get_s3(bucket)
         return await client.generate_presigned_url(
@@ -322,17 +321,6 @@ class S3Driver(ObjectStoreDriver):
             Params={"Bucket": bucket, "Key": name},
             ExpiresIn=self.redirect_expiry,
         )
-
-    async def _info_key(self, key: str) -> None:
-        bucket, name = self._split(key)
-        try:
-            await self._s3("head_object", Bucket=bucket, Key=name)
-        except FileNotFoundError:
-            raise
-        except ClientError as exc:
-            if _client_error_code(exc) in _NOT_FOUND_CODES:
-                raise FileNotFoundError(key) from None
-            raise
 
     async def close(self) -> None:
         creator = getattr(self.fs, "_s3creator", None)

@@ -221,3 +221,37 @@ async def test_monolithic_push_goes_straight_to_the_blob_key(moto_emulator: Emul
                 await driver.writer(f"/docker/registry/v2/blobs/sha256/00/{'0' * 64}/data", append=True)
         finally:
             await driver.close()
+
+
+async def test_post_then_single_put_goes_straight_to_the_blob_key(moto_emulator: Emulator, aiohttp_client: Any) -> None:
+    """``POST`` then one ``PUT ?digest=`` with the whole body: no PATCH came, so the digest is
+    known before the bytes, and they go to ``blobs/.../data`` without an upload copy."""
+    from api_support import make_config
+    from drivers.factory import create_driver
+    from registry.app import create_app
+
+    async with Proxy(moto_emulator.endpoint) as proxy:
+        driver = create_driver("s3", s3_params(moto_emulator, chunksize=5 * MiB, regionendpoint=proxy.url))
+        try:
+            client = await aiohttp_client(create_app(make_config(redirect_disable=True), driver))
+            data = random.Random(10).randbytes(11 * MiB)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            r = await client.post("/v2/single/blobs/uploads/")
+            assert r.status == 202
+            location = path_of(r.headers["Location"])
+            before = len(proxy.requests)
+            r = await client.put(f"{location}&digest={digest}", data=data)
+            assert r.status == 201, await r.text()
+            during = proxy.requests[before:]
+            assert not [p for m, p in during if m == "PUT" and "/_uploads/" in p and p.endswith("/data")]
+            assert (await client.get(f"/v2/single/blobs/{digest}")).status == 200
+            assert await (await client.get(f"/v2/single/blobs/{digest}")).read() == data
+            assert await driver.list("/docker/registry/v2/repositories/single") == [
+                "/docker/registry/v2/repositories/single/_layers"
+            ]  # the upload is gone
+            # a wrong digest: 400, the bytes are not stored
+            r = await client.post("/v2/single/blobs/uploads/")
+            r = await client.put(f"{path_of(r.headers['Location'])}&digest=sha256:{'1' * 64}", data=b"other")
+            assert r.status == 400 and (await r.json())["errors"][0]["code"] == "DIGEST_INVALID"
+        finally:
+            await driver.close()

@@ -203,6 +203,19 @@ class UploadStore:
                 async for batch in chunks:
                     if len(batch):
                         raise _upload_unknown(s.id)
+        elif w.size == 0 and chunks is not None and getattr(self.driver, "commits_atomically", False):
+            # nothing was PATCHed: the digest came before the bytes, as in a one-request push, so
+            # they go straight to the blob's key (no upload object, no copy)
+            await w.close()
+            self._check_start(start, 0)
+            try:
+                info = await self.put_whole(s.repo, expected, chunks)
+            except RegistryError as exc:
+                if exc.code is ErrorCode.DIGEST_INVALID:
+                    await self._discard(s)
+                raise
+            await self._discard(s)
+            return info
         else:
             try:
                 self._check_start(start, w.size)
