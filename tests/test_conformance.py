@@ -28,11 +28,15 @@ The classes are ordered like the Ginkgo suite and share state: run the file, not
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import gzip
 import hashlib
+import io
 import json
 import os
 import random
 import re
+import tarfile
 from types import SimpleNamespace
 from typing import Any
 
@@ -273,11 +277,12 @@ def registry(request: pytest.FixtureRequest) -> Client:
 
 @pytest.fixture(autouse=True)
 def _client(registry: Client) -> None:
+    """The suite's package-level ``client``: a module global keeps the ported bodies close to the Go."""
     global client
     client = registry
 
 
-client: Client
+client: Client = Client("127.0.0.1", 0)  # the registry under test; set by the autouse fixture above
 
 
 def do(method: str, path: str, *, name: str = NAMESPACE, reference: str = "", digest: str = "",
@@ -1025,10 +1030,6 @@ class TestSpecExtras:
 # require 206/416), a manifest/tag/blob DELETE answered 400/405 (deletes are enabled here: 202).
 # An anonymous mount (no ``from``) answered 202 stays acceptable, as upstream.
 
-import gzip as _gzip
-import io as _io
-import tarfile as _tarfile
-
 NEXT_REPO1, NEXT_REPO2 = "conformance/repo1", "conformance/repo2"
 CHUNK_MIN = 1024
 MT_OCTET = "application/octet-stream"
@@ -1068,16 +1069,16 @@ class SuiteData:
         return {"mediaType": media_type, "digest": dig, "size": len(data), **extra}
 
     def layer(self, compress: bool = True) -> tuple[dict, str]:
-        buf = _io.BytesIO()
-        with _tarfile.open(fileobj=buf, mode="w") as tf:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
             data = self.rng.randbytes(2048)
-            info = _tarfile.TarInfo(f"layer-{self.rng.randrange(10**9)}.bin")
+            info = tarfile.TarInfo(f"layer-{self.rng.randrange(10**9)}.bin")
             info.size, info.mtime = len(data), 0
-            tf.addfile(info, _io.BytesIO(data))
+            tf.addfile(info, io.BytesIO(data))
         raw = buf.getvalue()
         diff_id = algo_digest(raw, "sha256")
         if compress:
-            return self.blob(_gzip.compress(raw, mtime=0), MT_OCI_LAYER_GZ), diff_id
+            return self.blob(gzip.compress(raw, mtime=0), MT_OCI_LAYER_GZ), diff_id
         return self.blob(raw, MT_OCI_LAYER), diff_id
 
     def config(self, arch: str = "amd64", diff_ids: list[str] | None = None, extra: bool = False) -> dict:
@@ -1675,8 +1676,6 @@ class TestUploadConsistency:
 
     @pytest.mark.parametrize("trial", range(4))
     def test_concurrent_patches_on_one_session(self, trial):
-        import concurrent.futures
-
         body = random.Random(f"{SEED}-race-{trial}").randbytes(2_000_000)
         whole = body + body  # identical halves: the order the two PATCHes land in cannot matter
         loc = client.request("POST", f"/v2/{EXTRAS}/blobs/uploads/").location_path()
