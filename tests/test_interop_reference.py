@@ -470,3 +470,18 @@ def test_repush_restores_data_lost_from_the_shared_root(ours, ref, root):
     assert resp.status == 201, resp
     for client in (ours, ref):
         assert_pulls(client, repo, image, ref="v1")
+
+
+def test_upload_startedat_is_rfc3339_both_ways(ours, ref, root):
+    """The reference's upload purger parses ``startedat`` with Go's RFC 3339; ours must write that format
+    (and read the reference's, which carries nanoseconds)."""
+    import re
+
+    rfc3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+    for client, repo in ((ours, "interop/startedat-ours"), (ref, "interop/startedat-ref")):
+        loc = client.request("POST", f"/v2/{repo}/blobs/uploads/").location_path()
+        startedat = (_upload_dir(root, repo, loc) / "startedat").read_text()
+        assert rfc3339.fullmatch(startedat), startedat
+        other = ref if client is ours else ours
+        assert other.request("GET", loc).status == 204
+        assert other.request("DELETE", loc).status == 204
