@@ -28,7 +28,10 @@ import os
 import posixpath
 import shutil
 import stat
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,6 +48,10 @@ T = TypeVar("T")
 
 DEFAULT_ROOT = "/var/lib/registry"
 _RETRIES = 8  # attempts when a concurrent delete removes a parent directory we just made
+#: directories whose listing is remembered (per process), and how old a directory's mtime must be
+#: before its listing is: a change within the same timestamp tick must not be able to hide
+_LIST_CACHE_SIZE = 256
+_LIST_CACHE_MIN_AGE = 2.0
 
 
 def _ensure_root(root: str) -> None:
@@ -182,6 +189,8 @@ class FilesystemDriver(FsspecDriver):
         root = os.path.abspath(rootdirectory)
         pool = ThreadPoolExecutor(max_workers=maxthreads, thread_name_prefix="fs-driver")
         super().__init__(LocalFileSystem(), root, executor=pool)
+        self._listings: OrderedDict[str, tuple[tuple[int, int], tuple[str, ...]]] = OrderedDict()
+        self._listings_lock = threading.Lock()
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "FilesystemDriver":
@@ -201,8 +210,37 @@ class FilesystemDriver(FsspecDriver):
             return await self._run(self._list_names, path)
 
     def _list_names(self, path: str) -> list[str]:
+        """The listing, from the per-process cache while the directory's mtime and inode are those
+        it was read under (stat'ed before reading: a change during the read is a miss next time)."""
+        key = self._key(path)
         try:
-            names = os.listdir(self._key(path))
+            st = os.stat(key)
+        except FileNotFoundError:
+            if path == "/":
+                return []
+            raise PathNotFound(self.name, path) from None
+        except NotADirectoryError:
+            raise PathNotFound(self.name, path) from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise PathNotFound(self.name, path, "is a file")
+        version = (st.st_mtime_ns, st.st_ino)
+        with self._listings_lock:
+            cached = self._listings.get(key)
+            if cached is not None and cached[0] == version:
+                self._listings.move_to_end(key)
+                return list(cached[1])
+        result = self._read_names(path, key)
+        if time.time() - st.st_mtime_ns / 1e9 > _LIST_CACHE_MIN_AGE:
+            with self._listings_lock:
+                self._listings[key] = (version, tuple(result))
+                self._listings.move_to_end(key)
+                while len(self._listings) > _LIST_CACHE_SIZE:
+                    self._listings.popitem(last=False)
+        return result
+
+    def _read_names(self, path: str, key: str) -> list[str]:
+        try:
+            names = os.listdir(key)
         except FileNotFoundError:
             if path == "/":
                 return []
