@@ -30,11 +30,11 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     st = store(request)
     info = await st.blobs.stat(name, digest)
     headers = _headers(info)
-    if request.method == "GET" and not config(request).storage.redirect_disable:
+    range_header = request.headers.get("Range")
+    if request.method == "GET" and not config(request).storage.redirect_disable and not _is_suffix_range(range_header):
         url = await st.blobs.redirect_url(info, "GET")
         if url:
             return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": str(info.digest)})
-    range_header = request.headers.get("Range")
     rng = parse_byte_range(range_header, info.size) if range_header is not None else None
     if request.method == "HEAD":
         length = info.size if rng is None else rng[1] - rng[0] + 1
@@ -75,3 +75,9 @@ async def delete_blob(request: web.Request) -> web.Response:
     require_writable(request)
     await store(request).blobs.unlink(name, digest)
     return web.Response(status=202, headers={"Docker-Content-Digest": str(digest), "Content-Length": "0"})
+
+
+def _is_suffix_range(value: str | None) -> bool:
+    """``bytes=-N`` (the last N bytes): some backends (Azure Blob) reject it on their URLs, so
+    such requests are answered here instead of redirected."""
+    return value is not None and value.replace(" ", "").startswith("bytes=-")
