@@ -29,7 +29,7 @@ from typing import Any
 
 from .base import DriverConfigError, FileWriter, PathNotFound, StorageError
 from .generic import _MISSING, FsspecDriver
-from .multipart import MemoryBudget, PartStore, PartWriter, memory_budget, set_memory_budget
+from .multipart import SIDECAR_SUFFIX, MemoryBudget, PartStore, PartWriter, memory_budget, set_memory_budget
 
 # Keep SDKs away from cloud metadata addresses: credentials are always explicit here.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -218,6 +218,20 @@ class ObjectStoreDriver(FsspecDriver):
 
     def _part_store(self) -> PartStore:
         raise NotImplementedError
+
+    async def _delete_tree(self, key: str) -> None:
+        """Delete every object below ``key`` (never ``key``-prefixed siblings), first aborting
+        the multipart uploads whose state lies there: purging an abandoned upload must not
+        leave its parts billed on the store."""
+        prefix = self.fs._strip_protocol(key) + "/"
+        found = [f for f in await self._call("find", key) if self.fs._strip_protocol(f).startswith(prefix)]
+        sidecars = [f for f in found if f.endswith(SIDECAR_SUFFIX)]
+        store = self._part_store()
+        for sidecar in sidecars:
+            await store.discard_leftover(self.fs._strip_protocol(sidecar)[: -len(SIDECAR_SUFFIX)])
+        files = [f for f in found if not f.endswith(SIDECAR_SUFFIX)]
+        if files:
+            await self._call("rm", files)
 
     async def _open_writer(self, path: str, key: str, append: bool) -> FileWriter:
         store = self._part_store()

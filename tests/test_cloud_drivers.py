@@ -176,6 +176,24 @@ async def test_upload_resumes_on_another_instance_without_moving_parts(open_driv
     await last.delete("/uploads")
 
 
+async def test_deleting_an_upload_directory_aborts_its_multipart_upload(moto_emulator: Emulator) -> None:
+    """Upload purging deletes the directory of an abandoned upload: its parts must go too."""
+    driver = create_driver("s3", s3_params(moto_emulator, chunksize=5 * MiB))
+    try:
+        writer = await driver.writer("/repo/_uploads/u1/data")
+        await writer.write(data_of(6 * MiB, 5))  # one part uploaded, the rest in the sidecar
+        await writer.close()
+        await driver.put_content("/repo/_uploads/u1/startedat", b"2020-01-01T00:00:00Z")
+        listed = await driver._s3("list_multipart_uploads", Bucket=driver.bucket)
+        assert len(listed.get("Uploads", [])) == 1
+        await driver.delete("/repo/_uploads/u1")
+        listed = await driver._s3("list_multipart_uploads", Bucket=driver.bucket)
+        assert listed.get("Uploads", []) == []
+        assert await driver.list("/") == []
+    finally:
+        await driver.close()
+
+
 async def test_fresh_writer_discards_an_abandoned_upload(open_driver: Callable[..., Any]) -> None:
     driver = open_driver()
     writer = await driver.writer("/up/data")
