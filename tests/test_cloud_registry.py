@@ -144,8 +144,9 @@ PUSHES, PUSH_SIZE = 16, 64 * MiB
 #: the bound asserted on the registry process's RSS growth while 16 x 64 MiB (1 GiB) stream in
 #: at once: the drivers' part-buffer budget (32 MiB here; the rest spools to disk), plus the API
 #: layer's two 4 MiB body batches per upload (128 MiB), plus HTTP, SDK and allocator overhead.
-#: Measured here: about 255 MiB (217 MiB with MALLOC_ARENA_MAX=2).
-MEMORY_BOUND = 320 * MiB
+#: Measured here: about 255 MiB (217 MiB with MALLOC_ARENA_MAX=2); the bound leaves room for
+#: allocator variance, and is far below what holding each upload (64 MiB x 16) would take.
+MEMORY_BOUND = 384 * MiB
 
 
 @pytest.mark.slow
