@@ -51,6 +51,9 @@ _RETRIES = 8  # attempts when a concurrent delete removes a parent directory we 
 #: directories whose listing is remembered (per process), and how old a directory's mtime must be
 #: before its listing is: a change within the same timestamp tick must not be able to hide
 _LIST_CACHE_SIZE = 256
+#: files up to this size (links, manifests, hash states) are read, and paths stat'ed, on the event
+#: loop: a bounded open/fstat/read from the page cache costs less than a hop to a worker thread
+_INLINE_READ = 64 * 1024
 _LIST_CACHE_MIN_AGE = 2.0
 
 
@@ -207,7 +210,24 @@ class FilesystemDriver(FsspecDriver):
         through fsspec's detailed listing, 1.5 ms this way. Same rules as the generic list."""
         check_dir(self.name, path)
         with self._errors(path):
+            remembered = self._remembered(path)  # on the loop: one stat and a lookup
+            if remembered is not None:
+                return remembered
             return await self._run(self._list_names, path)
+
+    def _remembered(self, path: str) -> list[str] | None:
+        """The cached listing of ``path`` if the directory is unchanged since, else None."""
+        key = self._key(path)
+        try:
+            st = os.stat(key)
+        except OSError:
+            return None  # the thread path raises the right error
+        with self._listings_lock:
+            cached = self._listings.get(key)
+            if cached is None or cached[0] != (st.st_mtime_ns, st.st_ino):
+                return None
+            self._listings.move_to_end(key)
+            return list(cached[1])
 
     def _list_names(self, path: str) -> list[str]:
         """The listing, from the per-process cache while the directory's mtime and inode are those
@@ -256,7 +276,16 @@ class FilesystemDriver(FsspecDriver):
     async def stat(self, path: str) -> FileInfo:
         self.check(path)
         with self._errors(path):
-            return _file_info(path, await self._run(os.stat, self._key(path)))
+            return _file_info(path, os.stat(self._key(path)))  # one bounded syscall: inline
+
+    async def get_content(self, path: str) -> bytes:
+        self.check(path)
+        key = self._key(path)
+        with self._errors(path):
+            data = _read_small(key, _INLINE_READ)
+            if data is None:
+                data = await self._run(_read_whole, key)
+        return data
 
     async def _children(self, path: str) -> list[FileInfo]:
         """One ``os.scandir`` per directory for walk (fsspec's detailed listing is slower)."""
@@ -396,6 +425,31 @@ def _file_info(path: str, st: os.stat_result) -> FileInfo:
     if stat.S_ISDIR(st.st_mode):
         return FileInfo(path, 0, modified, True)
     return FileInfo(path, st.st_size, modified, False)
+
+
+def _read_small(os_path: str, limit: int) -> bytes | None:
+    """The whole file when it holds at most ``limit`` bytes, else None (read it on a thread)."""
+    fd, size = _open_read(os_path)
+    try:
+        if size > limit:
+            return None
+        parts = []
+        total = 0
+        while True:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                return None  # grew since fstat
+    finally:
+        os.close(fd)
+
+
+def _read_whole(os_path: str) -> bytes:
+    with open(os_path, "rb") as f:
+        return f.read()
 
 
 def _open_read(os_path: str) -> tuple[int, int]:
