@@ -618,6 +618,42 @@ def goals(summary: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     }
 
 
+def markdown(result: dict[str, Any], figures: list[Figure], argv: list[str] | None) -> str:
+    """The run as Markdown: machine, command, the table (for benchmarks/RESULTS.md)."""
+    m = result["machine"]
+    command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
+    out = [
+        f"Run {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
+        f"Python {m['python']}; reference: {result['reference']}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| figure | unit | reference | ours | ratio | goal | peak RSS MiB ref / ours | server CPU % ref / ours "
+        "| server CPU ms per MB or request ref / ours |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for fig in figures:
+        e = result["figures"][fig.key]
+        ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}"
+        goal = f"≥ {fig.target:.1f} {'ok' if e['met'] else '**missed**'}"
+        out.append(
+            f"| {fig.label} | {fig.unit} | {_num(e['ref'])} | {_num(e['ours'])} | {ratio} | {goal} "
+            f"| {_num(e.get('ref_peak_rss_mib'))} / {_num(e.get('ours_peak_rss_mib'))} "
+            f"| {_num(e.get('ref_server_cpu_pct'))} / {_num(e.get('ours_server_cpu_pct'))} "
+            f"| {_ms(e.get('ref_server_cpu_ms_per_unit'))} / {_ms(e.get('ours_server_cpu_ms_per_unit'))} |"
+        )
+    g = result.get("goals") or {}
+    if g:
+        out += ["", f"Ours, peak RSS while pushing (MiB, whole process tree): {g['ours_push_peak_rss_mib']}; "
+                f"goal < {RSS_LIMIT_MIB} MiB: {'met' if g['rss_under_limit'] else 'missed'}, "
+                f"flat with size: {'yes' if g['rss_flat'] else 'no'}."]
+    return "\n".join(out) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -675,6 +711,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="parent for the registries' directories (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the registries' directories and logs")
     parser.add_argument("--json", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--markdown", type=Path, help="also write the machine, command and table as Markdown")
     parser.add_argument("--py-spy", type=Path, help="record our server with py-spy per figure into this dir")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every sample")
     args = parser.parse_args(argv)
@@ -736,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ours peak RSS while pushing (MiB, process tree): {g['ours_push_peak_rss_mib']}; largest process: "
             f"{g['ours_push_peak_process_rss_mib']} (goal < {RSS_LIMIT_MIB} MiB, flat with size)"
         )
+    if args.markdown:
+        args.markdown.write_text(markdown(result, figures, argv))
     line = json.dumps(result, separators=(",", ":"))
     if args.json:
         args.json.write_text(line + "\n")
