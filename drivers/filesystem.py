@@ -42,7 +42,7 @@ from .base import (
     DriverConfigError, FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageError, check_dir, is_valid_component, walk_key,
 )
 from .generic import FileObjectWriter, FsspecDriver
-from .params import get_int, get_str
+from .params import Params
 
 T = TypeVar("T")
 
@@ -197,10 +197,11 @@ class FilesystemDriver(FsspecDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "FilesystemDriver":
-        root = get_str(cls.name, params, "rootdirectory", DEFAULT_ROOT) or DEFAULT_ROOT
+        p = Params(cls.name, params)
+        root = p.path("rootdirectory", DEFAULT_ROOT) or DEFAULT_ROOT
         root = os.path.abspath(root)  # relative to the working directory, like ./data
         _ensure_root(root)
-        return cls(root, get_int(cls.name, params, "maxthreads", 100, minimum=1))
+        return cls(root, p.int("maxthreads", 100, minimum=1))
 
     def local_path(self, path: str) -> str | None:
         return self._key(self.check(path))

@@ -17,7 +17,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from .base import DriverConfigError, is_valid_path
 from .generic import FileObjectWriter, FsspecDriver
-from .params import get_str
+from .params import Params
 
 
 class _MemoryFileWriter(FileObjectWriter):
@@ -39,7 +39,7 @@ class InMemoryDriver(FsspecDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "InMemoryDriver":
-        root = get_str(cls.name, params, "rootdirectory")
+        root = Params(cls.name, params).path("rootdirectory")
         if root is not None and not is_valid_path(root):
             raise DriverConfigError(f"storage.inmemory.rootdirectory: must look like /name, got {root!r}")
         return cls(root)
