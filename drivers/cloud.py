@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import DriverConfigError, FileWriter, PathNotFound, StorageError
+from .base import FileWriter, PathNotFound, StorageError
 from .generic import _MISSING, FsspecDriver
 from .params import Params as BaseParams
 from .multipart import SIDECAR_SUFFIX, MemoryBudget, PartStore, PartWriter, memory_budget, set_memory_budget

@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from helpers import stop_process
+
 # Keep every SDK away from cloud metadata addresses, whatever a test does.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ.setdefault("NO_GCE_CHECK", "True")
@@ -88,13 +90,7 @@ class Emulator:
     workdir: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, free_port, wait_http
+from helpers import ROOT, free_port, stop_process, wait_http
 
 REFERENCE_BINARY = "/usr/bin/docker-registry"
 #: one secret for both registries: upload state tokens are HMAC-signed with it
@@ -224,13 +224,7 @@ class RunningRegistry:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
 
 def _clean_env() -> dict[str, str]:

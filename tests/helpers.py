@@ -37,6 +37,17 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server the tests started, killing it when it ignores SIGTERM."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def registry_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "registry", *args]
 

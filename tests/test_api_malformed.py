@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
 from yarl import URL
 
 from api_support import OCI_MANIFEST, digest_of, driver, loc_of, make_config, push_blob, push_image  # noqa: F401

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from fixtures_registry import REFERENCE_BINARY, make_image, sha256
-from helpers import ROOT, free_port, wait_http
+from helpers import ROOT, free_port, stop_process, wait_http
 from test_skopeo import read_oci_layout, write_oci_layout
 
 PASSWORDS = {"admin": "admin-pw-1", "alice": "alice-pw-2", "reader": "reader-pw-3", "ci": "ci-pw-4"}
@@ -58,13 +58,7 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start(cmd: list[str], port: int, workdir: Path, name: str, root: Path, config: Path, etc: Path) -> Server:
