@@ -89,7 +89,8 @@ def _int(value: Any, key: str, minimum: int | None = None) -> int:
     return value
 
 
-def _section(raw: Any, key: str) -> dict[str, Any]:
+def section(raw: Any, key: str) -> dict[str, Any]:
+    """The mapping at ``key`` (empty when absent), or a ConfigError naming the key."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -114,7 +115,7 @@ class LogConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "LogConfig":
-        raw = _section(raw, "log")
+        raw = section(raw, "log")
         _warn_unknown(raw, ("level", "formatter", "accesslog", "fields", "hooks", "reportcaller"), "log")
         level = _str(raw.get("level", "info"), "log.level").lower()
         if level not in ("error", "warn", "warning", "info", "debug"):
@@ -122,7 +123,7 @@ class LogConfig:
         formatter = _str(raw.get("formatter", "text"), "log.formatter").lower()
         if formatter not in ("text", "json", "logstash"):
             raise ConfigError(f"log.formatter: expected text, json or logstash, got {formatter!r}")
-        access = _section(raw.get("accesslog"), "log.accesslog")
+        access = section(raw.get("accesslog"), "log.accesslog")
         return cls(level, formatter, _bool(access.get("disabled", False), "log.accesslog.disabled"))
 
 
@@ -157,7 +158,7 @@ class HTTPConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "HTTPConfig":
-        raw = _section(raw, "http")
+        raw = section(raw, "http")
         _warn_unknown(
             raw,
             ("addr", "net", "prefix", "host", "secret", "relativeurls", "draintimeout", "headers", "tls",
@@ -174,7 +175,7 @@ class HTTPConfig:
         prefix = _str(raw.get("prefix", "/"), "http.prefix")
         if not prefix.startswith("/"):
             prefix = "/" + prefix
-        headers_raw = _section(raw.get("headers"), "http.headers")
+        headers_raw = section(raw.get("headers"), "http.headers")
         headers: dict[str, list[str]] = {}
         for name, values in headers_raw.items():
             if isinstance(values, str):
@@ -183,7 +184,7 @@ class HTTPConfig:
                 raise ConfigError(f"http.headers.{name}: expected a list of strings")
             headers[str(name)] = values
         tls = None
-        tls_raw = _section(raw.get("tls"), "http.tls")
+        tls_raw = section(raw.get("tls"), "http.tls")
         if tls_raw.get("certificate") or tls_raw.get("key"):
             cert = _str(tls_raw.get("certificate", ""), "http.tls.certificate")
             key = _str(tls_raw.get("key", ""), "http.tls.key")
@@ -234,19 +235,19 @@ class StorageConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "StorageConfig":
-        raw = _section(raw, "storage")
+        raw = section(raw, "storage")
         drivers = [k for k in raw if k not in STORAGE_OPTION_KEYS]
         if len(drivers) > 1:
             raise ConfigError(f"storage: more than one storage driver configured: {', '.join(sorted(drivers))}")
         if not drivers:
             raise ConfigError("storage: no storage driver configured (for example storage.filesystem.rootdirectory)")
         driver = drivers[0]
-        params = _section(raw[driver], f"storage.{driver}")
-        delete = _section(raw.get("delete"), "storage.delete")
-        redirect = _section(raw.get("redirect"), "storage.redirect")
-        maintenance = _section(raw.get("maintenance"), "storage.maintenance")
+        params = section(raw[driver], f"storage.{driver}")
+        delete = section(raw.get("delete"), "storage.delete")
+        redirect = section(raw.get("redirect"), "storage.redirect")
+        maintenance = section(raw.get("maintenance"), "storage.maintenance")
         _warn_unknown(maintenance, ("uploadpurging", "readonly"), "storage.maintenance")
-        purging_raw = _section(maintenance.get("uploadpurging"), "storage.maintenance.uploadpurging")
+        purging_raw = section(maintenance.get("uploadpurging"), "storage.maintenance.uploadpurging")
         purging = UploadPurgingConfig(
             enabled=_bool(purging_raw.get("enabled", True), "storage.maintenance.uploadpurging.enabled"),
             age=parse_duration(purging_raw.get("age", "168h"), "storage.maintenance.uploadpurging.age"),
@@ -255,7 +256,7 @@ class StorageConfig:
             ),
             dryrun=_bool(purging_raw.get("dryrun", False), "storage.maintenance.uploadpurging.dryrun"),
         )
-        readonly_raw = _section(maintenance.get("readonly"), "storage.maintenance.readonly")
+        readonly_raw = section(maintenance.get("readonly"), "storage.maintenance.readonly")
         return cls(
             driver=driver,
             params=params,
@@ -272,8 +273,8 @@ class CompatibilityConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "CompatibilityConfig":
-        raw = _section(raw, "compatibility")
-        schema1 = _section(raw.get("schema1"), "compatibility.schema1")
+        raw = section(raw, "compatibility")
+        schema1 = section(raw.get("schema1"), "compatibility.schema1")
         _warn_unknown(schema1, ("enabled", "signingkeyfile"), "compatibility.schema1")
         return cls(_bool(schema1.get("enabled", False), "compatibility.schema1.enabled"))
 
@@ -287,9 +288,9 @@ class ValidationConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "ValidationConfig":
-        raw = _section(raw, "validation")
-        manifests = _section(raw.get("manifests"), "validation.manifests")
-        urls = _section(manifests.get("urls"), "validation.manifests.urls")
+        raw = section(raw, "validation")
+        manifests = section(raw.get("manifests"), "validation.manifests")
+        urls = section(manifests.get("urls"), "validation.manifests.urls")
 
         def patterns(key: str) -> list[str]:
             values = urls.get(key) or []
@@ -344,8 +345,8 @@ class Config:
             storage=StorageConfig.from_raw(storage_raw) if storage_raw is not None else StorageConfig(),
             compatibility=CompatibilityConfig.from_raw(raw.get("compatibility")),
             validation=ValidationConfig.from_raw(raw.get("validation")),
-            auth=_section(raw.get("auth"), "auth"),
-            tokenserver=_section(raw.get("tokenserver"), "tokenserver"),
+            auth=section(raw.get("auth"), "auth"),
+            tokenserver=section(raw.get("tokenserver"), "tokenserver"),
         )
         if len(config.auth) > 1:
             raise ConfigError(f"auth: more than one auth scheme configured: {', '.join(sorted(config.auth))}")

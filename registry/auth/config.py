@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, parse_duration
+from ..config import ConfigError, parse_duration, section
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from .scope import KNOWN_ACTIONS
 
@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 SUPPORTED_SCHEMES = ("htpasswd", "token")
 DEFAULT_ALGORITHMS = ASYMMETRIC_ALGORITHMS
 DEFAULT_AUTOREDIRECT_PATH = "/auth/token"
-
-
-def _mapping(raw: Any, key: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{key}: expected a mapping, got {raw!r}")
-    return dict(raw)
 
 
 def _string(raw: Mapping[str, Any], name: str, key: str, required: bool = False, default: str = "") -> str:
@@ -112,21 +104,21 @@ class AuthConfig:
     @classmethod
     def from_dict(cls, raw: Any) -> "AuthConfig":
         """Type distribution's ``auth:`` block; ConfigError (a ValueError) names the bad key."""
-        raw = _mapping(raw, "auth")
+        raw = section(raw, "auth")
         for name in raw:
             if name not in SUPPORTED_SCHEMES:
                 raise ConfigError(f"auth.{name}: unsupported auth scheme (supported: htpasswd, token)")
         if len(raw) > 1:
             raise ConfigError(f"auth: more than one auth scheme configured: {', '.join(sorted(raw))}")
         if "htpasswd" in raw:
-            h = _mapping(raw["htpasswd"], "auth.htpasswd")
+            h = section(raw["htpasswd"], "auth.htpasswd")
             _warn_unknown(h, ("realm", "path"), "auth.htpasswd")
             return cls(htpasswd=HtpasswdConfig(
                 realm=_string(h, "realm", "auth.htpasswd", default="basic-realm"),
                 path=_string(h, "path", "auth.htpasswd", required=True),
             ))
         if "token" in raw:
-            return cls(token=_token_config(_mapping(raw["token"], "auth.token")))
+            return cls(token=_token_config(section(raw["token"], "auth.token")))
         return cls()
 
 
@@ -204,7 +196,7 @@ class TokenServerConfig:
     @classmethod
     def from_dict(cls, raw: Any) -> "TokenServerConfig | None":
         """Type the ``tokenserver:`` block; None when it is absent or ``enabled: false``."""
-        raw = _mapping(raw, "tokenserver")
+        raw = section(raw, "tokenserver")
         if not raw or not _boolean(raw, "enabled", "tokenserver", default=True):
             return None
         key = "tokenserver"
@@ -220,9 +212,9 @@ class TokenServerConfig:
         expiration = parse_duration(raw.get("expiration", 300), f"{key}.expiration")
         if expiration < 60 or expiration > 24 * 3600:
             raise ConfigError(f"{key}.expiration: must be between 60s and 24h")
-        refresh = _mapping(raw.get("refreshtokens"), f"{key}.refreshtokens")
+        refresh = section(raw.get("refreshtokens"), f"{key}.refreshtokens")
         _warn_unknown(refresh, ("path", "expiration"), f"{key}.refreshtokens")
-        limit = _mapping(raw.get("ratelimit"), f"{key}.ratelimit")
+        limit = section(raw.get("ratelimit"), f"{key}.ratelimit")
         _warn_unknown(limit, ("failures", "window", "trustedproxies"), f"{key}.ratelimit")
         proxies = limit.get("trustedproxies") or []
         if not isinstance(proxies, list):
@@ -255,7 +247,7 @@ class TokenServerConfig:
 
 
 def _rule(raw: Any, key: str) -> AclRule:
-    r = _mapping(raw, key)
+    r = section(raw, key)
     _warn_unknown(r, ("account", "anonymous", "type", "name", "actions", "comment"), key)
     accounts_raw = r.get("account", [])
     if isinstance(accounts_raw, str):
