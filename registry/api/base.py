@@ -88,11 +88,14 @@ async def body_chunks(request: web.Request, batch: int = BODY_BATCH) -> AsyncIte
     size = 0
     while True:
         try:
-            chunk = await content.readany()
+            # one piece as received; readany() would join everything buffered meanwhile (a copy)
+            chunk, end_of_http_chunk = await content.readchunk()
         except ConnectionError as exc:  # the client went away mid-body: no traceback, one line
             log.info("%s %s: client disconnected during the body: %s", request.method, request.path, exc)
             raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "the connection closed before the end of the body")
         if not chunk:
+            if end_of_http_chunk:
+                continue  # a chunked-transfer boundary, not the end
             break
         parts.append(chunk)
         size += len(chunk)
