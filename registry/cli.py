@@ -186,6 +186,9 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
         access_log=None if config.log.accesslog_disabled else logging.getLogger("registry.access"),
         access_log_format='%a "%r" %s %b "%{User-Agent}i" %Tfs',
         handle_signals=False,
+        # bytes aiohttp buffers per request body before pausing the socket: 64 KiB (its default)
+        # made a push pause/resume every few pieces (measured: 20% less CPU per MB pushed at 1 MiB)
+        read_bufsize=1 << 20,
     )
     await runner.setup()
     host, port = config.http.host_port
