@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # benchmarks/ is a tool in the checkout, not an installed package
-    sys.path.insert(0, str(ROOT))
+from benchmarks.compare import figures_for, parse_args
+from benchmarks.servers import REFERENCE_BINARY
 
-from benchmarks.compare import figures_for, parse_args  # noqa: E402
-from benchmarks.servers import REFERENCE_BINARY  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.slow,
