@@ -42,7 +42,12 @@ apt-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing && \
+	  case "$$missing" in *docker-registry*) \
+	    echo "stopping the packaged docker-registry service (it takes port 5000; the tests start their own)"; \
+	    $(SUDO) systemctl disable --now docker-registry >/dev/null 2>&1 || \
+	    $(SUDO) service docker-registry stop >/dev/null 2>&1 || true;; \
+	  esac; \
 	fi
 
 node-deps: apt-deps
