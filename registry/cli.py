@@ -37,12 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--config", "-c", dest="config_option", help="configuration file")
     reindex.add_argument("repositories", nargs="*", metavar="REPOSITORY", help="default: every repository")
     reindex.set_defaults(config_file=None)
-    try:
-        from .auth.cli import add_auth_commands
-    except ImportError:  # the auth package is optional at this point of the build
-        pass
-    else:
-        add_auth_commands(commands)
+    from .auth.cli import add_auth_commands
+
+    add_auth_commands(commands)
     return parser
 
 
@@ -92,10 +89,11 @@ def _setup_logging(level: str) -> None:
 def _validate_storage(config: Config) -> None:
     """Open the driver once before serving so a bad storage block fails fast, with one line."""
     from drivers.base import StorageError
-    from drivers.factory import create_driver
+
+    from .app import open_driver
 
     try:
-        driver = create_driver(config.storage.driver, config.storage.params)
+        driver = open_driver(config)
     except StorageError as exc:
         raise ConfigError(str(exc)) from None
     asyncio.run(driver.close())
@@ -103,8 +101,7 @@ def _validate_storage(config: Config) -> None:
 
 async def reindex(config: Config, repositories: Sequence[str]) -> int:
     """Rebuild the indexes of the named repositories (all when none), printing one line each."""
-    from drivers.factory import create_driver
-
+    from .app import open_driver
     from .errors import RegistryError
     from .reference import parse_name
     from .store import Store
@@ -114,7 +111,7 @@ async def reindex(config: Config, repositories: Sequence[str]) -> int:
     except RegistryError as exc:
         print(f"registry: invalid repository name: {exc.detail}", file=sys.stderr)
         return 1
-    driver = create_driver(config.storage.driver, config.storage.params)
+    driver = open_driver(config)
     try:
         store = Store(driver, secret=config.http.secret)
         if not names:
