@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import hashlib
 import struct
-from typing import Protocol
 
 ALGORITHMS = ("sha256", "sha512")
 
@@ -80,14 +79,6 @@ if _lib is not None:
         getattr(_lib, f"{_alg}_Final").argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 
 
-class Hasher(Protocol):
-    algorithm: str
-
-    def update(self, data: bytes | bytearray | memoryview) -> None: ...
-
-    def hexdigest(self) -> str: ...
-
-
 class ResumableHash:
     """A SHA-256 or SHA-512 hash whose state round-trips through :meth:`state`/:meth:`restore`."""
 
@@ -103,10 +94,6 @@ class ResumableHash:
         self._ctx = _Sha256Ctx() if algorithm == "sha256" else _Sha512Ctx()
         self._update_fn = _lib.SHA256_Update if algorithm == "sha256" else _lib.SHA512_Update
         (_lib.SHA256_Init if algorithm == "sha256" else _lib.SHA512_Init)(ctypes.byref(self._ctx))
-
-    @property
-    def resumable(self) -> bool:
-        return self._fallback is None
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data) if not isinstance(data, memoryview) else data.nbytes
@@ -176,7 +163,3 @@ class ResumableHash:
         ctx.num = pending
         h.size = size
         return h
-
-
-def new(algorithm: str = "sha256") -> ResumableHash:
-    return ResumableHash(algorithm)
