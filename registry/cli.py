@@ -183,6 +183,8 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
         access_log=None if config.log.accesslog_disabled else logging.getLogger("registry.access"),
         access_log_format='%a "%r" %s %b "%{User-Agent}i" %Tfs',
         handle_signals=False,
+        # on SIGTERM, in-flight requests get http.draintimeout to finish (unset: 60 s)
+        shutdown_timeout=config.http.draintimeout or 60.0,
         # bytes aiohttp buffers per request body before pausing the socket: 64 KiB (its default)
         # made a push pause/resume every few pieces (measured: 20% less CPU per MB pushed at 1 MiB)
         read_bufsize=1 << 20,
