@@ -31,7 +31,6 @@ class ErrorCode(enum.Enum):
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     MANIFEST_TOO_LARGE = (413, "manifest too large")  # no spec code; sent as SIZE_INVALID-like 413
     UNKNOWN = (500, "unknown error")
-    UNAVAILABLE = (503, "service unavailable")
 
     @property
     def status(self) -> int:
