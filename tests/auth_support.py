@@ -72,6 +72,35 @@ def make_pki(directory: Path) -> Pki:
     return Pki(directory, key, cert, key_path, cert_path, attacker_key, attacker_cert, ca_key, ca_cert, bundle_path)
 
 
+def chain_cert(key: Any, common_name: str, issuer_key: Any, issuer_cert: Any, *, ca: bool = False,
+               path_length: int | None = None, key_usage: str | None = "default", basic_constraints: bool = True,
+               extensions: list[tuple[Any, bool]] = ()) -> Any:
+    """A certificate with exactly the extensions a chain test needs. ``key_usage``: "default" (CA:
+    keyCertSign+cRLSign, else digitalSignature), None (no keyUsage extension) or a comma-separated
+    list of ``x509.KeyUsage`` field names."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = utcnow() - dt.timedelta(minutes=5)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)))
+    if basic_constraints:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+    if key_usage is not None:
+        fields = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                                "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"), False)
+        wanted = ("key_cert_sign,crl_sign" if ca else "digital_signature") if key_usage == "default" else key_usage
+        fields.update(dict.fromkeys([f for f in wanted.split(",") if f], True))
+        builder = builder.add_extension(x509.KeyUsage(**fields), critical=True)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
+
+
 def make_users(path: Path, users: dict[str, str] | None = None) -> Path:
     for user, password in (users or PASSWORDS).items():
         set_user(path, user, password, rounds=4)  # fast hashes keep the tests quick

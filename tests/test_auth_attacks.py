@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from api_support import digest_of, image_manifest
-from auth_support import (ISSUER, PASSWORDS, SERVICE, Pki, access, b64url, basic, forge, make_pki, make_users,
-                          registry_config, sign, token_auth_block, tokenserver_block, tree)
+from auth_support import (ISSUER, PASSWORDS, SERVICE, Pki, access, b64url, basic, chain_cert, forge, make_pki,
+                          make_users, registry_config, sign, token_auth_block, tokenserver_block, tree)
 from registry.app import create_app
 from registry.auth import keys
 from registry.auth.htpasswd import set_user
@@ -127,6 +127,33 @@ def _attacker_ca_chain(ctx: Ctx) -> tuple[Any, list[str]]:
     return leaf_key, _x5c(leaf, ca)
 
 
+def _constrained_chain(ctx: Ctx, kind: str) -> tuple[Any, list[str]]:
+    """A chain to the real CA of the bundle that breaks one of its rules (the hand-written check before
+    cryptography's verifier accepted each of these): the leaf key signs the token."""
+    from cryptography import x509
+
+    leaf_key, mid_key = keys.generate_private_key("ec"), keys.generate_private_key("ec")
+    if kind == "leaf is a CA":
+        return leaf_key, _x5c(keys.make_certificate(leaf_key, "token-signer", ctx.pki.ca_key, ctx.pki.ca_cert, ca=True))
+    if kind == "path length":  # root -> intermediate (pathlen 0) -> intermediate -> leaf
+        mid = chain_cert(mid_key, "mid", ctx.pki.ca_key, ctx.pki.ca_cert, ca=True, path_length=0)
+        low_key = keys.generate_private_key("ec")
+        low = chain_cert(low_key, "low", mid_key, mid, ca=True)
+        return leaf_key, _x5c(chain_cert(leaf_key, "token-signer", low_key, low), low, mid)
+    if kind == "name constraints":  # an intermediate limited to example.com, a leaf for evil.test
+        mid = chain_cert(mid_key, "mid", ctx.pki.ca_key, ctx.pki.ca_cert, ca=True, extensions=[
+            (x509.NameConstraints([x509.DNSName("example.com")], None), True)])
+        leaf = chain_cert(leaf_key, "token-signer", mid_key, mid, extensions=[
+            (x509.SubjectAlternativeName([x509.DNSName("tokens.evil.test")]), False)])
+        return leaf_key, _x5c(leaf, mid)
+    raise AssertionError(kind)
+
+
+def _chain_token(ctx: Ctx, key: Any, x5c: list[str]) -> str:
+    """A token signed by ``key`` whose ``x5c`` is ``x5c`` (its first certificate is for ``key``)."""
+    return sign(key, headers={"x5c": x5c}, access=_full(ctx))
+
+
 def _full(ctx: Ctx) -> list[dict[str, Any]]:
     return access("alice/app", "pull", "push", "delete")
 
@@ -149,13 +176,14 @@ ATTACKS: list[tuple[str, Attack]] = [
     ("no key hint at all", lambda c: c.start_upload(sign(c.pki.attacker_key, access=_full(c)))),
     ("x5c self-signed by the attacker (same subject)", lambda c: c.start_upload(sign(
         c.pki.attacker_key, headers={"x5c": _x5c(c.pki.attacker_cert)}, access=_full(c)))),
-    ("x5c chain to the attacker's own CA", lambda c: c.start_upload(sign(
-        _attacker_ca_chain(c)[0], headers={"x5c": _attacker_ca_chain(c)[1]}, access=_full(c)))),
+    ("x5c chain to the attacker's own CA", lambda c: c.start_upload(_chain_token(c, *_attacker_ca_chain(c)))),
     ("x5c leaf issued by the non-CA token certificate", lambda c: c.start_upload(sign(
         c.pki.attacker_key, access=_full(c), headers={"x5c": _x5c(keys.make_certificate(
             c.pki.attacker_key, "leaf", c.pki.key, c.pki.cert), c.pki.cert)}))),
     ("x5c of the real certificate, attacker signature", lambda c: c.start_upload(sign(
         c.pki.attacker_key, headers={"x5c": _x5c(c.pki.cert)}, access=_full(c)))),
+    *[(f"x5c chain to the real CA, {kind}", lambda c, kind=kind: c.start_upload(
+        _chain_token(c, *_constrained_chain(c, kind)))) for kind in ("leaf is a CA", "path length", "name constraints")],
     ("x5c not base64 DER", lambda c: c.start_upload(sign(c.pki.key, headers={"x5c": ["bm90IGEgY2VydA=="]},
                                                          access=_full(c)))),
     ("self-signed jwk header", lambda c: c.start_upload(sign(

@@ -9,7 +9,7 @@ import time
 import bcrypt
 import pytest
 
-from auth_support import RULES, make_pki, make_users
+from auth_support import RULES, chain_cert, make_pki, make_users
 from registry.auth import acl, keys
 from registry.auth.config import AuthConfig, TokenServerConfig
 from registry.auth.htpasswd import Htpasswd, HtpasswdError, parse_basic, read_entries, set_user
@@ -210,6 +210,82 @@ def test_verify_chain(tmp_path):
     for bad in ([], ["not base64!"], [base64.b64encode(b"junk").decode()], "x", [der(leaf)] * 6):
         with pytest.raises(keys.UnusableKey):
             keys.verify_chain(bad, roots)
+
+
+def _webpki_case(kind: str):
+    """(x5c chain, bundle) for one rule of the chain verifier; ``ok-*`` kinds must be accepted."""
+    from cryptography import x509
+    from cryptography.x509.oid import ObjectIdentifier
+
+    root_key, mid_key, leaf_key = (keys.generate_private_key("ec") for _ in range(3))
+    root = chain_cert(root_key, "root", None, None, ca=True)
+    leaf_of = lambda issuer_key, issuer, **kw: chain_cert(leaf_key, "token-signer", issuer_key, issuer, **kw)  # noqa: E731
+    if kind == "ok-leaf-under-root":
+        return [leaf_of(root_key, root)], [root]
+    if kind == "ok-ca-without-keyusage":  # `openssl req -x509` makes CAs like this
+        bare = chain_cert(root_key, "root", None, None, ca=True, key_usage=None)
+        return [leaf_of(root_key, bare)], [bare]
+    if kind == "ok-path-length-1":
+        root1 = chain_cert(root_key, "root", None, None, ca=True, path_length=1)
+        mid = chain_cert(mid_key, "mid", root_key, root1, ca=True)
+        return [leaf_of(mid_key, mid), mid], [root1]
+    if kind == "ok-self-signed-ca-in-bundle":  # the token certificate itself, marked CA
+        own = chain_cert(leaf_key, "token-signer", None, None, ca=True, key_usage="digital_signature,key_cert_sign")
+        return [own], [own]
+    if kind == "ca-keyusage-without-keycertsign":
+        mid = chain_cert(mid_key, "mid", root_key, root, ca=True, key_usage="digital_signature")
+        return [leaf_of(mid_key, mid), mid], [root]
+    if kind == "issuer-not-a-ca":
+        mid = chain_cert(mid_key, "mid", root_key, root, ca=False, key_usage="key_cert_sign")
+        return [leaf_of(mid_key, mid), mid], [root]
+    if kind == "issuer-without-basicconstraints":
+        mid = chain_cert(mid_key, "mid", root_key, root, basic_constraints=False, key_usage="key_cert_sign")
+        return [leaf_of(mid_key, mid), mid], [root]
+    if kind == "path-length":
+        root0 = chain_cert(root_key, "root", None, None, ca=True, path_length=0)
+        mid = chain_cert(mid_key, "mid", root_key, root0, ca=True)
+        return [leaf_of(mid_key, mid), mid], [root0]
+    if kind == "leaf-is-a-ca":
+        return [leaf_of(root_key, root, ca=True)], [root]
+    if kind == "leaf-keyusage-without-digitalsignature":
+        return [leaf_of(root_key, root, key_usage="key_encipherment")], [root]
+    if kind == "name-constraints":
+        limited = chain_cert(root_key, "root", None, None, ca=True, extensions=[
+            (x509.NameConstraints([x509.DNSName("example.com")], None), True)])
+        return [leaf_of(root_key, limited, extensions=[
+            (x509.SubjectAlternativeName([x509.DNSName("tokens.evil.test")]), False)])], [limited]
+    if kind == "unknown-critical-extension":
+        return [leaf_of(root_key, root, extensions=[
+            (x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)])], [root]
+    if kind == "self-signed-in-bundle-without-digitalsignature":
+        own = chain_cert(leaf_key, "token-signer", None, None, key_usage="key_encipherment")
+        return [own], [own]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["ok-leaf-under-root", "ok-ca-without-keyusage", "ok-path-length-1",
+                                  "ok-self-signed-ca-in-bundle"])
+def test_verify_chain_accepts(kind):
+    chain, bundle = _webpki_case(kind)
+    assert keys.same_key(keys.verify_chain([keys.cert_der_b64(c) for c in chain], bundle), chain[0].public_key())
+
+
+@pytest.mark.parametrize("kind, reason", [
+    # the first three the hand-written check it replaced refused too; it accepted all the others
+    ("ca-keyusage-without-keycertsign", "keyCertSign"),
+    ("issuer-not-a-ca", "cA must be asserted"),
+    ("issuer-without-basicconstraints", "basicConstraints"),
+    ("path-length", "path length"),
+    ("leaf-is-a-ca", "cA must not be asserted"),
+    ("leaf-keyusage-without-digitalsignature", "digitalSignature"),
+    ("name-constraints", "name constraints"),
+    ("unknown-critical-extension", "critical extension"),
+    ("self-signed-in-bundle-without-digitalsignature", "digitalSignature"),
+])
+def test_verify_chain_enforces_webpki_rules(kind, reason):
+    chain, bundle = _webpki_case(kind)
+    with pytest.raises(keys.UnusableKey, match=reason):
+        keys.verify_chain([keys.cert_der_b64(c) for c in chain], bundle)
 
 
 # --------------------------------------------------------------------------- config

@@ -1,4 +1,4 @@
-"""Signing keys and certificates: load PEM, JWK form, key IDs, chain checks, and key creation.
+"""Signing keys and certificates: load PEM, JWK form, key IDs, x5c chain verification, key creation.
 
 Only asymmetric keys sign tokens here. Each key type has its own algorithms
 (:func:`algorithms_for`), so a token can never be checked with HMAC against a public key.
@@ -10,15 +10,16 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
 PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
@@ -152,38 +153,68 @@ def cert_der_b64(cert: x509.Certificate) -> str:
 
 # --------------------------------------------------------------------------- chain checks
 
+def _ca_key_usage(policy: Any, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    # RFC 5280 6.1.4 (n): keyUsage is optional on a CA, but when present it must allow keyCertSign
+    # (WebPKI requires the extension: many hand-made CAs, e.g. `openssl req -x509`, have none).
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("keyUsage of a CA certificate does not allow keyCertSign")
 
-def _is_ca(cert: x509.Certificate) -> bool:
+
+def _ca_constraints(policy: Any, cert: x509.Certificate, constraints: x509.BasicConstraints) -> None:
+    # a CA must say so; criticality is not checked (distribution's Go verifier does not either)
+    if not constraints.ca:
+        raise ValueError("an issuer of the x5c chain is not a CA (basicConstraints)")
+
+
+def _leaf_key_usage(policy: Any, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.digital_signature:
+        raise ValueError("keyUsage of the signing certificate does not allow digitalSignature")
+
+
+#: the rules for the CAs of an x5c chain: cryptography's WebPKI defaults (path length and name
+#: constraints enforced, unknown critical extensions refused), with RFC 5280's keyUsage and
+#: basicConstraints checks instead of WebPKI's stricter presence and criticality rules, and AKI
+#: optional, since token certificates are often made by hand
+_CA_POLICY = (
+    ExtensionPolicy.webpki_defaults_ca()
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ca_constraints)
+)
+#: ... and for the signing (leaf) certificate: never a CA; with keyUsage, digitalSignature; SAN,
+#: EKU and AKI optional (distribution accepts any extended key usage)
+_LEAF_POLICY = (
+    ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _leaf_key_usage)
+)
+
+
+def _can_sign(cert: x509.Certificate) -> bool:
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    if not bc.ca:
-        return False
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature)
     except x509.ExtensionNotFound:
         return True
-    return bool(ku.key_cert_sign)
 
 
-def _in_validity(cert: x509.Certificate, now: dt.datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except (ValueError, TypeError, InvalidSignature):
-        return False
+def _reason(exc: VerificationError) -> str:
+    """cryptography's message without the certificate it names (safe and short for a log line)."""
+    text = re.sub(r"\s*\(encountered processing <Certificate.*$", "", str(exc), flags=re.S)
+    text = text.removeprefix("validation failed: ").removeprefix("candidates exhausted: ")
+    text = text.removeprefix("Python extension validator failed: ValueError: ")
+    return text[:160]
 
 
 def verify_chain(x5c: Sequence[Any], roots: Sequence[x509.Certificate], now: dt.datetime | None = None) -> PublicKey:
     """The leaf's public key when the ``x5c`` chain leads to a certificate in ``roots``, else UnusableKey.
 
-    The leaf may itself be a root (the usual self-signed token certificate). Every issuer on the
-    way must be a CA, in its validity period, and have signed the certificate below it.
+    A certificate of the bundle itself is trusted as it is (the usual self-signed token
+    certificate, even one marked CA, as distribution does), when in its validity period and, with
+    keyUsage, allowed to sign. Any other chain is verified by ``cryptography.x509.verification``
+    under WebPKI rules (:data:`_CA_POLICY`, :data:`_LEAF_POLICY`): signatures, validity, CA flags,
+    key usage, path length and name constraints.
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     if not isinstance(x5c, list) or not x5c or len(x5c) > MAX_CHAIN:
@@ -198,27 +229,30 @@ def verify_chain(x5c: Sequence[Any], roots: Sequence[x509.Certificate], now: dt.
             raise UnusableKey("x5c entry is not a DER certificate") from None
     if not roots:
         raise UnusableKey("no root certificates configured for x5c chains")
+    leaf = chain[0]
     root_ders = {r.public_bytes(serialization.Encoding.DER) for r in roots}
-    current = chain[0]
-    pool = chain[1:]
-    for _ in range(MAX_CHAIN + 1):
-        if not _in_validity(current, now):
+    if leaf.public_bytes(serialization.Encoding.DER) in root_ders:
+        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
             raise UnusableKey("a certificate in the x5c chain is expired or not yet valid")
-        if current.public_bytes(serialization.Encoding.DER) in root_ders:
-            break
-        root = next((r for r in roots if _is_ca(r) and _issued_by(current, r)), None)
-        if root is not None:
-            if not _in_validity(root, now):
-                raise UnusableKey("the root certificate is expired or not yet valid")
-            break
-        nxt = next((c for c in pool if _is_ca(c) and _issued_by(current, c)), None)
-        if nxt is None:
-            raise UnusableKey("x5c chain is not rooted in the configured certificate bundle")
-        pool.remove(nxt)
-        current = nxt
+        if not _can_sign(leaf):
+            raise UnusableKey("the x5c certificate's keyUsage does not allow digitalSignature")
     else:
-        raise UnusableKey("x5c chain too long")
-    key = chain[0].public_key()
+        verifier = (
+            PolicyBuilder()
+            .store(Store(list(roots)))
+            .time(now)
+            .max_chain_depth(MAX_CHAIN)
+            .extension_policies(ca_policy=_CA_POLICY, ee_policy=_LEAF_POLICY)
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, chain[1:])
+        except VerificationError as exc:
+            reason = _reason(exc)
+            if "not valid at validation time" in reason:
+                raise UnusableKey("a certificate in the x5c chain is expired or not yet valid") from None
+            raise UnusableKey(f"x5c chain is not rooted in the configured certificate bundle: {reason}") from None
+    key = leaf.public_key()
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
         raise UnusableKey("unsupported key type in the leaf certificate")
     return key
