@@ -196,19 +196,37 @@ async def test_refresh_token_revocation_is_immediate(aiohttp_client, setup):
     assert r.status == 401
 
 
+def from_address(client, address: str):
+    """A client session whose connections leave from ``address`` (any 127.0.0.0/8 address works on
+    Linux loopback), so the server sees a real, different peer address."""
+    import aiohttp
+    return aiohttp.ClientSession(str(client.make_url("")), connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
 async def test_failed_logins_are_rate_limited(aiohttp_client, setup):
+    """Token server: an attacker who knows a user name slows only its own address."""
     tmp, pki = setup
-    c = await _app(aiohttp_client, tmp, pki, ratelimit={"failures": 3, "window": "1m"})
-    for _ in range(3):
-        r = await c.get("/auth/token", params={"service": SERVICE}, headers={"Authorization": basic("alice", "wrong")})
-        assert r.status == 401 and r.headers["WWW-Authenticate"].startswith("Basic ")
-    r = await c.get("/auth/token", params={"service": SERVICE},
-                    headers={"Authorization": basic("alice", PASSWORDS["alice"])})
-    assert r.status == 429 and int(r.headers["Retry-After"]) > 0  # even the right password waits
-    # the same address is limited for other accounts too
-    r = await c.get("/auth/token", params={"service": SERVICE},
-                    headers={"Authorization": basic("bob", PASSWORDS["bob"])})
-    assert r.status == 429
+    c = await _app(aiohttp_client, tmp, pki, ratelimit={"failures": 3, "window": "1m", "addressfailures": 5})
+    attacker, owner = from_address(c, "127.0.0.2"), from_address(c, "127.0.0.3")
+
+    async def login(session, user, password):
+        async with session.get("/auth/token", params={"service": SERVICE},
+                               headers={"Authorization": basic(user, password)}) as r:
+            return r.status, r.headers
+
+    async with attacker, owner:
+        for _ in range(3):
+            status, headers = await login(attacker, "alice", "wrong")
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+        status, headers = await login(attacker, "alice", PASSWORDS["alice"])
+        assert status == 429 and int(headers["Retry-After"]) > 0  # even the right password waits, there
+        assert (await login(owner, "alice", PASSWORDS["alice"]))[0] == 200  # alice elsewhere is not locked out
+        assert (await login(attacker, "bob", PASSWORDS["bob"]))[0] == 200  # nor is bob from the attacker's address
+        # spraying other accounts from that address hits the address budget (5): then it is refused everything
+        for user in ("reader", "admin"):
+            assert (await login(attacker, user, "wrong"))[0] == 401
+        assert (await login(attacker, "bob", PASSWORDS["bob"]))[0] == 429
+        assert (await login(owner, "bob", PASSWORDS["bob"]))[0] == 200
     # anonymous requests carry no credentials and are not limited
     assert (await c.get("/auth/token", params={"service": SERVICE})).status == 200
 
@@ -329,9 +347,13 @@ async def test_rate_limit_behind_a_trusted_proxy_counts_client_addresses(aiohttp
             "Authorization": basic(user, password), "X-Forwarded-For": f"203.0.113.9, {client_ip}"})
 
     for _ in range(2):
-        assert (await login("mallory", "x", "198.51.100.7")).status == 401
+        assert (await login("alice", "x", "198.51.100.7")).status == 401
     assert (await login("alice", PASSWORDS["alice"], "198.51.100.7")).status == 429  # that client is limited
-    assert (await login("bob", PASSWORDS["bob"], "198.51.100.8")).status == 200  # others behind the proxy are not
+    assert (await login("alice", PASSWORDS["alice"], "198.51.100.8")).status == 200  # others behind the proxy are not
+    # hops left of the last untrusted one are the client's own claims: a forged one buys no fresh budget
+    r = await c.get("/auth/token", params={"service": SERVICE}, headers={
+        "Authorization": basic("alice", PASSWORDS["alice"]), "X-Forwarded-For": "203.0.113.77, 198.51.100.7"})
+    assert r.status == 429
 
 
 async def test_http_prefix_is_protected(aiohttp_client, setup):
@@ -348,15 +370,25 @@ async def test_http_prefix_is_protected(aiohttp_client, setup):
 
 
 async def test_htpasswd_failed_logins_are_limited(aiohttp_client, setup):
+    """Basic auth: the same budgets as the token server, keyed by the peer address and the account."""
     tmp, pki = setup
     c = await aiohttp_client(create_app(registry_config(tmp / "data", auth={
         "htpasswd": {"realm": "r", "path": str(tmp / "htpasswd")}})))
     from registry.auth.middleware import BASIC_FAILURES
-    for _ in range(BASIC_FAILURES):
-        assert (await c.get("/v2/", headers={"Authorization": basic("bob", "guess")})).status == 401
-    r = await c.get("/v2/", headers={"Authorization": basic("bob", PASSWORDS["bob"])})
-    assert r.status == 429 and (await r.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
-    assert int(r.headers["Retry-After"]) > 0
+    attacker, owner = from_address(c, "127.0.0.4"), from_address(c, "127.0.0.5")
+
+    async def get(session, user, password):
+        async with session.get("/v2/", headers={"Authorization": basic(user, password)}) as r:
+            return r.status, r.headers, await r.read()
+
+    async with attacker, owner:
+        for _ in range(BASIC_FAILURES):
+            assert (await get(attacker, "bob", "guess"))[0] == 401
+        status, headers, body = await get(attacker, "bob", PASSWORDS["bob"])
+        assert status == 429 and json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert int(headers["Retry-After"]) > 0
+        assert (await get(owner, "bob", PASSWORDS["bob"]))[0] == 200
+        assert (await get(attacker, "alice", PASSWORDS["alice"]))[0] == 200
 
 
 def test_inconsistent_issuer_is_warned(setup, caplog):

@@ -13,7 +13,7 @@ from auth_support import RULES, chain_cert, make_pki, make_users
 from registry.auth import acl, keys
 from registry.auth.config import AuthConfig, TokenServerConfig
 from registry.auth.htpasswd import Htpasswd, HtpasswdError, parse_basic, read_entries, set_user
-from registry.auth.ratelimit import FailureLimiter
+from registry.auth.ratelimit import LoginLimiter, MemoryFailureStore
 from registry.auth.refresh import RefreshStore
 from registry.auth.scope import AccessSet, Scope, ScopeError, format_scopes, parse_scope, parse_scopes
 from registry.config import ConfigError
@@ -340,16 +340,43 @@ def test_tokenserver_config_defaults_and_errors():
 
 # --------------------------------------------------------------------------- rate limit, refresh store
 
-def test_failure_limiter():
+async def test_login_limiter():
     now = [1000.0]
-    lim = FailureLimiter(3, 60, clock=lambda: now[0])
+    lim = LoginLimiter(3, 60, address_failures=6, account_failures=9, clock=lambda: now[0])
     for _ in range(3):
-        assert lim.retry_after("account:a", "address:1") == 0
-        lim.fail("account:a", "address:1")
-    assert lim.retry_after("account:a") > 0 and lim.retry_after("address:1") > 0
-    assert lim.retry_after("account:b", "address:2") == 0
+        assert await lim.retry_after("alice", "10.0.0.1") == 0
+        await lim.failed("alice", "10.0.0.1")
+    assert await lim.retry_after("alice", "10.0.0.1") > 0  # that address, that account: slowed
+    assert await lim.retry_after("alice", "10.0.0.2") == 0  # the owner elsewhere: not
+    assert await lim.retry_after("bob", "10.0.0.1") == 0  # another account from there: not (yet)
+    for user in ("bob", "carol", "dave"):
+        await lim.failed(user, "10.0.0.1")
+    assert await lim.retry_after("erin", "10.0.0.1") > 0  # six failures from one address: spraying
+    assert await lim.retry_after(None, "10.0.0.1") > 0  # refresh tokens too
     now[0] += 61
-    assert lim.retry_after("account:a", "address:1") == 0
+    assert await lim.retry_after("alice", "10.0.0.1") == 0 and await lim.retry_after("erin", "10.0.0.1") == 0
+    # a right password forgives that address's guesses at that account, and remembers the address
+    await lim.failed("alice", "10.0.0.3")
+    await lim.succeeded("alice", "10.0.0.3")
+    assert (await lim.retry_after("alice", "10.0.0.3")) == 0
+    # many addresses guessing one account: over its budget only addresses it signed in from may try
+    for i in range(9):
+        await lim.failed("alice", f"192.0.2.{i}")
+    assert await lim.retry_after("alice", "198.51.100.1") > 0
+    assert await lim.retry_after("alice", "10.0.0.3") == 0
+    assert await lim.retry_after("bob", "198.51.100.1") == 0
+    now[0] += 61
+    assert await lim.retry_after("alice", "198.51.100.1") == 0
+
+
+async def test_login_limiter_memory_is_bounded():
+    store = MemoryFailureStore(60, max_entries=4, max_keys=100)
+    lim = LoginLimiter(2, 60, store=store)
+    for i in range(1000):
+        await lim.failed(f"user{i}", f"10.0.{i // 250}.{i % 250}")
+        await lim.succeeded("alice", f"10.1.{i // 250}.{i % 250}")
+    assert len(store._failures) <= 100 and all(len(d) <= 4 for d in store._failures.values())
+    assert len(store._sets) <= 100 and all(len(m) <= 32 for m in store._sets.values())
 
 
 def test_refresh_store_persists_and_revokes(tmp_path):

@@ -187,8 +187,12 @@ class TokenServerConfig:
     expiration: float = 300.0
     refreshtokens_path: str = ""
     refreshtokens_expiration: float = 90 * 24 * 3600.0
+    #: failed logins per window from one address at one account; from one address at any
+    #: account; at one account from any address (see registry.auth.ratelimit)
     ratelimit_failures: int = 5
     ratelimit_window: float = 60.0
+    ratelimit_addressfailures: int = 20
+    ratelimit_accountfailures: int = 50
     #: proxies whose X-Forwarded-For is believed when counting failures per client address
     trustedproxies: tuple[str, ...] = ()
     rules: tuple[AclRule, ...] = ()
@@ -215,7 +219,8 @@ class TokenServerConfig:
         refresh = section(raw.get("refreshtokens"), f"{key}.refreshtokens")
         _warn_unknown(refresh, ("path", "expiration"), f"{key}.refreshtokens")
         limit = section(raw.get("ratelimit"), f"{key}.ratelimit")
-        _warn_unknown(limit, ("failures", "window", "trustedproxies"), f"{key}.ratelimit")
+        _warn_unknown(limit, ("failures", "window", "addressfailures", "accountfailures", "trustedproxies"),
+                      f"{key}.ratelimit")
         proxies = limit.get("trustedproxies") or []
         if not isinstance(proxies, list):
             raise ConfigError(f"{key}.ratelimit.trustedproxies: expected a list of addresses or networks")
@@ -224,6 +229,7 @@ class TokenServerConfig:
                 ipaddress.ip_network(str(net), strict=False)
             except ValueError:
                 raise ConfigError(f"{key}.ratelimit.trustedproxies: {net!r} is not an address or network") from None
+        failures = _int(limit, "failures", f"{key}.ratelimit", 5, 1)
         rules_raw = raw.get("rules") or []
         if not isinstance(rules_raw, list):
             raise ConfigError(f"{key}.rules: expected a list of rules")
@@ -239,7 +245,9 @@ class TokenServerConfig:
             refreshtokens_path=_string(refresh, "path", f"{key}.refreshtokens"),
             refreshtokens_expiration=parse_duration(refresh.get("expiration", "2160h"),
                                                     f"{key}.refreshtokens.expiration"),
-            ratelimit_failures=_int(limit, "failures", f"{key}.ratelimit", 5, 1),
+            ratelimit_failures=failures,
+            ratelimit_addressfailures=_int(limit, "addressfailures", f"{key}.ratelimit", 4 * failures, failures),
+            ratelimit_accountfailures=_int(limit, "accountfailures", f"{key}.ratelimit", 10 * failures, failures),
             ratelimit_window=parse_duration(limit.get("window", "1m"), f"{key}.ratelimit.window"),
             trustedproxies=tuple(str(p) for p in proxies),
             rules=tuple(_rule(r, f"{key}.rules[{i}]") for i, r in enumerate(rules_raw)),

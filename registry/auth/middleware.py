@@ -21,13 +21,14 @@ from ..reference import is_valid_name
 from .bearer import InvalidToken, TokenVerifier
 from .config import HtpasswdConfig, TokenConfig
 from .htpasswd import Htpasswd, parse_basic
-from .ratelimit import FailureLimiter
+from .ratelimit import LoginLimiter
 from .scope import Scope, format_scopes
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: failed Basic logins allowed per account and per address per window (htpasswd mode)
+#: failed Basic logins allowed per address and account per window (htpasswd mode; the address
+#: and account budgets are the limiter's multiples of it)
 BASIC_FAILURES, BASIC_WINDOW = 10, 60.0
 MAX_AUTHORIZATION = 7200  # below aiohttp's 8190-byte header limit, so we answer it ourselves
 #: stands for a repository name that fails the grammar (case, ``..``, ``//``, trailing ``/``):
@@ -88,13 +89,13 @@ def _quote(value: str) -> str:
 class BasicAuth:
     """``auth.htpasswd``: every user in the file may do everything (as in distribution).
 
-    Unlike distribution, failed logins are limited (per account and per address), since every
-    guess costs a bcrypt check."""
+    Unlike distribution, failed logins are limited (per address and account, see
+    :mod:`registry.auth.ratelimit`), since every guess costs a bcrypt check."""
 
     def __init__(self, config: HtpasswdConfig) -> None:
         self.config = config
         self.users = Htpasswd(config.path)
-        self.limiter = FailureLimiter(BASIC_FAILURES, BASIC_WINDOW)
+        self.limiter = LoginLimiter(BASIC_FAILURES, BASIC_WINDOW)
 
     def challenge(self, needed: Sequence[Scope], message: str = "authentication required") -> RegistryError:
         return RegistryError(
@@ -109,15 +110,16 @@ class BasicAuth:
         creds = parse_basic(header) if len(header) <= MAX_AUTHORIZATION else None
         if creds is None:
             raise self.challenge(needed, "invalid credentials")
-        keys = (f"account:{creds[0]}", f"address:{request.remote or '?'}")
-        wait = self.limiter.retry_after(*keys)
+        address = request.remote or "?"
+        wait = await self.limiter.retry_after(creds[0], address)
         if wait > 0:
             raise RegistryError(ErrorCode.TOOMANYREQUESTS, "too many failed logins; try again later",
                                 headers={"Retry-After": str(int(wait) + 1)})
         if not await self.users.verify(*creds):
-            self.limiter.fail(*keys)
-            log.info("failed login for account %r from %s", creds[0], request.remote)
+            await self.limiter.failed(creds[0], address)
+            log.info("failed login for account %r from %s", creds[0], address)
             raise self.challenge(needed, "invalid credentials")
+        await self.limiter.succeeded(creds[0], address)
         request[ACCOUNT_KEY] = creds[0]
         request[ACCESS_KEY] = ALLOW_ALL
 

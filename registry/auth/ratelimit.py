@@ -1,7 +1,18 @@
-"""Failed-login limiter: per account and per client address, a sliding window of failures.
+"""Failed-login limits that slow the guesser, not the account's owner.
 
-While either key has ``failures`` failures within ``window`` seconds, logins for it are refused
-before any password check (429 with Retry-After), so guessing costs the attacker time, not us CPU.
+Failures are counted in a sliding window under three keys, and a login is refused before any
+password check (429 with Retry-After) while one of them is over its budget:
+
+- the pair (client address, account): ``failures`` guesses per window at one account from one
+  address. An attacker who knows a user name locks only its own address out of that account;
+  the right password from any other address still works.
+- the client address alone: ``address_failures`` (spraying many accounts from one address).
+- the account alone: ``account_failures``, counted over every address (a guess from each of many
+  addresses); over it, only addresses the account signed in from before (since this process
+  started, up to :data:`KNOWN_ADDRESSES` per account) may still try.
+
+The counters live behind :class:`FailureStore`: :class:`MemoryFailureStore` keeps them in this
+process; a shared backend (Redis) gives several workers or hosts one budget.
 """
 
 from __future__ import annotations
@@ -9,46 +20,130 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+#: addresses remembered per account as having signed in (the account-wide budget spares them)
+KNOWN_ADDRESSES = 32
+#: how long such an address stays remembered after its last successful login
+KNOWN_FOR = 30 * 24 * 3600.0
 
 
-class FailureLimiter:
-    def __init__(self, failures: int, window: float, clock: Callable[[], float] = time.monotonic,
+class FailureStore(Protocol):
+    """Sliding-window failure counters and small sets: the state :class:`LoginLimiter` decides on."""
+
+    async def add(self, keys: tuple[str, ...]) -> None:
+        """Count one failure now under each key."""
+
+    async def retry_after(self, key: str, limit: int) -> float:
+        """Seconds until ``key`` has fewer than ``limit`` failures in the window; 0 when it has now."""
+
+    async def reset(self, key: str) -> None:
+        """Forget the failures of ``key``."""
+
+    async def remember(self, key: str, member: str) -> None:
+        """Add ``member`` to the set ``key`` (bounded; the oldest members go first)."""
+
+    async def remembered(self, key: str, member: str) -> bool:
+        """Whether ``member`` is in the set ``key``."""
+
+
+class MemoryFailureStore:
+    """:class:`FailureStore` in this process's memory, bounded in keys and entries per key."""
+
+    def __init__(self, window: float, max_entries: int, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 100_000) -> None:
-        self.failures = failures
         self.window = window
+        self.max_entries = max_entries
         self.clock = clock
         self.max_keys = max_keys
-        self._log: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._sets: collections.OrderedDict[str, collections.OrderedDict[str, float]] = collections.OrderedDict()
 
     def _recent(self, key: str) -> collections.deque[float]:
-        now = self.clock()
-        entries = self._log.get(key)
+        entries = self._failures.get(key)
         if entries is None:
             return collections.deque()
-        while entries and entries[0] <= now - self.window:
+        horizon = self.clock() - self.window
+        while entries and entries[0] <= horizon:
             entries.popleft()
         if not entries:
-            del self._log[key]
+            del self._failures[key]
         return entries
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until a login for ``keys`` may be tried again; 0 when allowed now."""
-        wait = 0.0
-        for key in keys:
-            entries = self._recent(key)
-            if len(entries) >= self.failures:
-                wait = max(wait, entries[-self.failures] + self.window - self.clock())
-        return max(wait, 0.0)
-
-    def fail(self, *keys: str) -> None:
+    async def add(self, keys: tuple[str, ...]) -> None:
         now = self.clock()
         for key in keys:
-            entries = self._log.setdefault(key, collections.deque(maxlen=self.failures * 4))
+            entries = self._failures.get(key)
+            if entries is None:
+                entries = self._failures[key] = collections.deque(maxlen=self.max_entries)
             entries.append(now)
-            self._log.move_to_end(key)
-        while len(self._log) > self.max_keys:
-            self._log.popitem(last=False)
+            self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
 
-    def succeed(self, account_key: str) -> None:
-        """A correct login clears the account's record (the address keeps its failures)."""
-        self._log.pop(account_key, None)
+    async def retry_after(self, key: str, limit: int) -> float:
+        entries = self._recent(key)
+        if len(entries) < limit:
+            return 0.0
+        return max(entries[-limit] + self.window - self.clock(), 0.0)
+
+    async def reset(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    async def remember(self, key: str, member: str) -> None:
+        members = self._sets.get(key)
+        if members is None:
+            members = self._sets[key] = collections.OrderedDict()
+        members[member] = self.clock()
+        members.move_to_end(member)
+        self._sets.move_to_end(key)
+        while len(members) > KNOWN_ADDRESSES:
+            members.popitem(last=False)
+        while len(self._sets) > self.max_keys:
+            self._sets.popitem(last=False)
+
+    async def remembered(self, key: str, member: str) -> bool:
+        members = self._sets.get(key)
+        seen = members.get(member) if members is not None else None
+        return seen is not None and self.clock() - seen < KNOWN_FOR
+
+
+class LoginLimiter:
+    """The login policy over a :class:`FailureStore` (see the module docstring)."""
+
+    def __init__(self, failures: int, window: float, *, address_failures: int | None = None,
+                 account_failures: int | None = None, store: FailureStore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.address_failures = address_failures or 4 * failures
+        self.account_failures = account_failures or 10 * failures
+        budget = max(self.failures, self.address_failures, self.account_failures)
+        self.store: FailureStore = store or MemoryFailureStore(window, budget, clock)
+
+    @staticmethod
+    def _keys(account: str | None, address: str) -> tuple[str, str | None, str | None]:
+        return (f"address:{address}", f"pair:{address}\x00{account}" if account is not None else None,
+                f"account:{account}" if account is not None else None)
+
+    async def retry_after(self, account: str | None, address: str) -> float:
+        """Seconds until ``address`` may try ``account`` (None: any credential, e.g. a refresh token)."""
+        address_key, pair_key, account_key = self._keys(account, address)
+        wait = await self.store.retry_after(address_key, self.address_failures)
+        if pair_key is not None:
+            wait = max(wait, await self.store.retry_after(pair_key, self.failures))
+        if account_key is not None:
+            account_wait = await self.store.retry_after(account_key, self.account_failures)
+            if account_wait and not await self.store.remembered(f"known:{account}", address):
+                wait = max(wait, account_wait)
+        return wait
+
+    async def failed(self, account: str | None, address: str) -> None:
+        await self.store.add(tuple(k for k in self._keys(account, address) if k is not None))
+
+    async def succeeded(self, account: str, address: str) -> None:
+        """A right password: this address's guesses at this account are forgiven, and the address
+        is remembered for the account (the attacker's failures elsewhere still count)."""
+        _, pair_key, _ = self._keys(account, address)
+        assert pair_key is not None
+        await self.store.reset(pair_key)
+        await self.store.remember(f"known:{account}", address)

@@ -3,7 +3,8 @@
 ``GET <path>?service=&scope=...&account=&offline_token=true&client_id=`` with Basic credentials or
 anonymously; ``POST <path>`` form with ``grant_type=password|refresh_token`` and ``client_id``.
 A token grants the intersection of what was asked and what the ACL rules allow: a partial or empty
-grant is a token, not an error. Failed logins are limited per account and per address. Credentials
+grant is a token, not an error. Failed logins are limited per address and account (see
+:mod:`registry.auth.ratelimit`). Credentials
 and tokens are never logged.
 """
 
@@ -25,7 +26,7 @@ from aiohttp import web
 from . import acl, keys
 from .config import TokenServerConfig
 from .htpasswd import USERNAME_RE, Htpasswd, parse_basic
-from .ratelimit import FailureLimiter
+from .ratelimit import LoginLimiter
 from .refresh import RefreshStore
 from .scope import Scope, ScopeError, format_scopes, parse_scopes, to_claim
 
@@ -113,7 +114,9 @@ class TokenServer:
         self.config = config
         self.signer = signer or TokenSigner.from_config(config)
         self.users = Htpasswd(config.users)
-        self.limiter = FailureLimiter(config.ratelimit_failures, config.ratelimit_window)
+        self.limiter = LoginLimiter(config.ratelimit_failures, config.ratelimit_window,
+                                    address_failures=config.ratelimit_addressfailures,
+                                    account_failures=config.ratelimit_accountfailures)
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trustedproxies]
         self.refresh = (RefreshStore(config.refreshtokens_path, config.refreshtokens_expiration)
                         if config.refreshtokens_path else None)
@@ -163,19 +166,19 @@ class TokenServer:
         return hops[0][:64]
 
     async def _login(self, request: web.Request, user: str, password: str) -> str:
-        """The account when ``user``/``password`` are right; rate limited per account and address."""
+        """The account when ``user``/``password`` are right; failures limited per address and account."""
         if not USERNAME_RE.match(user):
             raise self._unauthorized("invalid username or password")
-        account_key, address_key = f"account:{user}", f"address:{self._address(request)}"
-        wait = self.limiter.retry_after(account_key, address_key)
+        address = self._address(request)
+        wait = await self.limiter.retry_after(user, address)
         if wait > 0:
             raise TokenError(429, "slow_down", "too many failed logins; try again later",
                              headers={"Retry-After": str(int(wait) + 1)})
         if not await self.users.verify(user, password):
-            self.limiter.fail(account_key, address_key)
-            log.info("failed login for account %r from %s", user, self._address(request))
+            await self.limiter.failed(user, address)
+            log.info("failed login for account %r from %s", user, address)
             raise self._unauthorized("invalid username or password")
-        self.limiter.succeed(account_key)
+        await self.limiter.succeeded(user, address)
         return user
 
     def _grant(self, account: str | None, service: str, asked: list[Scope]) -> tuple[str, float, list[Scope]]:
@@ -280,8 +283,8 @@ class TokenServer:
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
     async def _refreshed_account(self, request: web.Request, token: str, client_id: str, service: str) -> str:
-        address_key = f"address:{self._address(request)}"
-        wait = self.limiter.retry_after(address_key)
+        address = self._address(request)
+        wait = await self.limiter.retry_after(None, address)
         if wait > 0:
             raise TokenError(429, "slow_down", "too many failed attempts; try again later",
                              headers={"Retry-After": str(int(wait) + 1)})
@@ -292,7 +295,7 @@ class TokenServer:
             or record.service != service
             or not self.users.exists(record.account)
         ):
-            self.limiter.fail(address_key)
+            await self.limiter.failed(None, address)
             raise self._unauthorized("invalid, expired or revoked refresh token")
         return record.account
 
