@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 TOOLS  := .tools
 AZURITE_VERSION := 3.35.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := docker-registry skopeo umoci
+APT_PACKAGES := docker-registry skopeo umoci podman
 PYTEST_ARGS ?=
 
 .PHONY: run test deps test-deps apt-deps node-deps bench clean
@@ -32,7 +32,7 @@ deps: $(VENV)/.runtime
 run: deps
 	$(PY) -m registry serve $(CONFIG)
 
-# Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci,
+# Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
 # and Node.js for azurite. Installed only when missing.
 apt-deps:
 	@missing=""; \

@@ -98,23 +98,35 @@ async def test_push_pull_with_tokens(aiohttp_client, setup):
     r = await c.get(f"/v2/alice/app/blobs/{layer}", headers=bearer(t["token"]))
     assert r.status == 200 and await r.read() == b"layer-alice/app"
     assert (await c.get("/v2/", headers=bearer(t["token"]))).status == 200
-    # a token with nothing granted still authenticates /v2/
+    # a token with nothing granted still authenticates /v2/; elsewhere it gets a 401 asking for the
+    # scope (the answer that makes containers/image, containerd and docker fetch a new token)
     empty = await token(c, "bob", ["repository:alice/app:pull"])
     assert jwt.decode(empty["token"], options={"verify_signature": False})["access"] == []
     assert (await c.get("/v2/", headers=bearer(empty["token"]))).status == 200
     r = await c.get("/v2/alice/app/manifests/v1", headers=bearer(empty["token"]))
-    assert r.status == 403
+    assert r.status == 401
     assert r.headers["WWW-Authenticate"].endswith('scope="repository:alice/app:pull",error="insufficient_scope"')
-    assert (await r.json())["errors"][0]["code"] == "DENIED"
-
-
-async def test_insufficient_scope_status_401_like_distribution(aiohttp_client, setup):
-    tmp, pki = setup
-    c = await _app(aiohttp_client, tmp, pki, auth=token_auth_block(insufficientscopestatus=401))
-    t = await token(c, "alice", ["repository:alice/app:pull"])
-    r = await c.post("/v2/alice/app/blobs/uploads/", headers=bearer(t["token"]))
-    assert r.status == 401 and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
     assert (await r.json())["errors"][0]["code"] == "UNAUTHORIZED"
+    # a token granting something, but not this, gets a 403 (the answer oras-py re-asks on)
+    pull = await token(c, "alice", ["repository:alice/app:pull"])
+    r = await c.post("/v2/alice/app/blobs/uploads/", headers=bearer(pull["token"]))
+    assert r.status == 403
+    assert r.headers["WWW-Authenticate"].endswith('scope="repository:alice/app:pull,push",error="insufficient_scope"')
+    assert (await r.json())["errors"][0]["code"] == "DENIED"
+    r = await c.get("/v2/bob/app/tags/list", headers=bearer(pull["token"]))
+    assert r.status == 403 and 'scope="repository:bob/app:pull"' in r.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("configured", [401, 403])
+async def test_insufficient_scope_status_override(aiohttp_client, setup, configured):
+    """``insufficientscopestatus: 401`` answers like distribution, ``403`` like RFC 6750, for every token."""
+    tmp, pki = setup
+    c = await _app(aiohttp_client, tmp, pki, auth=token_auth_block(insufficientscopestatus=configured))
+    for scopes in (["repository:alice/app:pull"], []):
+        t = await token(c, "alice", scopes)
+        r = await c.post("/v2/alice/app/blobs/uploads/", headers=bearer(t["token"]))
+        assert r.status == configured and 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+        assert (await r.json())["errors"][0]["code"] == {401: "UNAUTHORIZED", 403: "DENIED"}[configured]
 
 
 async def test_anonymous_and_catalog(aiohttp_client, setup):
@@ -128,8 +140,10 @@ async def test_anonymous_and_catalog(aiohttp_client, setup):
     assert (await c.post("/v2/public/img/blobs/uploads/", headers=bearer(anon["token"]))).status == 403
     r = await c.get("/v2/_catalog", headers=bearer(admin["token"]))
     assert r.status == 200 and (await r.json())["repositories"] == ["public/img"]
-    alice = await token(c, "alice", ["registry:catalog:*"])
-    assert (await c.get("/v2/_catalog", headers=bearer(alice["token"]))).status == 403
+    alice = await token(c, "alice", ["registry:catalog:*"])  # not granted: an empty token, so a 401
+    r = await c.get("/v2/_catalog", headers=bearer(alice["token"]))
+    assert r.status == 401 and r.headers["WWW-Authenticate"].endswith(
+        'scope="registry:catalog:*",error="insufficient_scope"')
     # offline tokens are never issued to anonymous callers
     assert "refresh_token" not in await token(c, None, [], offline_token="true")
 

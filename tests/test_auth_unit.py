@@ -294,7 +294,7 @@ def test_auth_config_distribution_shape():
     cfg = AuthConfig.from_dict({"token": {"realm": "https://auth/token", "service": "s", "issuer": "i",
                                           "rootcertbundle": "/b.pem", "signingalgorithms": ["RS256", "ES256"],
                                           "autoredirect": False}})
-    assert cfg.token and cfg.token.signingalgorithms == ("RS256", "ES256") and cfg.token.insufficientscopestatus == 403
+    assert cfg.token and cfg.token.signingalgorithms == ("RS256", "ES256") and cfg.token.insufficientscopestatus is None
     assert AuthConfig.from_dict({"htpasswd": {"realm": "r", "path": "/p"}}).htpasswd.path == "/p"
     assert not AuthConfig.from_dict(None).enabled
 
@@ -306,7 +306,8 @@ def test_auth_config_distribution_shape():
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "signingalgorithms": ["none"]}}, "unsupported signing"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "signingalgorithms": "RS256"}}, "must be a non-empty"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "autoredirect": "yes"}}, "expected true or false"),
-    ({"token": {"realm": "r", "service": "s", "issuer": "i", "insufficientscopestatus": 500}}, "401 or 403"),
+    ({"token": {"realm": "r", "service": "s", "issuer": "i", "insufficientscopestatus": 500}}, "auto, 401 or 403"),
+    ({"token": {"realm": "r", "service": "s", "issuer": "i", "insufficientscopestatus": "sometimes"}}, "integer"),
     ({"token": {"service": "s", "issuer": "i"}}, "auth.token.realm is required"),
     ("x", "expected a mapping"),
 ])

@@ -2,7 +2,7 @@
 
 ``auth:`` holds at most one of ``htpasswd: {realm, path}`` or ``token: {realm, service, issuer,
 rootcertbundle, jwks, signingalgorithms, autoredirect, autoredirectpath}``, exactly as in
-distribution, plus our ``insufficientscopestatus``. ``tokenserver:`` configures the token server
+distribution, plus our ``insufficientscopestatus`` (auto, 401 or 403). ``tokenserver:`` configures the token server
 this process serves (and ``registry auth serve-token`` runs alone). Both are validated once, here.
 """
 
@@ -88,8 +88,9 @@ class TokenConfig:
     signingalgorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     autoredirect: bool = False
     autoredirectpath: str = DEFAULT_AUTOREDIRECT_PATH
-    #: status for a valid token lacking scope: 403 (RFC 6750 §3.1; oras-py re-asks only on 403) or 401 (distribution)
-    insufficientscopestatus: int = 403
+    #: status for a valid token lacking scope: None ("auto", see :func:`insufficient_scope_status`),
+    #: 401 (always, as distribution) or 403 (always, RFC 6750 §3.1)
+    insufficientscopestatus: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +136,12 @@ def _token_config(t: dict[str, Any]) -> TokenConfig:
             if a not in ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS:
                 raise ConfigError(f"{key}.signingalgorithms: unsupported signing algorithm {a!r}")
         algs = tuple(dict.fromkeys(algs_raw))
-    status = _int(t, "insufficientscopestatus", key, 403, 401)
-    if status not in (401, 403):
-        raise ConfigError(f"{key}.insufficientscopestatus: expected 401 or 403, got {status}")
+    raw_status = t.get("insufficientscopestatus", "auto")
+    status: int | None = None
+    if not (isinstance(raw_status, str) and raw_status.strip().lower() == "auto"):
+        status = _int(t, "insufficientscopestatus", key, 0, 401)
+        if status not in (401, 403):
+            raise ConfigError(f"{key}.insufficientscopestatus: expected auto, 401 or 403, got {status}")
     autoredirect = _boolean(t, "autoredirect", key)
     return TokenConfig(
         realm=_string(t, "realm", key, required=not autoredirect),

@@ -22,7 +22,7 @@ from .bearer import InvalidToken, TokenVerifier
 from .config import HtpasswdConfig, TokenConfig
 from .htpasswd import Htpasswd, parse_basic
 from .ratelimit import LoginLimiter
-from .scope import Scope, format_scopes
+from .scope import AccessSet, Scope, format_scopes
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,28 @@ class BearerAuth:
             raise self.challenge(request, needed, "invalid_token") from None
         if not grants.allows_all(needed):
             raise self.challenge(request, needed + optional, "insufficient_scope",
-                                 status=self.config.insufficientscopestatus)
+                                 status=insufficient_scope_status(grants, self.config.insufficientscopestatus))
         request[ACCOUNT_KEY] = grants.subject
         request[ACCESS_KEY] = grants
+
+
+def insufficient_scope_status(grants: AccessSet, configured: int | None) -> int:
+    """The status for a valid token that lacks the needed scope.
+
+    ``auth.token.insufficientscopestatus`` 401 or 403 decides when set. By default ("auto"): 401 for a
+    token that grants nothing at all, 403 for one that grants something else. Clients differ in
+    what they answer with a new token: containers/image (podman, skopeo, buildah), containerd,
+    docker and oras-go fetch one only after a 401 (containers/image only when it carries
+    ``error="insufficient_scope"`` and a ``scope``); oras-py only after a 403 (it resends its
+    token once after a 401). A token granting nothing is the first token of ``podman search`` or of
+    ``docker login`` (issued for no scope), which only a 401 gets replaced; a token granting
+    something lacks an upgrade (pull to push, another repository), which only oras-py asks for
+    (the others ask for every scope an operation needs up front), and for the others a 403 reads
+    "denied", as it is.
+    """
+    if configured is not None:
+        return configured
+    return 401 if grants.empty else 403
 
 
 def make_middleware(authorizer: BasicAuth | BearerAuth, prefix: str = "/") -> Any:

@@ -134,6 +134,11 @@ class AccessSet:
     def allows_all(self, needed: Iterable[Scope]) -> bool:
         return all(self.allows(s.type, s.name, a) for s in needed for a in s.actions)
 
+    @property
+    def empty(self) -> bool:
+        """True when the token grants no action at all (it was issued for no scope, or for none allowed)."""
+        return not any(self._actions.values())
+
     def scopes(self) -> list[Scope]:
         return [Scope(r.type, r.name, tuple(sorted(a))) for r, a in sorted(self._actions.items())]
 
