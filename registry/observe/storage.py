@@ -1,0 +1,165 @@
+"""A StorageDriver decorator that measures every call of any backend (and traces it when asked).
+
+``MeteredDriver(inner)`` is itself a :class:`~drivers.base.StorageDriver`: the store cannot tell
+it from the backend. Each call records ``registry_storage_action_seconds{driver,action}``, and
+``registry_storage_errors_total{driver,action,error}`` when it raises; bytes moved through
+readers and writers are counted in ``registry_storage_bytes_total``. With tracing on, each call
+is a span (a child of the request's span). Attributes the store probes with ``getattr``
+(``commits_atomically``...) are the backend's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from drivers.base import FileInfo, FileWriter, StorageDriver
+
+from . import tracing
+from .metrics import METRICS
+
+_perf = time.perf_counter
+
+
+class _Call:
+    """Times one driver call: ``with _Call(driver, "stat"):``."""
+
+    __slots__ = ("driver", "action", "start", "span")
+
+    def __init__(self, driver: str, action: str) -> None:
+        self.driver = driver
+        self.action = action
+        self.span: Any = None
+
+    def __enter__(self) -> "_Call":
+        tracer = tracing.TRACER
+        if tracer is not None:
+            self.span = tracer.start_as_current_span(
+                f"storage.{self.action}", attributes={"registry.storage.driver": self.driver})
+            self.span.__enter__()
+        self.start = _perf()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        METRICS.storage_seconds.observe((self.driver, self.action), _perf() - self.start)
+        if exc_type is not None and not issubclass(exc_type, GeneratorExit):
+            METRICS.storage_errors.inc((self.driver, self.action, exc_type.__name__))
+        if self.span is not None:
+            self.span.__exit__(exc_type, exc, tb)
+
+
+class MeteredDriver(StorageDriver):
+    def __init__(self, inner: StorageDriver) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __getattr__(self, name: str) -> Any:  # backend capabilities (commits_atomically, ...)
+        return getattr(self.inner, name)
+
+    def check(self, path: str) -> str:
+        return self.inner.check(path)
+
+    async def get_content(self, path: str) -> bytes:
+        with _Call(self.name, "get_content"):
+            data = await self.inner.get_content(path)
+        METRICS.storage_bytes.inc((self.name, "read"), len(data))
+        return data
+
+    async def put_content(self, path: str, data: bytes) -> None:
+        with _Call(self.name, "put_content"):
+            await self.inner.put_content(path, data)
+        METRICS.storage_bytes.inc((self.name, "write"), len(data))
+
+    async def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Timed until the first chunk (opening the object); the bytes are counted as they go."""
+        chunks = self.inner.reader(path, offset, chunk_size=chunk_size)
+        total = 0
+        try:
+            with _Call(self.name, "reader"):
+                first = await anext(chunks, None)
+            if first is None:
+                return
+            total = len(first)
+            yield first
+            async for chunk in chunks:
+                total += len(chunk)
+                yield chunk
+        finally:
+            METRICS.storage_bytes.inc((self.name, "read"), total)
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        with _Call(self.name, "writer"):
+            inner = await self.inner.writer(path, append)
+        return _MeteredWriter(inner, self.name)
+
+    async def stat(self, path: str) -> FileInfo:
+        with _Call(self.name, "stat"):
+            return await self.inner.stat(path)
+
+    async def list(self, path: str) -> list[str]:
+        with _Call(self.name, "list"):
+            return await self.inner.list(path)
+
+    async def move(self, source: str, dest: str) -> None:
+        with _Call(self.name, "move"):
+            await self.inner.move(source, dest)
+
+    async def delete(self, path: str) -> None:
+        with _Call(self.name, "delete"):
+            await self.inner.delete(path)
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        with _Call(self.name, "redirect_url"):
+            return await self.inner.redirect_url(path, method)
+
+    def local_path(self, path: str) -> str | None:
+        return self.inner.local_path(path)
+
+    def walk(self, path: str, callback: Any = None, *, start_after: str | None = None) -> AsyncIterator[FileInfo]:
+        return self.inner.walk(path, callback, start_after=start_after)
+
+    async def _children(self, path: str) -> list[FileInfo]:
+        with _Call(self.name, "list"):
+            return await self.inner._children(path)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class _MeteredWriter(FileWriter):
+    def __init__(self, inner: FileWriter, driver: str) -> None:
+        self.inner = inner
+        self.driver = driver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = await self.inner.write(data)
+        METRICS.storage_bytes.inc((self.driver, "write"), n)
+        return n
+
+    async def close(self) -> None:
+        with _Call(self.driver, "writer_close"):
+            await self.inner.close()
+
+    async def commit(self) -> None:
+        with _Call(self.driver, "writer_commit"):
+            await self.inner.commit()
+
+    async def cancel(self) -> None:
+        with _Call(self.driver, "writer_cancel"):
+            await self.inner.cancel()
+
+
+def unwrap(driver: StorageDriver) -> StorageDriver:
+    """The backend under any MeteredDriver layers."""
+    while isinstance(driver, MeteredDriver):
+        driver = driver.inner
+    return driver
