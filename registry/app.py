@@ -83,10 +83,13 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     middlewares: list[Any] = [errors_middleware]
     app = web.Application(middlewares=middlewares, client_max_size=1024**2)
     app[CONFIG_KEY] = config
+    from .observe.setup import instrument, wrap_driver  # metrics, logs context, health, events
+
     if driver is not None:
-        app[DRIVER_KEY] = driver
+        app[DRIVER_KEY] = wrap_driver(driver, config)
     app.on_response_prepare.append(_add_headers)
     app.cleanup_ctx.append(_driver_lifecycle)
+    instrument(app, config, DRIVER_KEY, api.base.v2_url)
     app.cleanup_ctx.append(api.store_context(config, DRIVER_KEY))
     base = config.http.prefix.rstrip("/")
     app.router.add_route("GET", f"{base}/v2/", base_handler)
@@ -102,7 +105,9 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
 async def _driver_lifecycle(app: web.Application) -> Any:
     owned = DRIVER_KEY not in app
     if owned:
-        app[DRIVER_KEY] = open_driver(app[CONFIG_KEY])
+        from .observe.setup import wrap_driver
+
+        app[DRIVER_KEY] = wrap_driver(open_driver(app[CONFIG_KEY]), app[CONFIG_KEY])
     yield
     if owned:
         await app[DRIVER_KEY].close()

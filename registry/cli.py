@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             _setup_logging("info")
             config = load_config(path)
-            _setup_logging(config.log.level)
+            _setup_logging(config.log.level, config.log.formatter, config.log.fields)
             _validate_storage(config)
             from .auth import validate as _validate_auth
 
@@ -77,13 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(handler(args) or 0)
 
 
-def _setup_logging(level: str) -> None:
-    level = {"warn": "warning"}.get(level, level)
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+def _setup_logging(level: str, formatter: str = "text", fields: dict | None = None) -> None:
+    from .observe import logs
+
+    logs.configure(level, formatter, fields)
 
 
 def _validate_storage(config: Config) -> None:
@@ -136,15 +133,25 @@ def serve(config: Config) -> int:
         log.warning("http.secret is not set: generated a random one; set it when running several instances")
     workers = config.http.workers
     children: list[int] = []
+    from .observe import tracing
+    from .observe.metrics import snapshot_dir_for
+    from .observe.process import ROLE
+
+    if config.http.debug.prometheus_enabled:
+        ROLE.metrics_dir = snapshot_dir_for(workers)
     if workers > 1:
         for _ in range(workers - 1):
             pid = os.fork()
             if pid == 0:
+                ROLE.primary = False
                 try:
+                    tracing.setup(__version__)
                     _run_loop(config, reuse_port=True)
                 finally:
+                    tracing.shutdown()
                     os._exit(0)
             children.append(pid)
+    tracing.setup(__version__)
     try:
         _run_loop(config, reuse_port=workers > 1)
     except OSError as exc:
@@ -157,6 +164,11 @@ def serve(config: Config) -> int:
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
+        tracing.shutdown()
+        if ROLE.metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(ROLE.metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -176,12 +188,18 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     from aiohttp import web
 
     from .app import create_app
+    from .observe import logs
+    from .observe.process import ROLE
+    from .observe.setup import HEALTH_KEY, debug_app
 
     app = create_app(config)
+    metrics_on = config.http.debug.prometheus_enabled
+    access_on = not config.log.accesslog_disabled
     runner = web.AppRunner(
         app,
-        access_log=None if config.log.accesslog_disabled else logging.getLogger("registry.access"),
-        access_log_format='%a "%r" %s %b "%{User-Agent}i" %Tfs',
+        # one hook after each response: the access line (log.accesslog) and the HTTP metrics
+        access_log=logging.getLogger(logs.ACCESS_LOGGER) if (access_on or metrics_on) else None,
+        access_log_class=logs.access_log_class(metrics=metrics_on, access_log=access_on),
         handle_signals=False,
         # on SIGTERM, in-flight requests get http.draintimeout to finish (unset: 60 s)
         shutdown_timeout=config.http.draintimeout or 60.0,
@@ -195,6 +213,13 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
         runner, host, port, ssl_context=_ssl_context(config), reuse_port=reuse_port or None, backlog=1024
     )
     await site.start()
+    debug_runner = None
+    if ROLE.primary and config.http.debug.addr:
+        debug_runner = web.AppRunner(debug_app(config, app[HEALTH_KEY]), access_log=None, handle_signals=False)
+        await debug_runner.setup()
+        debug_host, debug_port = config.http.debug.host_port
+        await web.TCPSite(debug_runner, debug_host, debug_port).start()
+        log.info("debug server listening on %s", config.http.debug.addr)
     log.info("registry %s listening on %s", __version__, config.http.addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -203,6 +228,8 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     try:
         await stop.wait()
     finally:
+        if debug_runner is not None:
+            await debug_runner.cleanup()
         await runner.cleanup()
 
 

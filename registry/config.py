@@ -24,7 +24,7 @@ ENV_PREFIX = "REGISTRY_"
 #: keys of the ``storage:`` block that are options, not driver names
 STORAGE_OPTION_KEYS = ("delete", "redirect", "maintenance", "cache", "tag")
 #: top-level sections distribution knows that we accept and ignore (with a warning)
-IGNORED_SECTIONS = ("notifications", "redis", "proxy", "health", "reporting", "middleware", "loglevel")
+IGNORED_SECTIONS = ("redis", "proxy", "reporting", "middleware", "loglevel")
 
 
 class ConfigError(ValueError):
@@ -112,6 +112,8 @@ class LogConfig:
     level: str = "info"
     formatter: str = "text"
     accesslog_disabled: bool = False
+    #: ``log.fields``: added to every log line
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, raw: Any) -> "LogConfig":
@@ -124,7 +126,13 @@ class LogConfig:
         if formatter not in ("text", "json", "logstash"):
             raise ConfigError(f"log.formatter: expected text, json or logstash, got {formatter!r}")
         access = section(raw.get("accesslog"), "log.accesslog")
-        return cls(level, formatter, _bool(access.get("disabled", False), "log.accesslog.disabled"))
+        _warn_unknown(access, ("disabled",), "log.accesslog")
+        fields = section(raw.get("fields"), "log.fields")
+        for key, value in fields.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ConfigError(f"log.fields.{key}: expected a plain value, got {value!r}")
+        return cls(level, formatter, _bool(access.get("disabled", False), "log.accesslog.disabled"),
+                   {str(k): v for k, v in fields.items()})
 
 
 @dataclasses.dataclass
@@ -148,6 +156,8 @@ class HTTPConfig:
     #: worker processes sharing the port (SO_REUSEPORT); ours, not distribution's
     workers: int = 1
     secret_generated: bool = False
+    #: ``http.debug``: the debug server (metrics, /debug/health)
+    debug: Any = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -213,7 +223,14 @@ class HTTPConfig:
             tls=tls,
             workers=_int(raw.get("workers", 1), "http.workers", minimum=1),
             secret_generated=generated,
+            debug=_debug_config(raw.get("debug")),
         )
+
+
+def _debug_config(raw: Any) -> Any:
+    from .observe.config import DebugConfig
+
+    return DebugConfig.from_raw(raw)
 
 
 @dataclasses.dataclass
@@ -324,6 +341,21 @@ class Config:
     auth: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the raw ``tokenserver:`` block (our built-in token server), typed by :mod:`registry.auth`
     tokenserver: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``health:`` (registry.observe.config.HealthConfig) and ``notifications:``
+    #: (registry.events.config.NotificationsConfig), typed by their packages
+    health: Any = None
+    notifications: Any = None
+
+    def __post_init__(self) -> None:
+        from .events.config import NotificationsConfig
+        from .observe.config import DebugConfig, HealthConfig
+
+        if self.health is None:
+            self.health = HealthConfig()
+        if self.notifications is None:
+            self.notifications = NotificationsConfig()
+        if self.http.debug is None:
+            self.http.debug = DebugConfig()
 
     @classmethod
     def from_dict(cls, raw: Any) -> "Config":
@@ -331,7 +363,8 @@ class Config:
             raw = {}
         if not isinstance(raw, Mapping):
             raise ConfigError("the configuration must be a YAML mapping")
-        known = ("version", "log", "http", "storage", "auth", "compatibility", "validation", "tokenserver")
+        known = ("version", "log", "http", "storage", "auth", "compatibility", "validation", "tokenserver",
+                 "health", "notifications")
         for name in raw:
             if name in IGNORED_SECTIONS:
                 log.warning("config: section %s is not supported and is ignored", name)
@@ -347,10 +380,24 @@ class Config:
             validation=ValidationConfig.from_raw(raw.get("validation")),
             auth=section(raw.get("auth"), "auth"),
             tokenserver=section(raw.get("tokenserver"), "tokenserver"),
+            health=_health_config(raw.get("health")),
+            notifications=_notifications_config(raw.get("notifications")),
         )
         if len(config.auth) > 1:
             raise ConfigError(f"auth: more than one auth scheme configured: {', '.join(sorted(config.auth))}")
         return config
+
+
+def _health_config(raw: Any) -> Any:
+    from .observe.config import HealthConfig
+
+    return HealthConfig.from_raw(raw)
+
+
+def _notifications_config(raw: Any) -> Any:
+    from .events.config import NotificationsConfig
+
+    return NotificationsConfig.from_raw(raw)
 
 
 # --------------------------------------------------------------------------- loading

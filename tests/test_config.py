@@ -66,8 +66,10 @@ def test_distribution_file_loads_unchanged(tmp_path: Path, caplog: pytest.LogCap
     assert config.http.secret == "asecretforlocaldevelopment"
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
     assert config.log.level == "debug"
-    # unsupported sections are named in a warning, not an error
-    assert any("health" in r.getMessage() for r in caplog.records)
+    # health is honoured now (registry/observe): the storage driver check with its threshold
+    [check] = config.health.checks
+    assert (check.kind, check.interval, check.threshold) == ("storagedriver", 10.0, 3)
+    assert not any("health" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_key_is_a_warning_naming_the_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,7 @@ does); ``/debug/health`` (debug server) and ``/readyz`` (API port) list the fail
 
 The storage driver check asks the driver contract: ``list("/")`` (distribution stats the root)
 and, unless ``write: false`` or the registry is read-only, writes and deletes a small file under
-``_health/`` -- a disk that is full or read-only fails it.
+``_health/`` (registry/store/paths.py) -- a disk that is full or read-only fails it.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from aiohttp import web
 from drivers.base import PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
+from ..store import paths
 from .config import CheckConfig
 from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
 CheckFn = Callable[[], Awaitable[None]]
-HEALTH_DIR = "/docker/registry/v2/_health"
 
 
 class Check:
@@ -136,7 +136,7 @@ def build_checks(configs: list[CheckConfig], driver: StorageDriver, *, driver_na
 
 
 def storage_check(driver: StorageDriver, write: bool) -> CheckFn:
-    probe = f"{HEALTH_DIR}/probe-{os.getpid()}-{os.urandom(4).hex()}"
+    probe = paths.health_probe(f"probe-{os.getpid()}-{os.urandom(4).hex()}")
 
     async def check() -> None:
         try:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from drivers.base import PathNotFound, StorageDriver
 
@@ -26,6 +27,9 @@ from .referrers import ReferrerStore
 from .tags import TagStore
 from .uploads import UploadSession, UploadStore
 
+if TYPE_CHECKING:
+    from ..events.notifier import Notifier
+
 __all__ = ["BlobInfo", "Store", "StoredManifest", "UploadSession"]
 
 #: seconds between two checks of a repository for manifests another registry stored
@@ -33,13 +37,17 @@ RECONCILE_INTERVAL = 30.0
 
 
 class Store:
-    def __init__(self, driver: StorageDriver, *, secret: str) -> None:
+    def __init__(self, driver: StorageDriver, *, secret: str, events: "Notifier | None" = None) -> None:
+        from ..events.notifier import Notifier
+
         self.driver = driver
-        self.blobs = BlobStore(driver)
-        self.uploads = UploadStore(driver, self.blobs, secret)
+        #: told when an operation completes (push, pull, mount, delete): events and their metrics
+        self.events = events if events is not None else Notifier()
+        self.blobs = BlobStore(driver, self.events)
+        self.uploads = UploadStore(driver, self.blobs, secret, self.events)
         self.tags = TagStore(driver)
         self.referrers = ReferrerStore(driver)
-        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers)
+        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events)
         self.catalog = Catalog(driver)
         self._reconciled: dict[str, float] = {}
 

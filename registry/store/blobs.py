@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 
+from typing import TYPE_CHECKING
+
 from drivers.base import InvalidOffset, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from . import paths
+
+if TYPE_CHECKING:
+    from ..events.notifier import Notifier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +30,13 @@ def blob_unknown(d: Digest) -> RegistryError:
 
 
 class BlobStore:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, events: "Notifier | None" = None) -> None:
         self.driver = driver
+        if events is None:
+            from ..events.notifier import Notifier
+
+            events = Notifier()
+        self.events = events
 
     # --- global content ----------------------------------------------------------------------
     async def stat_data(self, d: Digest) -> BlobInfo | None:
@@ -76,6 +86,13 @@ class BlobStore:
             raise blob_unknown(d)
         return BlobInfo(d, info.size, info.path)
 
+    async def open(self, repo: str, d: Digest) -> BlobInfo:
+        """The blob of ``repo`` a client is about to read (a pull): :meth:`stat`, then the event."""
+        info = await self.stat(repo, d)
+        if self.events.active:
+            await self.events.blob_pulled(repo, str(d), info.size)
+        return info
+
     async def mount(self, repo: str, d: Digest, source_repo: str) -> BlobInfo | None:
         """Link ``d`` into ``repo`` when ``source_repo`` has it; None otherwise."""
         try:
@@ -83,6 +100,8 @@ class BlobStore:
         except RegistryError:
             return None
         await self.link(repo, d)
+        if self.events.active:
+            await self.events.blob_mounted(repo, str(d), info.size, source_repo)
         return info
 
     async def unlink(self, repo: str, d: Digest) -> None:
@@ -91,6 +110,8 @@ class BlobStore:
             await self.driver.delete(paths.layer_link(repo, d))
         except PathNotFound:
             raise blob_unknown(d) from None
+        if self.events.active:
+            await self.events.blob_deleted(repo, str(d))
 
     # --- reading -----------------------------------------------------------------------------------
     async def redirect_url(self, info: BlobInfo, method: str = "GET") -> str | None:

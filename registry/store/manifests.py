@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from drivers.base import PathNotFound, StorageDriver
 
@@ -35,11 +36,14 @@ class StoredManifest:
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagStore, referrers: ReferrerStore) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagStore, referrers: ReferrerStore,
+                 events: Any = None) -> None:
         self.driver = driver
         self.blobs = blobs
         self.tags = tags
         self.referrers = referrers
+        #: told of each completed push, pull and delete (registry.events.notifier.Notifier)
+        self.events = events if events is not None else blobs.events
 
     async def exists(self, repo: str, d: Digest) -> bool:
         try:
@@ -56,6 +60,13 @@ class ManifestStore:
         return d
 
     async def get(self, repo: str, ref: str | Digest) -> StoredManifest:
+        """The manifest a client pulls (the pull event is emitted here)."""
+        stored = await self._get(repo, ref)
+        if self.events.active:
+            await self.events.manifest_pulled(repo, stored, None if isinstance(ref, Digest) else ref)
+        return stored
+
+    async def _get(self, repo: str, ref: str | Digest) -> StoredManifest:
         d = await self.resolve(repo, ref)
         try:
             body = await self.blobs.get_small(d)
@@ -111,6 +122,8 @@ class ManifestStore:
         await asyncio.gather(*second)
         if retag:
             await self.tags.record(repo, tag, d)
+        if self.events.active:
+            await self.events.manifest_pushed(repo, manifest, tag)
         return d
 
     async def _check_references(self, repo: str, manifest: mf.Manifest) -> None:
@@ -146,8 +159,10 @@ class ManifestStore:
         """By tag: untag only. By digest: its tags, then the manifest. Returns the tags removed."""
         if not isinstance(ref, Digest):
             await self.tags.untag(repo, ref)
+            if self.events.active:
+                await self.events.tag_deleted(repo, ref)
             return [ref]
-        stored = await self.get(repo, ref)
+        stored = await self._get(repo, ref)
         removed = await self.tags.untag_digest(repo, ref)
         try:
             await self.driver.delete(paths.revision_link(repo, ref))
@@ -161,4 +176,8 @@ class ManifestStore:
         subject = try_digest(parsed.subject.digest) if parsed.subject else None
         if subject is not None:
             await self.referrers.remove(repo, subject, ref)
+        if self.events.active:  # as distribution: the manifest, then each tag that pointed at it
+            await self.events.manifest_deleted(repo, str(ref))
+            for tag in removed:
+                await self.events.tag_deleted(repo, tag)
         return removed

@@ -144,6 +144,31 @@ def referrer_from_entry(path: str) -> Digest | None:
     return try_digest(leaf.replace("-", ":", 1))
 
 
+# --- notifications outbox and health probes (ours; outside repositories/, ignored by the reference) ---
+
+EVENTS_ROOT = f"{ROOT}/_events"
+HEALTH_ROOT = f"{ROOT}/_health"
+
+
+def events_queue_dir(endpoint_key: str) -> str:
+    """An endpoint's durable outbox: one file per batch of events, names sorted by time."""
+    return f"{EVENTS_ROOT}/{endpoint_key}/queue"
+
+
+def events_segment(endpoint_key: str, segment: str) -> str:
+    return f"{EVENTS_ROOT}/{endpoint_key}/queue/{segment}"
+
+
+def events_lease(endpoint_key: str) -> str:
+    """Which instance delivers this endpoint's events now (owner and expiry)."""
+    return f"{EVENTS_ROOT}/{endpoint_key}/lease"
+
+
+def health_probe(name: str) -> str:
+    """A file the storage health check writes and deletes."""
+    return f"{HEALTH_ROOT}/{name}"
+
+
 def leaf(path: str) -> str:
     """The last component of a driver path."""
     return path.rsplit("/", 1)[-1]

@@ -26,6 +26,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from drivers import digest as digests
 from drivers.base import FileWriter, PathNotFound, StorageDriver
@@ -61,9 +62,11 @@ def _now_rfc3339() -> str:
 
 
 class UploadStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, secret: str) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, secret: str, events: Any = None) -> None:
         self.driver = driver
         self.blobs = blobs
+        #: told of each completed push (registry.events.notifier.Notifier)
+        self.events = events if events is not None else blobs.events
         self._key = secret.encode()
         #: one request at a time per upload in this process (two PATCHes racing on one session
         #: would both start at the same offset); entries live while someone holds or waits
@@ -185,7 +188,10 @@ class UploadStore:
         """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order.
         ``start`` (a Content-Range on the PUT) must equal the current size, as for :meth:`append`."""
         async with self._exclusive(s):
-            return await self._commit(s, expected, chunks, start)
+            info = await self._commit(s, expected, chunks, start)
+        if self.events.active:
+            await self.events.blob_pushed(s.repo, str(info.digest), info.size)
+        return info
 
     async def _commit(
         self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None, start: int | None
@@ -209,7 +215,7 @@ class UploadStore:
             await w.close()
             self._check_start(start, 0)
             try:
-                info = await self.put_whole(s.repo, expected, chunks)
+                info = await self._put_whole(s.repo, expected, chunks)
             except RegistryError as exc:
                 if exc.code is ErrorCode.DIGEST_INVALID:
                     await self._discard(s)
@@ -243,6 +249,12 @@ class UploadStore:
         """A blob in one request (``POST ?digest=`` with a body): no session files, the data
         streams into a fresh upload file while it is hashed. When the blob is already stored,
         the body is only hashed (nothing written) and the repository link added."""
+        info = await self._put_whole(repo, expected, chunks)
+        if self.events.active:
+            await self.events.blob_pushed(repo, str(info.digest), info.size)
+        return info
+
+    async def _put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch]) -> BlobInfo:
         existing = await self.blobs.stat_data(expected)
         if existing is not None:
             hasher = digests.ResumableHash(expected.algorithm)
