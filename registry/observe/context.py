@@ -19,6 +19,8 @@ from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("registry.request_id", str)
+#: ``time.perf_counter()`` when the observe middleware saw the request (the access hook's clock)
+STARTED_KEY: web.RequestKey[float] = web.RequestKey("registry.started", float)
 #: the request being handled by the current task (None outside requests)
 CURRENT: ContextVar[web.Request | None] = ContextVar("registry_request", default=None)
 

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp.abc import AbstractAccessLogger
 
-from .context import CURRENT, REQUEST_ID_KEY
+from .context import CURRENT, REQUEST_ID_KEY, STARTED_KEY
 from .metrics import METRICS
 
 FORMATTERS = ("text", "json", "logstash")
@@ -100,6 +100,7 @@ class JSONFormatter(logging.Formatter):
         entry[self.level_key] = _LEVELS.get(record.levelname, record.levelname.lower())
         entry[self.message_key] = record.getMessage()
         entry["logger"] = record.name
+        entry["pid"] = record.process
         request_id = getattr(record, "request_id", None)
         if request_id:
             entry["http.request.id"] = request_id
@@ -193,9 +194,10 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
 
         def log(self, request: Any, response: Any, duration: float) -> None:
             try:
-                sent = response.body_length
-                if not sent and request.method != "HEAD":
-                    sent = response.content_length or 0  # a sendfile body is not counted by the writer
+                started = request.get(STARTED_KEY)
+                if started is not None:  # aiohttp's loop clock has millisecond steps on uvloop
+                    duration = time.perf_counter() - started
+                sent = _body_bytes(request, response)
                 if metrics:
                     route = route_of(request)
                     method = request.method if request.method in _METHODS else "other"
@@ -234,6 +236,15 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                              response.status, sent, agent, duration, extra=extra)
 
     return AccessLog
+
+
+def _body_bytes(request: Any, response: Any) -> int:
+    """Bytes of body sent: the announced length (a sendfile body bypasses aiohttp's byte count),
+    else what the writer counted (headers included) for a chunked body."""
+    if request.method == "HEAD" or response.status in (204, 304) or response.status < 200:
+        return 0
+    length = response.content_length
+    return length if length is not None else response.body_length
 
 
 _ACCOUNT_KEY: Any = None

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ def observe_middleware(*, metrics_on: bool) -> Any:
     current = context.CURRENT
     in_flight = METRICS.http_in_flight
     uploads = METRICS.uploads_in_progress
+    started = context.STARTED_KEY
+    clock = time.perf_counter
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -54,6 +57,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
         token = current.set(request)
         upload = False
         if metrics_on:
+            request[started] = clock()
             in_flight.inc()
             upload = request.method in ("PATCH", "PUT", "POST") and request.body_exists \
                 and "/blobs/uploads/" in request.path

@@ -2,7 +2,8 @@
 
 ``MeteredDriver(inner)`` is itself a :class:`~drivers.base.StorageDriver`: the store cannot tell
 it from the backend. Each call records ``registry_storage_action_seconds{driver,action}``, and
-``registry_storage_errors_total{driver,action,error}`` when it raises; bytes moved through
+``registry_storage_errors_total{driver,action,error}`` when it raises (PathNotFound is an
+answer, not an error); bytes moved through
 readers and writers are counted in ``registry_storage_bytes_total``. With tracing on, each call
 is a span (a child of the request's span). Attributes the store probes with ``getattr``
 (``commits_atomically``...) are the backend's.
@@ -14,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.base import FileInfo, FileWriter, StorageDriver
+from drivers.base import FileInfo, FileWriter, PathNotFound, StorageDriver
 
 from . import tracing
 from .metrics import METRICS
@@ -43,7 +44,8 @@ class _Call:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         METRICS.storage_seconds.observe((self.driver, self.action), _perf() - self.start)
-        if exc_type is not None and not issubclass(exc_type, GeneratorExit):
+        if exc_type is not None and not issubclass(exc_type, (PathNotFound, GeneratorExit)):
+            # a missing path is an answer (the store asks "does it exist?" that way), not a failure
             METRICS.storage_errors.inc((self.driver, self.action, exc_type.__name__))
         if self.span is not None:
             self.span.__exit__(exc_type, exc, tb)

@@ -1,0 +1,262 @@
+"""Metrics, health, logs and traces of a real registry process, seen from outside.
+
+- skopeo (a real client) pushes and pulls; ``/metrics`` on ``http.debug.addr``, parsed with
+  prometheus-client's parser, moves by exactly what was pushed and pulled;
+- with ``http.workers: 2`` one scrape counts the requests both workers served;
+- the storage fails (the root made immutable with ``chattr``): ``/debug/health``, ``/readyz`` and
+  every API request go 503 and come back when it is writable again; ``/livez`` stays 200;
+- every log line is JSON with ``log.fields``, every line a request causes carries its id (also
+  in ``X-Request-Id``), no upload ``_state`` appears in any line;
+- ``OTEL_TRACES_EXPORTER=console``: a server span per request, child spans per driver call, the
+  caller's ``traceparent`` honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fixtures_registry import make_image, push_image, sha256
+from observe_support import debug_section, scrape, start_server, total, wait_for
+
+MANIFEST_ROUTE = "/v2/{name}/manifests/{reference}"
+
+
+def skopeo_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "skopeo-home"
+    home.mkdir()
+    (home / "auth.json").write_text("{}")
+    (home / "registries.conf").write_text("unqualified-search-registries = []\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(HOME=str(home), REGISTRY_AUTH_FILE=str(home / "auth.json"), TMPDIR=str(home),
+               CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"), XDG_RUNTIME_DIR=str(home))
+    return env
+
+
+def skopeo(env: dict[str, str], *args: str) -> None:
+    proc = subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def write_oci_layout(path: Path, image, tag: str) -> None:  # type: ignore[no-untyped-def]
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    for digest, data in {**image.blobs, image.digest: image.manifest}.items():
+        (blobs / digest.split(":", 1)[1]).write_bytes(data)
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+
+
+def test_metrics_follow_skopeo_push_and_pull(tmp_path: Path, skopeo_binary: str) -> None:
+    server = start_server(tmp_path, http=debug_section())
+    try:
+        env = skopeo_env(tmp_path)
+        image = make_image(label="metrics", n_layers=3)
+        write_oci_layout(tmp_path / "src", image, "v1")
+        blob_bytes = sum(len(b) for b in image.blobs.values())
+        before = scrape(server)
+        ref = f"docker://127.0.0.1:{server.port}/observe/metrics:v1"
+        skopeo(env, "copy", "--dest-tls-verify=false", "--preserve-digests", f"oci:{tmp_path / 'src'}:v1", ref)
+        pushed = scrape(server)
+
+        def moved(name: str, a: dict, b: dict, **labels: str) -> float:
+            return total(b, name, **labels) - total(a, name, **labels)
+
+        assert moved("registry_pushes_total", before, pushed, kind="manifest", media_type=image.media_type) == 1
+        assert moved("registry_pushes_total", before, pushed, kind="blob") == len(image.blobs)
+        assert moved("registry_http_requests_total", before, pushed, route=MANIFEST_ROUTE, method="PUT",
+                     code="201") == 1
+        assert moved("registry_http_request_bytes_total", before, pushed) >= blob_bytes + len(image.manifest)
+        assert moved("registry_storage_action_seconds_count", before, pushed, driver="filesystem",
+                     action="put_content") > 0
+        assert moved("registry_storage_bytes_total", before, pushed, direction="write") >= blob_bytes
+        assert total(pushed, "registry_uploads_in_progress") == 0
+        assert total(pushed, "registry_pulls_total") == total(before, "registry_pulls_total")
+        # histogram counts equal request counts, route by route
+        assert total(pushed, "registry_http_request_duration_seconds_count", route=MANIFEST_ROUTE, method="PUT") \
+            == total(pushed, "registry_http_requests_total", route=MANIFEST_ROUTE, method="PUT")
+
+        skopeo(env, "copy", "--src-tls-verify=false", ref, f"oci:{tmp_path / 'back'}:v1")
+        pulled = scrape(server)
+        assert moved("registry_pulls_total", pushed, pulled, kind="manifest", media_type=image.media_type) == 1
+        assert moved("registry_pulls_total", pushed, pulled, kind="blob") == len(image.blobs)
+        assert moved("registry_http_response_bytes_total", pushed, pulled) >= blob_bytes + len(image.manifest)
+        assert moved("registry_pushes_total", pushed, pulled) == 0
+        assert moved("registry_storage_errors_total", before, pulled) == 0
+        # OpenMetrics on request, from prometheus-client's encoder
+        req = urllib.request.Request(server.debug_url + "/metrics",
+                                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert resp.read().rstrip().endswith(b"# EOF")
+    finally:
+        server.stop()
+
+
+def test_one_scrape_sees_every_worker(tmp_path: Path) -> None:
+    server = start_server(tmp_path, http=debug_section(workers=2), log={"accesslog": {"disabled": False}})
+    try:
+        n = 60
+        for _ in range(n):  # one connection each: SO_REUSEPORT spreads connections over the workers
+            assert server.client.request("GET", "/v2/").status == 200
+        pids = {json.loads(line).get("pid") for line in server.log_lines()
+                if json.loads(line).get("http.request.uri") == "/v2/"}
+        assert len(pids) == 2, f"both workers should have served: {pids}"
+        samples = scrape(server)
+        assert total(samples, "registry_http_requests_total", route="/v2/", method="GET", code="200") >= n
+        # exactly the requests made (the readiness wait made a few more), summed over both workers
+        served = sum(1 for line in server.log_lines() if json.loads(line).get("http.request.uri") == "/v2/")
+        assert total(samples, "registry_http_requests_total", route="/v2/", method="GET", code="200") == served
+    finally:
+        server.stop()
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    return subprocess.run(["chattr", "-R", flag, str(path)], capture_output=True).returncode == 0
+
+
+def _status(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_storage_failure_turns_api_503_and_recovery_back(tmp_path: Path) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is needed to make the storage unwritable as root")
+    root = tmp_path / "root"
+    out_of_rotation = tmp_path / "maintenance"
+    server = start_server(tmp_path, root=root, http=debug_section(),
+                          health={"storagedriver": {"enabled": True, "interval": "300ms", "threshold": 2},
+                                  "file": [{"file": str(out_of_rotation), "interval": "200ms"}]})
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        image = make_image(label="health")
+        push_image(server.client, "observe/health", image, "v1")
+        assert _status(server.debug_url + "/debug/health") == (200, b"{}")
+        if not _chattr("+i", root):
+            pytest.skip("this filesystem or user cannot set the immutable attribute")
+        try:
+            status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
+                _status(server.debug_url + "/debug/health")), what="/debug/health to fail")
+            assert "storagedriver_filesystem" in json.loads(body)
+            api = server.client.get_manifest("observe/health", "v1")
+            assert api.status == 503 and api.error_codes() == ["UNAVAILABLE"], api
+            assert server.client.request("GET", "/v2/").status == 503
+            assert _status(base + "/readyz")[0] == 503
+            assert _status(base + "/livez")[0] == 200
+            assert total(scrape(server), "registry_health_check_up", check="storagedriver_filesystem") == 0
+        finally:
+            _chattr("-i", root)
+        wait_for(lambda: _status(server.debug_url + "/debug/health")[0] == 200, what="recovery")
+        assert server.client.get_manifest("observe/health", "v1").status == 200
+        assert _status(base + "/readyz")[0] == 200
+        # distribution's file check: a file takes the registry out of rotation
+        out_of_rotation.write_text("maintenance")
+        wait_for(lambda: server.client.request("GET", "/v2/").status == 503, what="file check")
+        out_of_rotation.unlink()
+        wait_for(lambda: server.client.request("GET", "/v2/").status == 200, what="file check recovery")
+    finally:
+        _chattr("-i", root)
+        server.stop()
+
+
+def test_every_log_line_is_json_with_fields_and_request_ids(tmp_path: Path) -> None:
+    server = start_server(tmp_path, log={"level": "info", "formatter": "json", "fields": {"service": "registry",
+                                                                                           "env": "test"}})
+    try:
+        client = server.client
+        image = make_image(label="logs")
+        push_image(client, "observe/logs", image, "v1")
+        # a chunked upload committed with a sha512 digest: the registry logs (in the request) that it
+        # re-reads the data; that line must carry the request's id
+        data = b"log me" * 1000
+        start = client.request("POST", "/v2/observe/logs/blobs/uploads/")
+        state = start.location_path().split("_state=", 1)[1]
+        patch = client.request("PATCH", start.location_path(), body=data,
+                               headers={"Content-Type": "application/octet-stream"})
+        import hashlib
+
+        put = client.request("PUT", patch.location_path(), query={"digest": "sha512:" + hashlib.sha512(data).hexdigest()})
+        assert put.status == 201, put
+        request_id = put.header("X-Request-Id")
+        assert request_id
+        given = client.request("GET", "/v2/", headers={"X-Request-Id": "proxy-assigned-id-123"})
+        assert given.header("X-Request-Id") == "proxy-assigned-id-123"
+        bad = client.request("GET", "/v2/", headers={"X-Request-Id": "bad id\twith spaces"})
+        assert bad.header("X-Request-Id") != "bad id\twith spaces"
+    finally:
+        server.stop()
+    lines = server.log_lines()
+    entries = [json.loads(line) for line in lines]  # every line parses
+    assert all(e["service"] == "registry" and e["env"] == "test" for e in entries)
+    assert all({"time", "level", "msg"} <= set(e) for e in entries)
+    rehash = [e for e in entries if "re-reading" in e["msg"]]
+    assert rehash and rehash[0]["http.request.id"] == request_id
+    access = [e for e in entries if e.get("logger") == "registry.access"]
+    assert {e["http.request.id"] for e in access if e["http.request.method"] == "PUT"} >= {request_id}
+    assert any(e["http.request.id"] == "proxy-assigned-id-123" for e in access)
+    assert all(e["http.response.status"] and "http.response.duration" in e for e in access)
+    assert not any(state in line for line in lines), "an upload _state value reached the log"
+    assert any("_state=REDACTED" in e["http.request.uri"] for e in access)
+
+
+def test_logstash_and_text_formats(tmp_path: Path) -> None:
+    for formatter in ("logstash", "text"):
+        server = start_server(tmp_path / formatter, log={"formatter": formatter, "fields": {"service": "reg"}})
+        try:
+            rid = server.client.request("GET", "/v2/").header("X-Request-Id")
+        finally:
+            server.stop()
+        lines = server.log_lines()
+        if formatter == "logstash":
+            entries = [json.loads(line) for line in lines]
+            assert all(e["@version"] == "1" and "@timestamp" in e and "message" in e and e["service"] == "reg"
+                       for e in entries)
+            assert any(e.get("http.request.id") == rid for e in entries)
+        else:
+            assert all("service=reg" in line.split("\n")[0] for line in lines)
+            assert any(f"request_id={rid}" in line and "GET /v2/" in line for line in lines)
+
+
+def test_traces_for_requests_and_driver_calls(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    server = start_server(tmp_path, env={"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "registry-test",
+                                         "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    try:
+        image = make_image(label="traces")
+        push_image(server.client, "observe/traces", image, "v1")
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        got = server.client.request(
+            "GET", "/v2/observe/traces/manifests/v1",
+            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+                     "Accept": image.media_type})
+        assert got.status == 200
+    finally:
+        server.stop()  # SIGTERM: the batch processor flushes
+    spans = []
+    for line in server.log_lines():
+        if line.startswith("{") and '"trace_id"' in line:
+            spans.append(json.loads(line))
+    mine = [s for s in spans if s["context"]["trace_id"] == "0x" + trace_id]
+    [request_span] = [s for s in mine if s["kind"] == "SpanKind.SERVER"]
+    assert request_span["name"] == f"GET {MANIFEST_ROUTE}"
+    assert request_span["attributes"]["http.response.status_code"] == 200
+    assert request_span["parent_id"] == "0x00f067aa0ba902b7"
+    assert request_span["resource"]["attributes"]["service.name"] == "registry-test"
+    children = [s for s in mine if s["parent_id"] == request_span["context"]["span_id"]]
+    assert {s["name"] for s in children} >= {"storage.get_content"}
+    assert all(s["attributes"]["registry.storage.driver"] == "filesystem" for s in children)
+    assert sha256(image.manifest) == image.digest
