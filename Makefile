@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 TOOLS  := .tools
 AZURITE_VERSION := 3.35.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := docker-registry skopeo umoci podman
+APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs
 PYTEST_ARGS ?=
 
 .PHONY: run test deps test-deps apt-deps node-deps bench clean
@@ -24,7 +24,7 @@ $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[fast,s3,gcs,azure,test]'
+	$(PIP) install -q -e '.[fast,s3,gcs,azure,otel,test]'
 	touch $@
 
 deps: $(VENV)/.runtime
@@ -33,7 +33,7 @@ run: deps
 	$(PY) -m registry serve $(CONFIG)
 
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
-# and Node.js for azurite. Installed only when missing.
+# e2fsprogs (chattr: the storage-failure health test), and Node.js for azurite. Installed only when missing.
 apt-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

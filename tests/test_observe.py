@@ -260,3 +260,29 @@ def test_traces_for_requests_and_driver_calls(tmp_path: Path) -> None:
     assert {s["name"] for s in children} >= {"storage.get_content"}
     assert all(s["attributes"]["registry.storage.driver"] == "filesystem" for s in children)
     assert sha256(image.manifest) == image.digest
+
+
+def test_auth_failures_by_reason(tmp_path: Path) -> None:
+    import base64
+
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("alice:" + bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    server = start_server(tmp_path, http=debug_section(),
+                          auth={"htpasswd": {"realm": "test", "path": str(htpasswd)}})
+    try:
+        def get(password: str | None) -> int:
+            headers = {}
+            if password is not None:
+                headers["Authorization"] = "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+            return server.client.request("GET", "/v2/", headers=headers).status
+
+        before = scrape(server)
+        assert [get(None), get("wrong"), get("wrong"), get("right")] == [401, 401, 401, 200]
+        after = scrape(server)
+        for reason, count in (("missing", 1), ("invalid_credentials", 2)):
+            assert total(after, "registry_auth_failures_total", reason=reason) \
+                - total(before, "registry_auth_failures_total", reason=reason) == count
+    finally:
+        server.stop()

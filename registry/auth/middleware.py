@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ..access import ACCESS_KEY, ALLOW_ALL
 from ..errors import ErrorCode, RegistryError
+from ..observe.metrics import METRICS
 from ..reference import is_valid_name
 from .bearer import InvalidToken, TokenVerifier
 from .config import HtpasswdConfig, TokenConfig
@@ -76,6 +77,11 @@ def needed_access(request: web.Request, prefix: str = "/") -> tuple[list[Scope],
     return [Scope("repository", name, actions)], optional
 
 
+def _failed(reason: str) -> None:
+    """Count a refused authentication (``registry_auth_failures_total{reason}``)."""
+    METRICS.auth_failures.inc((reason,))
+
+
 def _detail(scopes: Sequence[Scope]) -> list[dict[str, str]]:
     """The UNAUTHORIZED detail, shaped like distribution's: one entry per needed action."""
     scopes = [s for s in scopes if s is not INVALID_NAME]
@@ -106,16 +112,20 @@ class BasicAuth:
     async def authorize(self, request: web.Request, needed: list[Scope], optional: list[Scope]) -> None:
         header = request.headers.get("Authorization", "")
         if not header:
+            _failed("missing")
             raise self.challenge(needed)
         creds = parse_basic(header) if len(header) <= MAX_AUTHORIZATION else None
         if creds is None:
+            _failed("malformed")
             raise self.challenge(needed, "invalid credentials")
         address = request.remote or "?"
         wait = await self.limiter.retry_after(creds[0], address)
         if wait > 0:
+            _failed("rate_limited")
             raise RegistryError(ErrorCode.TOOMANYREQUESTS, "too many failed logins; try again later",
                                 headers={"Retry-After": str(int(wait) + 1)})
         if not await self.users.verify(*creds):
+            _failed("invalid_credentials")
             await self.limiter.failed(creds[0], address)
             log.info("failed login for account %r from %s", creds[0], address)
             raise self.challenge(needed, "invalid credentials")
@@ -162,16 +172,20 @@ class BearerAuth:
         scheme, _, token = header.strip().partition(" ")
         if not header or scheme.lower() != "bearer":
             # no credentials, or Basic credentials sent to a token-only registry
+            _failed("missing")
             raise self.challenge(request, needed + optional)
         token = token.strip()
         if len(header) > MAX_AUTHORIZATION:
+            _failed("malformed")
             raise self.challenge(request, needed, "invalid_token")
         try:
             grants = await self.verifier.verify(token)
         except InvalidToken as exc:
+            _failed("invalid_token")
             log.info("bearer token refused for %s %s: %s", request.method, request.path, exc)
             raise self.challenge(request, needed, "invalid_token") from None
         if not grants.allows_all(needed):
+            _failed("insufficient_scope")
             raise self.challenge(request, needed + optional, "insufficient_scope",
                                  status=insufficient_scope_status(grants, self.config.insufficientscopestatus))
         request[ACCOUNT_KEY] = grants.subject
