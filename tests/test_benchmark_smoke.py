@@ -54,3 +54,19 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert result["machine"]["nproc"] >= 1
     assert "2.8" in result["reference"]
     assert set(result["goals"]["ours_push_peak_rss_mib"]) == {"8MiB", "16MiB"}
+
+
+def test_observability_benchmark_reports_on_and_off(tmp_path: Path) -> None:
+    """``benchmarks.observability`` runs end to end (no timing asserted): both variants measured."""
+    out = tmp_path / "obs.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.observability", "--size", "8MiB", "--reps", "1", "--duration", "0.2",
+         "--tags", "10", "--scrape-interval", "0.1", "--json", str(out), "--workdir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["figures"]) == {"manifest_get_tag", "push_8MiB"}
+    for entry in result["figures"].values():
+        assert entry["off"] > 0 and entry["on"] > 0 and entry["ratio"] > 0, entry
+    assert result["params"]["scrapes"] > 0

@@ -1,0 +1,190 @@
+"""``python -m benchmarks.observability``: what metrics and JSON logs cost, on vs off, in one run.
+
+Starts two of our registries on fresh directories of the same disk, the same config except:
+
+- ``off``: the benchmark's usual config (no debug server, ``log.formatter: text``);
+- ``on``:  Prometheus metrics on ``http.debug.addr`` (scraped every ``--scrape-interval`` seconds
+  while measuring, as Prometheus would), ``log.formatter: json`` with ``log.fields``.
+
+Both keep the access log off by default (it is its own switch, ``log.accesslog.disabled``, and
+costs the same line in either format); ``--access-log`` turns it on for both, so the pair then
+compares text access lines without metrics against JSON access lines with metrics. The runs
+alternate between the two on every repetition (medians reported); figures: manifest GET by tag at
+``--concurrency`` clients and a push (POST + PUT) of ``--size``. The goal: ``on`` within 3% of
+``off`` (ratio >= 0.97), and the server CPU per request or per MB, which load from other
+processes skews least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .compare import Payload, Runner, Target, machine, parse_size, size_label, timed_transfer
+from .servers import Server, free_port, registry_config
+
+GOAL = 0.97
+
+
+def observed_config(root: Path, port: int, debug_port: int | None, access_log: bool) -> dict[str, Any]:
+    config = registry_config(root, port, reference=False)
+    config["log"]["accesslog"] = {"disabled": not access_log}
+    if debug_port is not None:
+        config["http"]["debug"] = {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}
+        config["log"].update(formatter="json", fields={"service": "registry", "environment": "bench"})
+    return config
+
+
+class Scraper:
+    """Scrapes ``/metrics`` every ``interval`` seconds while a figure runs (as Prometheus would)."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        self.url = url
+        self.interval = interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:
+                    resp.read()
+                self.scrapes += 1
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Scraper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.observability", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="256MiB", help="push size (default 256MiB)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per variant (default 5; medians)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per manifest GET repetition")
+    parser.add_argument("--tags", type=int, default=200, help="tags the GETs cycle through (default 200)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--access-log", action="store_true", help="access log on in both variants")
+    parser.add_argument("--scrape-interval", type=float, default=5.0)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the JSON result here")
+    args = parser.parse_args(argv)
+    args.size = parse_size(args.size)
+    # what compare.Target and compare.Runner read
+    args.sizes, args.chunk_size, args.py_spy, args.only = [args.size], 8 << 20, None, {"push", "small"}
+    args.verbose = False
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    parent = Path(tempfile.mkdtemp(prefix="registry-obs-bench-", dir=args.workdir))
+    payload = Payload(args.size)
+    servers: list[Server] = []
+    debug_port = free_port()
+    try:
+        for name, dport in (("off", None), ("on", debug_port)):
+            root = parent / name / "data"
+            root.mkdir(parents=True)
+            port = free_port()
+            config_path = parent / name / "config.yml"
+            config_path.write_text(yaml.safe_dump(observed_config(root, port, dport, args.access_log)))
+            server = Server(name, [sys.executable, "-m", "registry", "serve", str(config_path)], root, port,
+                            parent / name / "server.log")
+            server.start()
+            servers.append(server)
+        targets = [Target(s, args, payload) for s in servers]
+        for target in targets:
+            target.prepare_small()
+        runner = Runner(targets, args)
+        load_before = os.getloadavg()
+        scraper = Scraper(f"http://127.0.0.1:{debug_port}/metrics", args.scrape_interval)
+        with scraper:
+            print("manifest GET by tag", file=sys.stderr)
+            runner.figure("manifest_get_tag", lambda t: None, lambda t, _s: lambda: t.small("manifest_get_tag"))
+
+            def prepare(target: Target) -> tuple[str, int, str]:
+                os.sync()
+                view, digest = payload.fresh(args.size)
+                target.push_view = view  # type: ignore[attr-defined]
+                return "bench/push", args.size, digest
+
+            def run(target: Target, state: tuple[str, int, str]) -> Any:
+                repo, size, digest = state
+                return timed_transfer(size, lambda: target.push_monolithic(repo, target.push_view, digest))  # type: ignore[attr-defined]
+
+            def after(target: Target, state: tuple[str, int, str]) -> None:
+                target.check_blob(state[0], state[2], state[1])
+                target.forget_blob(state[2])
+
+            print(f"push {size_label(args.size)}", file=sys.stderr)
+            runner.figure(f"push_{size_label(args.size)}", prepare, run, after)
+        load_after = os.getloadavg()
+        log_lines = sum(1 for _ in open(servers[1].log_path, errors="replace"))
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
+    figures: dict[str, Any] = {}
+    for key, unit in (("manifest_get_tag", "req/s"), (f"push_{size_label(args.size)}", "MB/s")):
+        entry: dict[str, Any] = {"unit": unit}
+        for name in ("off", "on"):
+            samples = runner.samples.get(key, {}).get(name, [])
+            if not samples:
+                entry[f"{name}_error"] = runner.errors.get(name, {}).get(key, "not measured")
+                continue
+            entry[name] = round(statistics.median(s.value for s in samples), 1)
+            entry[f"{name}_samples"] = [round(s.value, 1) for s in samples]
+            entry[f"{name}_cpu_ms_per_unit"] = round(
+                statistics.median(1000 * s.server_cpu / max(s.value * s.wall, 1e-9) for s in samples), 4)
+        if "on" in entry and "off" in entry:
+            entry["ratio"] = round(entry["on"] / entry["off"], 3)
+            entry["cpu_cost_pct"] = round(100 * (entry["on_cpu_ms_per_unit"] / entry["off_cpu_ms_per_unit"] - 1), 1)
+            entry["met"] = entry["ratio"] >= GOAL
+        figures[key] = entry
+    result = {
+        "machine": machine(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "params": {"size": size_label(args.size), "reps": args.reps, "duration_s": args.duration,
+                   "concurrency": args.concurrency, "access_log": args.access_log, "tags": args.tags,
+                   "scrape_interval_s": args.scrape_interval, "scrapes": scraper.scrapes,
+                   "on_log_lines": log_lines},
+        "figures": figures,
+    }
+    print(f"{'figure':26} {'unit':6} {'off':>10} {'on':>10} {'ratio':>6} {'goal':>6}  CPU/unit off -> on (cost)")
+    for key, e in figures.items():
+        if "ratio" not in e:
+            print(f"{key:26} failed: {e}")
+            continue
+        print(f"{key:26} {e['unit']:6} {e['off']:>10,.1f} {e['on']:>10,.1f} {e['ratio']:>6.3f} "
+              f"{'ok' if e['met'] else 'MISS':>6}  {e['off_cpu_ms_per_unit']:.4g} -> {e['on_cpu_ms_per_unit']:.4g} ms "
+              f"({e['cpu_cost_pct']:+.1f}%)")
+    print(f"load average before {result['load_average_before']}, after {result['load_average_after']}")
+    line = json.dumps(result, separators=(",", ":"))
+    if args.json:
+        args.json.write_text(line + "\n")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
