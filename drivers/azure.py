@@ -33,10 +33,6 @@ class AzureDriver(ObjectStoreDriver):
     """Azure Blob Storage: staged-block writes, server-side moves, SAS redirects."""
 
     name = "azure"
-    known_params = frozenset(
-        {"accountname", "accountkey", "container", "realm", "serviceurl", "rootdirectory",
-         "chunksize", "uploadmemorybudget", "redirectexpiry", "maxconcurrency"}
-    )  # fmt: skip
     secret_params = frozenset({"accountkey"})
 
     def __init__(
@@ -89,7 +85,8 @@ class AzureDriver(ObjectStoreDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "AzureDriver":
-        p = Params(cls.name, params, cls.secret_params)
+        p = cls.params(params)
+        p.unimplemented("maxconcurrency")
         account = p.str("accountname", required=True) or ""
         key = p.str("accountkey", required=True) or ""
         try:

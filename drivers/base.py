@@ -174,14 +174,26 @@ class StorageDriver(abc.ABC):
 
     #: the backend's name as written in the ``storage:`` config block
     name: str = "driver"
-    #: the keys :meth:`from_params` understands; the factory warns about any other key
-    known_params: ClassVar[frozenset[str]] = frozenset()
+    #: parameters whose values never appear in messages (and, for cloud drivers, in SDK logs)
+    secret_params: ClassVar[frozenset[str]] = frozenset()
+    #: the reader of this driver's block: :class:`drivers.params.Params` when None, or a subclass
+    params_class: ClassVar[Any] = None
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "StorageDriver":
+    def params(cls, raw: Any) -> Any:
+        """The reader (:class:`drivers.params.Params`) of this driver's block ``raw``; ``raw``
+        itself when the factory already made one (it then warns about keys nobody read)."""
+        from .params import Params
+
+        return (cls.params_class or Params).of(cls.name, raw, cls.secret_params)
+
+    @classmethod
+    def from_params(cls, params: Any) -> "StorageDriver":
         """Build the driver from its ``storage: <name>:`` block (distribution's keys).
 
-        Raises :class:`DriverConfigError` for a bad value; ignores unknown keys."""
+        Read every key through ``p = cls.params(params)``, so that a key no read declared is
+        warned about. Raises :class:`DriverConfigError` for a bad value."""
+        cls.params(params)
         return cls()
 
     def check(self, path: str) -> str:

@@ -106,6 +106,8 @@ def _install_record_filter() -> None:
 class ObjectStoreDriver(FsspecDriver):
     """The generic driver with streaming resumable writers and secret-free errors."""
 
+    params_class = Params
+
     #: bytes per multipart part (the ``chunksize`` key)
     part_size: int = 10 << 20
     #: a writer's data is invisible until ``commit`` publishes it whole (and ``cancel`` leaves

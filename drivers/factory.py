@@ -2,7 +2,7 @@
 
 Backends are imported lazily, so a registry on local disk never imports a cloud SDK. To add
 a backend, add its ``"name": "module:Class"`` line to :data:`DRIVERS`; the class declares
-``known_params`` and implements ``from_params``.
+``from_params``, reading its keys through ``cls.params(raw)`` (:class:`drivers.params.Params`).
 """
 
 from __future__ import annotations
@@ -44,17 +44,18 @@ def driver_class(name: str) -> type[StorageDriver]:
     return getattr(module, class_name)
 
 
-def create_driver(name: str, params: Mapping[str, Any] | None = None) -> StorageDriver:
-    """Build the driver ``name`` from its config block; unknown keys are logged, not fatal."""
+def create_driver(name: str, params: Mapping[str, Any] | None = None, *, check_keys: bool = True) -> StorageDriver:
+    """Build the driver ``name`` from its config block. Keys no driver read are warned about
+    (with a "did you mean"), not fatal; ``check_keys=False`` skips that (already done once)."""
     cls = driver_class(name)
-    if params is None:
-        params = {}
-    if not isinstance(params, Mapping):
+    if params is not None and not isinstance(params, Mapping):
         raise DriverConfigError(f"storage.{name}: expected a mapping of parameters, got {params!r}")
-    for key in sorted(set(params) - cls.known_params, key=str):
-        log.warning("storage.%s: ignoring unknown parameter %r", name, key)
+    p = cls.params(params)
     try:
-        return cls.from_params(params)
+        driver = cls.from_params(p)
+        if check_keys:
+            p.finish()
+        return driver
     except DriverConfigError:
         raise
     except (TypeError, ValueError) as exc:

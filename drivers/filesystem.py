@@ -185,7 +185,6 @@ class _LocalFileWriter(FileObjectWriter):
 
 class FilesystemDriver(FsspecDriver):
     name = "filesystem"
-    known_params = frozenset({"rootdirectory", "maxthreads"})
     real_directories = True
 
     def __init__(self, rootdirectory: str = DEFAULT_ROOT, maxthreads: int = 100) -> None:
@@ -197,7 +196,7 @@ class FilesystemDriver(FsspecDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "FilesystemDriver":
-        p = Params(cls.name, params)
+        p = cls.params(params)
         root = p.path("rootdirectory", DEFAULT_ROOT) or DEFAULT_ROOT
         root = os.path.abspath(root)  # relative to the working directory, like ./data
         _ensure_root(root)

@@ -36,11 +36,7 @@ class GCSDriver(ObjectStoreDriver):
     """GCS through gcsfs, with resumable-session writes, server-side moves and signed URLs."""
 
     name = "gcs"
-    known_params = frozenset(
-        {"bucket", "keyfile", "credentials", "rootdirectory", "chunksize", "endpoint", "anonymous",
-         "uploadmemorybudget", "redirectexpiry", "useragent", "maxconcurrency"}
-    )  # fmt: skip
-    secret_params = frozenset()
+    secret_params = frozenset({"credentials"})
 
     def __init__(
         self,
@@ -90,7 +86,9 @@ class GCSDriver(ObjectStoreDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "GCSDriver":
-        p = Params(cls.name, params, frozenset({"credentials"}))
+        p = cls.params(params)
+        p.unimplemented("useragent")
+        p.unimplemented("maxconcurrency")
         account = _service_account(p)
         return cls(
             bucket=_bucket(p),

@@ -31,7 +31,6 @@ class _MemoryFileWriter(FileObjectWriter):
 
 class InMemoryDriver(FsspecDriver):
     name = "inmemory"
-    known_params = frozenset({"rootdirectory"})
     file_writer = _MemoryFileWriter
 
     def __init__(self, rootdirectory: str | None = None) -> None:
@@ -39,7 +38,7 @@ class InMemoryDriver(FsspecDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "InMemoryDriver":
-        root = Params(cls.name, params).path("rootdirectory")
+        root = cls.params(params).path("rootdirectory")
         if root is not None and not is_valid_path(root):
             raise DriverConfigError(f"storage.inmemory.rootdirectory: must look like /name, got {root!r}")
         return cls(root)

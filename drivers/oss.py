@@ -24,18 +24,13 @@ class OSSDriver(S3Driver):
     """OSS over the S3 protocol; all behaviour is the s3 driver's."""
 
     name = "oss"
-    known_params = frozenset(
-        {"accesskeyid", "accesskeysecret", "region", "endpoint", "internal", "bucket", "secure",
-         "chunksize", "rootdirectory", "encrypt", "encryptionkeyid", "uploadmemorybudget",
-         "redirectexpiry"}
-    )  # fmt: skip
     secret_params = frozenset({"accesskeysecret"})
     checksums = "when_required"
     default_addressing = "virtual"
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "OSSDriver":
-        p = Params(cls.name, params, cls.secret_params)
+        p = cls.params(params)
         region = p.str("region", required=True) or ""
         secure = p.bool("secure", True)
         endpoint = p.str("endpoint") or f"{region}{'-internal' if p.bool('internal', False) else ''}.aliyuncs.com"

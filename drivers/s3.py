@@ -80,17 +80,6 @@ class S3Driver(ObjectStoreDriver):
     """S3 through s3fs, with native multipart writes, server-side moves and presigned URLs."""
 
     name = "s3"
-    known_params = frozenset(
-        {
-            "accesskey", "secretkey", "sessiontoken", "region", "regionendpoint", "bucket",
-            "rootdirectory", "forcepathstyle", "secure", "skipverify", "chunksize",
-            "multipartcopythresholdsize", "multipartcopychunksize", "multipartcopymaxconcurrency",
-            "storageclass", "encrypt", "keyid", "uploadmemorybudget", "redirectexpiry",
-            # distribution keys accepted and ignored: the SDK handles them by itself
-            "v4auth", "loglevel", "objectacl", "useragent", "usedualstack", "accelerate",
-            "maxrequestspersecond", "maxretries",
-        }
-    )  # fmt: skip
     secret_params = frozenset({"secretkey", "sessiontoken"})
     #: botocore's request checksums: "when_supported" on AWS, "when_required" on S3 look-alikes
     checksums = "when_supported"
@@ -178,7 +167,10 @@ class S3Driver(ObjectStoreDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "S3Driver":
-        p = Params(cls.name, params, cls.secret_params)
+        p = cls.params(params)
+        for unsupported in ("v4auth", "loglevel", "objectacl", "useragent", "usedualstack", "accelerate",
+                            "maxrequestspersecond", "maxretries"):
+            p.unimplemented(unsupported)
         key, secret = p.str("accesskey"), p.str("secretkey")
         if bool(key) != bool(secret):
             raise DriverConfigError("storage.s3: accesskey and secretkey must be given together")
@@ -425,5 +417,5 @@ def _empty(data: Any) -> bool:
 def _bucket(p: Params, key: str) -> str:
     value = p.str(key, required=True) or ""
     if "/" in value or not value.strip():
-        raise DriverConfigError(f"storage.{p._driver}.{key}: not a bucket name: {value!r}")
+        raise DriverConfigError(f"{p.where(key)}: not a bucket name: {value!r}")
     return value

@@ -117,4 +117,7 @@ def open_driver(config: Config) -> StorageDriver:
     """The storage driver named by the config's ``storage:`` block."""
     from drivers.factory import create_driver
 
-    return create_driver(config.storage.driver, config.storage.params)
+    driver = create_driver(config.storage.driver, config.storage.params,
+                           check_keys=not config.storage.params_checked)
+    config.storage.params_checked = True  # warn about its keys once per process
+    return driver

@@ -305,11 +305,12 @@ def test_auth_config_distribution_shape():
     ({"token": {"realm": "r", "issuer": "i"}}, "auth.token.service is required"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "signingalgorithms": ["none"]}}, "unsupported signing"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "signingalgorithms": "RS256"}}, "must be a non-empty"),
-    ({"token": {"realm": "r", "service": "s", "issuer": "i", "autoredirect": "yes"}}, "expected true or false"),
+    ({"token": {"realm": "r", "service": "s", "issuer": "i", "autoredirect": "sometimes"}}, "expected true or false"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "insufficientscopestatus": 500}}, "auto, 401 or 403"),
     ({"token": {"realm": "r", "service": "s", "issuer": "i", "insufficientscopestatus": "sometimes"}}, "integer"),
     ({"token": {"service": "s", "issuer": "i"}}, "auth.token.realm is required"),
-    ("x", "expected a mapping"),
+    ("x", "auth.x: unsupported auth scheme"),  # distribution's string form names the scheme
+    (5, "expected a mapping"),
 ])
 def test_auth_config_errors(raw, message):
     with pytest.raises(ConfigError, match=message):

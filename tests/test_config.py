@@ -106,12 +106,18 @@ def test_env_overrides_take_yaml_values(tmp_path: Path) -> None:
     assert config.validation.manifests_maxsize == 8 * 1024 * 1024
 
 
-def test_env_switches_storage_driver(tmp_path: Path) -> None:
+def test_env_switches_storage_driver(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     env = {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": "images", "REGISTRY_STORAGE_S3_REGION": "eu-west-1"}
-    config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env)
+    with caplog.at_level(logging.WARNING):
+        config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env)
     assert config.storage.driver == "s3"
     assert config.storage.params == {"bucket": "images", "region": "eu-west-1"}
-    assert config.storage.delete_enabled is True  # options survive the switch
+    # as in distribution, REGISTRY_STORAGE replaces the whole section: the file's options are gone, aloud
+    assert config.storage.delete_enabled is False
+    assert any("storage.delete" in r.getMessage() and "REGISTRY_STORAGE" in r.getMessage() for r in caplog.records)
+    # ...and variables after it (sorted order) fill it again
+    env["REGISTRY_STORAGE_DELETE_ENABLED"] = "true"
+    assert load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env).storage.delete_enabled is True
 
 
 def test_other_env_vars_are_ignored() -> None:
@@ -133,7 +139,6 @@ def test_other_env_vars_are_ignored() -> None:
         ("storage:\n  maintenance:\n    uploadpurging: {age: soon}\n  inmemory: {}\n", {}, "uploadpurging.age"),
         ("version: 0.1\n", {"REGISTRY_HTTP_ADDR": "[oops"}, "REGISTRY_HTTP_ADDR"),
         ("version: 0.1\n", {"REGISTRY_HTTP_WORKERS": "zero"}, "http.workers"),
-        ("http:\n  addr: 1\n", {"REGISTRY_HTTP_ADDR_PORT": "5"}, "REGISTRY_HTTP_ADDR_PORT"),
         ("auth:\n  htpasswd: {}\n  token: {}\n", {}, "more than one auth"),
         ("version: [\n", {}, "not valid YAML"),
     ],
@@ -162,3 +167,156 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ConfigError):
         parse_duration(text, "k")
+
+
+# --------------------------------------------------------------------------- one rule for every key
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("storage:\n  inmemory: {}\n  delete:\n    enabeld: true\n",
+         "unknown key storage.delete.enabeld ignored (did you mean storage.delete.enabled?)"),
+        ("storage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      intreval: 1h\n",
+         "storage.maintenance.uploadpurging.intreval ignored (did you mean storage.maintenance.uploadpurging.interval?)"),
+        ("storage:\n  inmemory: {}\nhttp:\n  relativeurl: true\n",
+         "http.relativeurl ignored (did you mean http.relativeurls?)"),
+        ("storage:\n  inmemory: {}\nlogg:\n  level: info\n", "unknown key logg ignored (did you mean log?)"),
+        ("storage:\n  inmemory: {}\nlog:\n  accesslog:\n    disable: true\n",
+         "log.accesslog.disable ignored (did you mean log.accesslog.disabled?)"),
+        ("storage:\n  inmemory: {}\nvalidation:\n  manifests:\n    urls:\n      alow: [x]\n",
+         "validation.manifests.urls.alow ignored (did you mean validation.manifests.urls.allow?)"),
+        ("storage:\n  inmemory: {}\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n    pth: /q\n",
+         "auth.htpasswd.pth ignored (did you mean auth.htpasswd.path?)"),
+        ("storage:\n  inmemory: {}\ntokenserver:\n  issuer: i\n  service: s\n  users: u\n  key: k\n"
+         "  ratelimit:\n    failure: 3\n",
+         "tokenserver.ratelimit.failure ignored (did you mean tokenserver.ratelimit.failures?)"),
+        ("storage:\n  inmemory: {}\ntokenserver:\n  issuer: i\n  service: s\n  users: u\n  key: k\n"
+         "  rules:\n    - account: a\n      name: x\n      action: [pull]\n      actions: [pull]\n",
+         "tokenserver.rules[0].action ignored (did you mean tokenserver.rules[0].actions?)"),
+        ("storage:\n  inmemory: {}\nhttp:\n  Addr: 127.0.0.1:5000\n", "http.Addr ignored (did you mean http.addr?)"),
+    ],
+)
+def test_a_typo_is_warned_at_every_depth(tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str,
+                                         expected: str) -> None:
+    with caplog.at_level(logging.WARNING):
+        config = load_config(write(tmp_path, "version: 0.1\n" + text), environ={})
+    assert expected in warnings_of(caplog)
+    assert expected in " ".join(config.warnings)
+
+
+def test_a_driver_key_typo_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from registry.app import open_driver
+
+    config = load_config(write(tmp_path, f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}\n"
+                                         "    rootdirectroy: /x\n"), environ={})
+    with caplog.at_level(logging.WARNING):
+        open_driver(config)
+        open_driver(config)  # warned once per process, not at every open
+    expected = "storage.filesystem.rootdirectroy ignored (did you mean storage.filesystem.rootdirectory?)"
+    assert warnings_of(caplog).count(expected) == 1
+
+
+def test_an_env_typo_names_its_variable(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_config(write(tmp_path, "version: 0.1\nstorage:\n  inmemory: {}\n"),
+                    environ={"REGISTRY_STORAGE_DELETE_ENABLD": "true"})
+    assert ("storage.delete.enabld ignored (did you mean storage.delete.enabled?) "
+            "(from REGISTRY_STORAGE_DELETE_ENABLD)") in warnings_of(caplog)
+
+
+def test_known_but_unimplemented_keys_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = ("version: 0.1\nstorage:\n  inmemory: {}\n  cache:\n    blobdescriptor: inmemory\n"
+            "reporting:\n  bugsnag:\n    apikey: k\nmiddleware:\n  storage:\n    - name: cloudfront\n")
+    with caplog.at_level(logging.WARNING):
+        load_config(write(tmp_path, text), environ={})
+    found = warnings_of(caplog)
+    for key in ("storage.cache.blobdescriptor", "reporting", "middleware"):
+        assert f"{key} is not supported by this registry and is ignored" in found
+    assert "unknown key" not in found
+
+
+@pytest.mark.parametrize("text", ["version: 0.2\n", "version: 1\n", "version: abc\n"])
+def test_unsupported_version_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="unsupported configuration version"):
+        load_config(write(tmp_path, text + "storage: inmemory\n"), environ={})
+
+
+def test_string_forms_of_storage_and_auth(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "version: 0.1\nstorage: inmemory\n"), environ={})
+    assert config.storage.driver == "inmemory" and config.storage.params == {}
+
+
+# --------------------------------------------------------------------------- environment, as distribution's parser
+
+
+def test_env_string_section_filled_by_deeper_variables(tmp_path: Path) -> None:
+    """The basic-auth recipe of distribution's deploying guide."""
+    env = {"REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+           "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd"}
+    config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env)
+    assert config.auth == {"htpasswd": {"realm": "Registry Realm", "path": "/auth/htpasswd"}}
+
+
+def test_env_string_section_replaces_the_files(tmp_path: Path) -> None:
+    text = DISTRIBUTION_STYLE + "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n"
+    config = load_config(write(tmp_path, text), environ={"REGISTRY_AUTH": "htpasswd",
+                                                         "REGISTRY_AUTH_HTPASSWD_PATH": "/p"})
+    assert config.auth == {"htpasswd": {"path": "/p"}}
+
+
+def test_env_list_indexes(tmp_path: Path) -> None:
+    text = "version: 0.1\nstorage: inmemory\nvalidation:\n  manifests:\n    urls:\n      allow: ['^https://a/']\n"
+    env = {
+        "REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW_0": "^https://b/",  # replaces element 0
+        "REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW_1": "^https://c/",  # appends
+        "REGISTRY_VALIDATION_MANIFESTS_URLS_DENY_0": "^http://",  # creates the list
+    }
+    config = load_config(write(tmp_path, text), environ=env)
+    assert config.validation.urls_allow == ["^https://b/", "^https://c/"]
+    assert config.validation.urls_deny == ["^http://"]
+
+
+def test_env_list_index_of_a_list_of_sections(tmp_path: Path) -> None:
+    env = {"REGISTRY_TOKENSERVER_ISSUER": "i", "REGISTRY_TOKENSERVER_SERVICE": "s", "REGISTRY_TOKENSERVER_USERS": "u",
+           "REGISTRY_TOKENSERVER_KEY": "k", "REGISTRY_TOKENSERVER_RULES_0_ACCOUNT": "alice",
+           "REGISTRY_TOKENSERVER_RULES_0_NAME": "alice/*", "REGISTRY_TOKENSERVER_RULES_0_ACTIONS": "[pull]"}
+    config = load_config(write(tmp_path, "version: 0.1\nstorage: inmemory\n"), environ=env)
+    assert config.tokenserver["rules"] == [{"account": "alice", "name": "alice/*", "actions": ["pull"]}]
+
+
+def test_env_list_index_past_the_end_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW_2: undefined index 2"):
+        load_config(write(tmp_path, "version: 0.1\nstorage: inmemory\n"),
+                    environ={"REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW_2": "x"})
+
+
+def test_env_configuration_path_is_not_a_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "version: 0.1\nstorage: inmemory\n")
+    with caplog.at_level(logging.WARNING):
+        load_config(path, environ={"REGISTRY_CONFIGURATION_PATH": str(path)})
+    assert "configuration" not in warnings_of(caplog)
+
+
+def test_env_variables_apply_in_sorted_order(tmp_path: Path) -> None:
+    # REGISTRY_STORAGE sorts before REGISTRY_STORAGE_INMEMORY..., whatever order the mapping has
+    env = {"REGISTRY_STORAGE_S3_BUCKET": "b", "REGISTRY_STORAGE_S3_REGION": "r", "REGISTRY_STORAGE": "s3"}
+    config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env)
+    assert config.storage.driver == "s3" and config.storage.params == {"bucket": "b", "region": "r"}
+
+
+def test_env_string_values_stay_strings(tmp_path: Path) -> None:
+    env = {"REGISTRY_HTTP_SECRET": "0123", "REGISTRY_HTTP_HOST": "yes"}
+    config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ=env)
+    assert config.http.secret == "0123" and config.http.host == "yes"
+
+
+def test_env_below_a_plain_value_is_warned_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ={"REGISTRY_HTTP_ADDR_PORT": "5"})
+    assert config.http.addr == ":5000"
+    assert "REGISTRY_HTTP_ADDR_PORT" in warnings_of(caplog)

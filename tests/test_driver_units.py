@@ -73,9 +73,10 @@ def test_factory_rejects_bad_config(name: str, params: object, message: str) -> 
 
 
 def test_factory_warns_about_unknown_keys(tmp_path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="drivers.factory"):
-        create_driver("filesystem", {"rootdirectory": str(tmp_path), "colour": "blue"})
-    assert "'colour'" in caplog.text and "storage.filesystem" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="registry.config"):
+        create_driver("filesystem", {"rootdirectory": str(tmp_path), "colour": "blue", "maxthread": 4})
+    assert "unknown key storage.filesystem.colour ignored" in caplog.text
+    assert "unknown key storage.filesystem.maxthread ignored (did you mean storage.filesystem.maxthreads?)" in caplog.text
 
 
 async def test_filesystem_local_path_and_in_place_upload(tmp_path) -> None:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, Section, load_config
 from . import acl, keys
 from .config import TokenServerConfig
 from .htpasswd import HtpasswdError, set_user
@@ -85,7 +85,7 @@ def _fail(message: str) -> int:
 
 def _server_config(path: str) -> TokenServerConfig:
     config = load_config(path)
-    server = TokenServerConfig.from_dict(config.tokenserver)
+    server = TokenServerConfig.from_section(Section(config.tokenserver, "tokenserver"))  # keys checked at load
     if server is None:
         raise ConfigError(f"{path} has no tokenserver: block")
     return server

@@ -11,55 +11,36 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import ipaddress
-import logging
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, parse_duration, section
+from ..config import ConfigError, Section
 from .keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
 from .scope import KNOWN_ACTIONS
-
-log = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMES = ("htpasswd", "token")
 DEFAULT_ALGORITHMS = ASYMMETRIC_ALGORITHMS
 DEFAULT_AUTOREDIRECT_PATH = "/auth/token"
 
 
-def _string(raw: Mapping[str, Any], name: str, key: str, required: bool = False, default: str = "") -> str:
-    value = raw.get(name)
+def _string(s: Section, name: str, required: bool = False, default: str = "") -> str:
+    value = s.raw(name)
     if value is None or value == "":
         if required:
-            raise ConfigError(f"{key}.{name} is required")
+            raise ConfigError(f"{s.where(name)} is required")
         return default
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"{key}.{name}: expected a string, got {value!r}")
+        raise s.bad(name, "a string", value)
     return str(value)
 
 
-def _boolean(raw: Mapping[str, Any], name: str, key: str, default: bool = False) -> bool:
-    value = raw.get(name, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(f"{key}.{name}: expected true or false, got {value!r}")
-
-
-def _int(raw: Mapping[str, Any], name: str, key: str, default: int, minimum: int) -> int:
-    value = raw.get(name, default)
+def _int(s: Section, name: str, default: int, minimum: int) -> int:
+    value = s.raw(name, default)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}.{name}: expected an integer of at least {minimum}, got {value!r}")
+        raise s.bad(name, f"an integer of at least {minimum}", value)
     return value
-
-
-def _warn_unknown(raw: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
-    for name in raw:
-        if name not in known:
-            log.warning("config: unknown key %s.%s ignored", where, name)
 
 
 def _path(value: str, key: str) -> str:
@@ -105,54 +86,61 @@ class AuthConfig:
     @classmethod
     def from_dict(cls, raw: Any) -> "AuthConfig":
         """Type distribution's ``auth:`` block; ConfigError (a ValueError) names the bad key."""
-        raw = section(raw, "auth")
-        for name in raw:
-            if name not in SUPPORTED_SCHEMES:
-                raise ConfigError(f"auth.{name}: unsupported auth scheme (supported: htpasswd, token)")
-        if len(raw) > 1:
-            raise ConfigError(f"auth: more than one auth scheme configured: {', '.join(sorted(raw))}")
-        if "htpasswd" in raw:
-            h = section(raw["htpasswd"], "auth.htpasswd")
-            _warn_unknown(h, ("realm", "path"), "auth.htpasswd")
+        s = Section(_string_form(raw), "auth")
+        config = cls.from_section(s)
+        s.finish()
+        return config
+
+    @classmethod
+    def from_section(cls, s: Section) -> "AuthConfig":
+        for name in s.keys():
+            if name not in SUPPORTED_SCHEMES:  # a scheme we cannot check would let everyone in
+                raise ConfigError(f"{s.where(name)}: unsupported auth scheme (supported: htpasswd, token)")
+        if len(s.keys()) > 1:
+            raise ConfigError(f"auth: more than one auth scheme configured: {', '.join(sorted(s.keys()))}")
+        if "htpasswd" in s.keys():
+            h = s.section("htpasswd")
             return cls(htpasswd=HtpasswdConfig(
-                realm=_string(h, "realm", "auth.htpasswd", default="basic-realm"),
-                path=_string(h, "path", "auth.htpasswd", required=True),
+                realm=_string(h, "realm", default="basic-realm"),
+                path=_string(h, "path", required=True),
             ))
-        if "token" in raw:
-            return cls(token=_token_config(section(raw["token"], "auth.token")))
+        if "token" in s.keys():
+            return cls(token=_token_config(s.section("token")))
         return cls()
 
 
-def _token_config(t: dict[str, Any]) -> TokenConfig:
-    key = "auth.token"
-    _warn_unknown(t, ("realm", "service", "issuer", "rootcertbundle", "jwks", "signingalgorithms", "autoredirect",
-                      "autoredirectpath", "insufficientscopestatus"), key)
-    algs_raw = t.get("signingalgorithms")
+def _string_form(raw: Any) -> Any:
+    """distribution's ``auth: htpasswd`` (a bare scheme name) is ``auth: {htpasswd: {}}``."""
+    return {raw: {}} if isinstance(raw, str) and raw else raw
+
+
+def _token_config(t: Section) -> TokenConfig:
+    algs_raw = t.raw("signingalgorithms")
     algs: tuple[str, ...] = DEFAULT_ALGORITHMS
     if algs_raw is not None:
         if not isinstance(algs_raw, list) or not algs_raw or not all(isinstance(a, str) for a in algs_raw):
-            raise ConfigError(f"{key}.signingalgorithms must be a non-empty list of algorithm names")
+            raise ConfigError(f"{t.where('signingalgorithms')} must be a non-empty list of algorithm names")
         for a in algs_raw:
             if a not in ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS:
-                raise ConfigError(f"{key}.signingalgorithms: unsupported signing algorithm {a!r}")
+                raise ConfigError(f"{t.where('signingalgorithms')}: unsupported signing algorithm {a!r}")
         algs = tuple(dict.fromkeys(algs_raw))
-    raw_status = t.get("insufficientscopestatus", "auto")
+    raw_status = t.raw("insufficientscopestatus", "auto")
     status: int | None = None
     if not (isinstance(raw_status, str) and raw_status.strip().lower() == "auto"):
-        status = _int(t, "insufficientscopestatus", key, 0, 401)
+        status = _int(t, "insufficientscopestatus", 0, 401)
         if status not in (401, 403):
-            raise ConfigError(f"{key}.insufficientscopestatus: expected auto, 401 or 403, got {status}")
-    autoredirect = _boolean(t, "autoredirect", key)
+            raise ConfigError(f"{t.where('insufficientscopestatus')}: expected auto, 401 or 403, got {status}")
+    autoredirect = t.bool("autoredirect", False)
     return TokenConfig(
-        realm=_string(t, "realm", key, required=not autoredirect),
-        service=_string(t, "service", key, required=True),
-        issuer=_string(t, "issuer", key, required=True),
-        rootcertbundle=_string(t, "rootcertbundle", key),
-        jwks=_string(t, "jwks", key),
+        realm=_string(t, "realm", required=not autoredirect),
+        service=_string(t, "service", required=True),
+        issuer=_string(t, "issuer", required=True),
+        rootcertbundle=_string(t, "rootcertbundle"),
+        jwks=_string(t, "jwks"),
         signingalgorithms=algs,
         autoredirect=autoredirect,
-        autoredirectpath=_path(_string(t, "autoredirectpath", key, default=DEFAULT_AUTOREDIRECT_PATH),
-                               f"{key}.autoredirectpath"),
+        autoredirectpath=_path(_string(t, "autoredirectpath", default=DEFAULT_AUTOREDIRECT_PATH),
+                               t.where("autoredirectpath")),
         insufficientscopestatus=status,
     )
 
@@ -204,79 +192,76 @@ class TokenServerConfig:
     @classmethod
     def from_dict(cls, raw: Any) -> "TokenServerConfig | None":
         """Type the ``tokenserver:`` block; None when it is absent or ``enabled: false``."""
-        raw = section(raw, "tokenserver")
-        if not raw or not _boolean(raw, "enabled", "tokenserver", default=True):
+        s = Section(raw, "tokenserver")
+        config = cls.from_section(s)
+        s.finish()
+        return config
+
+    @classmethod
+    def from_section(cls, s: Section) -> "TokenServerConfig | None":
+        if not s.keys() or not s.bool("enabled", True):
+            if s.keys():
+                for name in s.keys():  # disabled: the rest of the block is deliberately not read
+                    s.raw(name)
             return None
-        key = "tokenserver"
-        _warn_unknown(raw, ("enabled", "issuer", "service", "users", "key", "certificate", "path", "jwkspath",
-                            "expiration", "refreshtokens", "ratelimit", "rules"), key)
-        services_raw = raw.get("service")
+        services_raw = s.raw("service")
         if isinstance(services_raw, str) and services_raw:
             services: tuple[str, ...] = (services_raw,)
-        elif isinstance(services_raw, list) and services_raw and all(isinstance(s, str) and s for s in services_raw):
+        elif isinstance(services_raw, list) and services_raw and all(isinstance(x, str) and x for x in services_raw):
             services = tuple(services_raw)
         else:
-            raise ConfigError(f"{key}.service is required: the service name (or a list of names) tokens are for")
-        expiration = parse_duration(raw.get("expiration", 300), f"{key}.expiration")
+            raise ConfigError("tokenserver.service is required: the service name (or a list of names) tokens are for")
+        expiration = s.duration("expiration", 300)
         if expiration < 60 or expiration > 24 * 3600:
-            raise ConfigError(f"{key}.expiration: must be between 60s and 24h")
-        refresh = section(raw.get("refreshtokens"), f"{key}.refreshtokens")
-        _warn_unknown(refresh, ("path", "expiration"), f"{key}.refreshtokens")
-        limit = section(raw.get("ratelimit"), f"{key}.ratelimit")
-        _warn_unknown(limit, ("failures", "window", "addressfailures", "accountfailures", "trustedproxies"),
-                      f"{key}.ratelimit")
-        proxies = limit.get("trustedproxies") or []
-        if not isinstance(proxies, list):
-            raise ConfigError(f"{key}.ratelimit.trustedproxies: expected a list of addresses or networks")
+            raise ConfigError("tokenserver.expiration: must be between 60s and 24h")
+        refresh = s.section("refreshtokens")
+        limit = s.section("ratelimit")
+        proxies = limit.strings("trustedproxies")
         for net in proxies:
             try:
-                ipaddress.ip_network(str(net), strict=False)
+                ipaddress.ip_network(net, strict=False)
             except ValueError:
-                raise ConfigError(f"{key}.ratelimit.trustedproxies: {net!r} is not an address or network") from None
-        failures = _int(limit, "failures", f"{key}.ratelimit", 5, 1)
-        rules_raw = raw.get("rules") or []
-        if not isinstance(rules_raw, list):
-            raise ConfigError(f"{key}.rules: expected a list of rules")
+                raise ConfigError(f"tokenserver.ratelimit.trustedproxies: {net!r} is not an address or network") from None
+        failures = _int(limit, "failures", 5, 1)
         return cls(
-            issuer=_string(raw, "issuer", key, required=True),
+            issuer=_string(s, "issuer", required=True),
             services=services,
-            users=_string(raw, "users", key, required=True),
-            key=_string(raw, "key", key, required=True),
-            certificate=_string(raw, "certificate", key),
-            path=_path(_string(raw, "path", key, default="/auth/token"), f"{key}.path"),
-            jwkspath=_path(_string(raw, "jwkspath", key, default="/.well-known/jwks.json"), f"{key}.jwkspath"),
+            users=_string(s, "users", required=True),
+            key=_string(s, "key", required=True),
+            certificate=_string(s, "certificate"),
+            path=_path(_string(s, "path", default="/auth/token"), "tokenserver.path"),
+            jwkspath=_path(_string(s, "jwkspath", default="/.well-known/jwks.json"), "tokenserver.jwkspath"),
             expiration=expiration,
-            refreshtokens_path=_string(refresh, "path", f"{key}.refreshtokens"),
-            refreshtokens_expiration=parse_duration(refresh.get("expiration", "2160h"),
-                                                    f"{key}.refreshtokens.expiration"),
+            refreshtokens_path=_string(refresh, "path"),
+            refreshtokens_expiration=refresh.duration("expiration", "2160h"),
             ratelimit_failures=failures,
-            ratelimit_addressfailures=_int(limit, "addressfailures", f"{key}.ratelimit", 4 * failures, failures),
-            ratelimit_accountfailures=_int(limit, "accountfailures", f"{key}.ratelimit", 10 * failures, failures),
-            ratelimit_window=parse_duration(limit.get("window", "1m"), f"{key}.ratelimit.window"),
-            trustedproxies=tuple(str(p) for p in proxies),
-            rules=tuple(_rule(r, f"{key}.rules[{i}]") for i, r in enumerate(rules_raw)),
+            ratelimit_addressfailures=_int(limit, "addressfailures", 4 * failures, failures),
+            ratelimit_accountfailures=_int(limit, "accountfailures", 10 * failures, failures),
+            ratelimit_window=limit.duration("window", "1m"),
+            trustedproxies=tuple(proxies),
+            rules=tuple(_rule(r) for r in s.sections("rules")),
         )
 
 
-def _rule(raw: Any, key: str) -> AclRule:
-    r = section(raw, key)
-    _warn_unknown(r, ("account", "anonymous", "type", "name", "actions", "comment"), key)
-    accounts_raw = r.get("account", [])
+def _rule(r: Section) -> AclRule:
+    key = r.name
+    accounts_raw = r.raw("account", [])
     if isinstance(accounts_raw, str):
         accounts_raw = [accounts_raw]
     if not isinstance(accounts_raw, list) or not all(isinstance(a, str) and _ACCOUNT_PATTERN_RE.match(a)
                                                      for a in accounts_raw):
         raise ConfigError(f"{key}.account: expected an account name, a glob like '*', or a list of them")
-    anonymous = _boolean(r, "anonymous", key)
+    anonymous = r.bool("anonymous", False)
     if not accounts_raw and not anonymous:
         raise ConfigError(f"{key}: a rule needs 'account' (a name or glob) or 'anonymous: true'")
-    rtype = _string(r, "type", key, default="repository")
+    r.raw("comment")  # free text for the operator
+    rtype = _string(r, "type", default="repository")
     if not re.match(r"^[a-z0-9]+$", rtype):
         raise ConfigError(f"{key}.type: expected a resource type like repository or registry, got {rtype!r}")
-    name = _string(r, "name", key, required=True)
+    name = _string(r, "name", required=True)
     if len(name) > 256 or any(c.isspace() for c in name):
         raise ConfigError(f"{key}.name: expected a repository glob like 'team/*' or '${{account}}/**'")
-    actions_raw = r.get("actions")
+    actions_raw = r.raw("actions")
     if isinstance(actions_raw, str):
         actions_raw = [a.strip() for a in actions_raw.split(",") if a.strip()]
     if not isinstance(actions_raw, list) or not all(isinstance(a, str) for a in actions_raw):
@@ -291,4 +276,6 @@ def _rule(raw: Any, key: str) -> AclRule:
 
 def load(raw_auth: Any, raw_tokenserver: Any) -> tuple[AuthConfig, TokenServerConfig | None]:
     """Both blocks, typed; the lead's config loader and :func:`registry.auth.setup_auth` call this."""
-    return AuthConfig.from_dict(raw_auth), TokenServerConfig.from_dict(raw_tokenserver)
+    # The keys were checked (and warned about) when the configuration was loaded: read quietly here.
+    return (AuthConfig.from_section(Section(_string_form(raw_auth), "auth")),
+            TokenServerConfig.from_section(Section(raw_tokenserver, "tokenserver")))

@@ -7,7 +7,7 @@ import hashlib
 import re
 from typing import Any
 
-from ..config import ConfigError, _bool, _int, _str, _warn_unknown, parse_duration, section
+from ..config import ConfigError, Section
 
 FORMATS = ("distribution", "distribution-v2", "cloudevents")
 ACTIONS = ("push", "pull", "mount", "delete")
@@ -56,78 +56,59 @@ class NotificationsConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "NotificationsConfig":
-        raw = section(raw, "notifications")
-        _warn_unknown(raw, ("events", "endpoints"), "notifications")
-        events = section(raw.get("events"), "notifications.events")
-        _warn_unknown(events, ("includereferences",), "notifications.events")
-        endpoints_raw = raw.get("endpoints") or []
-        if not isinstance(endpoints_raw, list):
-            raise ConfigError("notifications.endpoints: expected a list of endpoints")
-        endpoints = [_endpoint(item, i) for i, item in enumerate(endpoints_raw)]
+        s = Section(raw, "notifications")
+        out = cls.from_section(s)
+        s.finish()
+        return out
+
+    @classmethod
+    def from_section(cls, s: Section) -> "NotificationsConfig":
+        events = s.section("events")
+        endpoints = [_endpoint(item) for item in s.sections("endpoints")]
         keys = [e.key for e in endpoints]
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
             raise ConfigError(f"notifications.endpoints: two endpoints named {sorted(dup)[0]!r}")
-        return cls(_bool(events.get("includereferences", False), "notifications.events.includereferences"),
-                   endpoints)
+        return cls(events.bool("includereferences", False), endpoints)
 
 
-def _endpoint(raw: Any, i: int) -> EndpointConfig:
-    where = f"notifications.endpoints[{i}]"
-    item = section(raw, where)
-    _warn_unknown(item, ("name", "disabled", "url", "headers", "timeout", "threshold", "backoff",
-                         "ignoredmediatypes", "ignore", "format", "maxbackoff", "maxage", "maxevents",
-                         "maxbatch"), where)
-    name = _str(item.get("name") or "", f"{where}.name")
+def _endpoint(item: Section) -> EndpointConfig:
+    name = item.str("name", "")
     if not name:
-        raise ConfigError(f"{where}.name: required")
+        raise ConfigError(f"{item.where('name')}: required")
     where = f"notifications.endpoints[{name}]"
-    url = _str(item.get("url") or "", f"{where}.url")
+    url = item.str("url", "")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url: expected an http(s) URL, got {url!r}")
     headers: dict[str, list[str]] = {}
-    for hname, values in section(item.get("headers"), f"{where}.headers").items():
+    for hname, values in item.mapping("headers").items():
         if isinstance(values, str):
             values = [values]
         if not isinstance(values, list) or not all(isinstance(v, (str, int)) for v in values):
             raise ConfigError(f"{where}.headers.{hname}: expected a list of strings")
-        headers[str(hname)] = [str(v) for v in values]
-    ignore = section(item.get("ignore"), f"{where}.ignore")
-    _warn_unknown(ignore, ("mediatypes", "actions"), f"{where}.ignore")
-    mediatypes = _strings(item.get("ignoredmediatypes"), f"{where}.ignoredmediatypes") | _strings(
-        ignore.get("mediatypes"), f"{where}.ignore.mediatypes")
-    actions = _strings(ignore.get("actions"), f"{where}.ignore.actions")
+        headers[hname] = [str(v) for v in values]
+    ignore = item.section("ignore")
+    mediatypes = set(item.strings("ignoredmediatypes")) | set(ignore.strings("mediatypes"))
+    actions = set(ignore.strings("actions"))
     for action in actions:
         if action not in ACTIONS:
             raise ConfigError(f"{where}.ignore.actions: unknown action {action!r} (known: {', '.join(ACTIONS)})")
-    fmt = _str(item.get("format") or "distribution", f"{where}.format").lower()
+    fmt = item.str("format", "distribution").lower()
     if fmt not in FORMATS:
         raise ConfigError(f"{where}.format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
 
     def duration(key: str, default: float) -> float:
-        value = item.get(key)
-        seconds = parse_duration(value, f"{where}.{key}") if value not in (None, 0, "") else default
+        seconds = item.duration(key) or default
         return seconds if seconds > 0 else default
 
     def positive(key: str, default: int) -> int:
-        value = item.get(key)
-        return _int(value, f"{where}.{key}", minimum=1) if value not in (None, 0) else default
+        return item.int(key, 0, minimum=0) or default
 
     backoff = duration("backoff", 1.0)
     return EndpointConfig(
-        name=name, url=url, disabled=_bool(item.get("disabled", False), f"{where}.disabled"), headers=headers,
+        name=name, url=url, disabled=item.bool("disabled", False), headers=headers,
         timeout=duration("timeout", 1.0), threshold=positive("threshold", 10), backoff=backoff,
         ignored_mediatypes=frozenset(mediatypes), ignored_actions=frozenset(actions), format=fmt,
         maxbackoff=max(duration("maxbackoff", 300.0), backoff), maxage=duration("maxage", 24 * 3600.0),
         maxevents=positive("maxevents", 100_000), maxbatch=positive("maxbatch", 100),
     )
-
-
-def _strings(raw: Any, key: str) -> set[str]:
-    if raw is None:
-        return set()
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
-        raise ConfigError(f"{key}: expected a list of strings")
-    return set(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..config import ConfigError, _bool, _int, _str, _warn_unknown, parse_duration, section
+from ..config import ConfigError, Section
 
 DEFAULT_INTERVAL = 10.0
 
@@ -25,17 +25,21 @@ class DebugConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "DebugConfig":
-        raw = section(raw, "http.debug")
-        _warn_unknown(raw, ("addr", "prometheus"), "http.debug")
-        addr = _str(raw.get("addr", ""), "http.debug.addr") if raw.get("addr") is not None else ""
+        s = Section(raw, "http.debug")
+        out = cls.from_section(s)
+        s.finish()
+        return out
+
+    @classmethod
+    def from_section(cls, s: Section) -> "DebugConfig":
+        addr = s.str("addr", "")
         if addr:
             _, sep, port = addr.rpartition(":")
             if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ConfigError(f"http.debug.addr: expected host:port, got {addr!r}")
-        prom = section(raw.get("prometheus"), "http.debug.prometheus")
-        _warn_unknown(prom, ("enabled", "path"), "http.debug.prometheus")
-        enabled = _bool(prom.get("enabled", False), "http.debug.prometheus.enabled")
-        path = _str(prom.get("path") or "/metrics", "http.debug.prometheus.path")
+        prom = s.section("prometheus")
+        enabled = prom.bool("enabled", False)
+        path = prom.str("path", "/metrics")
         if not path.startswith("/"):
             raise ConfigError(f"http.debug.prometheus.path: must start with '/', got {path!r}")
         if enabled and not addr:
@@ -67,84 +71,66 @@ class HealthConfig:
 
     @classmethod
     def from_raw(cls, raw: Any) -> "HealthConfig":
-        raw = section(raw, "health")
-        _warn_unknown(raw, ("storagedriver", "file", "http", "tcp"), "health")
+        s = Section(raw, "health")
+        out = cls.from_section(s)
+        s.finish()
+        return out
+
+    @classmethod
+    def from_section(cls, s: Section) -> "HealthConfig":
         checks: list[CheckConfig] = []
-        sd = section(raw.get("storagedriver"), "health.storagedriver")
-        _warn_unknown(sd, ("enabled", "interval", "threshold", "write"), "health.storagedriver")
-        if _bool(sd.get("enabled", False), "health.storagedriver.enabled"):
+        sd = s.section("storagedriver")
+        if sd.bool("enabled", False):
             checks.append(CheckConfig(
                 "storagedriver", "storagedriver",
-                interval=_interval(sd, "health.storagedriver"),
-                threshold=_threshold(sd, "health.storagedriver"),
-                write=_bool(sd.get("write", True), "health.storagedriver.write"),
+                interval=_interval(sd), threshold=_threshold(sd), write=sd.bool("write", True),
             ))
-        for i, item in enumerate(_items(raw.get("file"), "health.file")):
-            where = f"health.file[{i}]"
-            _warn_unknown(item, ("file", "interval", "threshold"), where)
-            path = _required(item, "file", where)
-            checks.append(CheckConfig("file", path, _interval(item, where), _threshold(item, where), target=path))
-        for i, item in enumerate(_items(raw.get("http"), "health.http")):
-            where = f"health.http[{i}]"
-            _warn_unknown(item, ("uri", "headers", "statuscode", "timeout", "interval", "threshold"), where)
-            uri = _required(item, "uri", where)
+        else:
+            for key in ("interval", "threshold", "write"):
+                sd.raw(key)  # read, but the check is off
+        for item in s.sections("file"):
+            path = item.str("file", required=True)
+            checks.append(CheckConfig("file", path, _interval(item), _threshold(item), target=path))
+        for item in s.sections("http"):
+            uri = item.str("uri", required=True)
             if not uri.startswith(("http://", "https://")):
-                raise ConfigError(f"{where}.uri: expected an http(s) URL, got {uri!r}")
+                raise ConfigError(f"{item.where('uri')}: expected an http(s) URL, got {uri!r}")
             checks.append(CheckConfig(
-                "http", uri, _interval(item, where), _threshold(item, where),
-                timeout=parse_duration(item["timeout"], f"{where}.timeout") if item.get("timeout") else 0.0,
-                target=uri, headers=_headers(item.get("headers"), f"{where}.headers"),
-                statuscode=_int(item.get("statuscode", 200) or 200, f"{where}.statuscode", minimum=100),
+                "http", uri, _interval(item), _threshold(item),
+                timeout=item.duration("timeout", 0.0), target=uri, headers=_headers(item),
+                statuscode=item.int("statuscode", 200, minimum=100) or 200,
             ))
-        for i, item in enumerate(_items(raw.get("tcp"), "health.tcp")):
-            where = f"health.tcp[{i}]"
-            _warn_unknown(item, ("addr", "timeout", "interval", "threshold"), where)
-            addr = _required(item, "addr", where)
+        for item in s.sections("tcp"):
+            addr = item.str("addr", required=True)
             _, sep, port = addr.rpartition(":")
             if not sep or not port.isdigit():
-                raise ConfigError(f"{where}.addr: expected host:port, got {addr!r}")
+                raise ConfigError(f"{item.where('addr')}: expected host:port, got {addr!r}")
             checks.append(CheckConfig(
-                "tcp", addr, _interval(item, where), _threshold(item, where),
-                timeout=parse_duration(item["timeout"], f"{where}.timeout") if item.get("timeout") else 0.0,
-                target=addr,
+                "tcp", addr, _interval(item), _threshold(item), timeout=item.duration("timeout", 0.0), target=addr,
             ))
         return cls(checks)
 
 
-def _items(raw: Any, key: str) -> list[dict[str, Any]]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"{key}: expected a list")
-    return [section(item, f"{key}[{i}]") for i, item in enumerate(raw)]
-
-
-def _required(item: dict[str, Any], name: str, where: str) -> str:
-    value = item.get(name)
-    if value in (None, ""):
-        raise ConfigError(f"{where}.{name}: required")
-    return _str(value, f"{where}.{name}")
-
-
-def _interval(item: dict[str, Any], where: str) -> float:
-    value = item.get("interval")
-    seconds = parse_duration(value, f"{where}.interval") if value not in (None, 0, "") else DEFAULT_INTERVAL
+def _interval(item: Section) -> float:
+    seconds = item.duration("interval") or DEFAULT_INTERVAL
     if seconds <= 0:
-        raise ConfigError(f"{where}.interval: must be positive")
+        raise ConfigError(f"{item.where('interval')}: must be positive")
     return seconds
 
 
-def _threshold(item: dict[str, Any], where: str) -> int:
-    value = item.get("threshold")
-    return _int(value, f"{where}.threshold", minimum=1) if value not in (None, 0) else 1
+def _threshold(item: Section) -> int:
+    value = item.int("threshold", 0)
+    if value < 0:
+        raise ConfigError(f"{item.where('threshold')}: must be at least 1, got {value}")
+    return value or 1
 
 
-def _headers(raw: Any, key: str) -> dict[str, list[str]]:
+def _headers(item: Section) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for name, values in section(raw, key).items():
+    for name, values in item.mapping("headers").items():
         if isinstance(values, str):
             values = [values]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise ConfigError(f"{key}.{name}: expected a list of strings")
-        out[str(name)] = values
+            raise ConfigError(f"{item.where('headers')}.{name}: expected a list of strings")
+        out[name] = values
     return out
