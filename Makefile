@@ -10,7 +10,8 @@ PIP    := $(PY) -m pip
 TOOLS  := .tools
 AZURITE_VERSION := 3.35.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs
+APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
+  swift swift-proxy swift-account swift-container swift-object memcached eatmydata
 PYTEST_ARGS ?=
 
 .PHONY: run test deps test-deps apt-deps node-deps bench clean
@@ -33,7 +34,8 @@ run: deps
 	$(PY) -m registry serve $(CONFIG)
 
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
-# e2fsprogs (chattr: the storage-failure health test), and Node.js for azurite. Installed only when missing.
+# e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
+# eatmydata to skip fsyncs in the test cluster), and Node.js for azurite. Installed only when missing.
 apt-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -47,6 +49,11 @@ apt-deps:
 	    echo "stopping the packaged docker-registry service (it takes port 5000; the tests start their own)"; \
 	    $(SUDO) systemctl disable --now docker-registry >/dev/null 2>&1 || \
 	    $(SUDO) service docker-registry stop >/dev/null 2>&1 || true;; \
+	  esac; \
+	  case "$$missing" in *memcached*) \
+	    echo "stopping the packaged memcached service (the Swift fixture starts its own)"; \
+	    $(SUDO) systemctl disable --now memcached >/dev/null 2>&1 || \
+	    $(SUDO) service memcached stop >/dev/null 2>&1 || true;; \
 	  esac; \
 	fi
 

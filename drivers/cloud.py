@@ -1,4 +1,4 @@
-"""What the cloud drivers (s3, gcs, azure, oss) share beyond the generic fsspec driver.
+"""What the cloud drivers (s3, gcs, azure, oss, swift) share beyond the generic fsspec driver.
 
 - :class:`Params`: :class:`drivers.params.Params` that also registers secret values for redaction.
 - Secret redaction: every secret a driver is configured with is registered, and log records of
@@ -6,13 +6,9 @@
 - :class:`ObjectStoreDriver`: the generic driver plus the streaming multipart writer of
   :mod:`drivers.multipart`, error text without secrets, and the retry settings.
 
-Swift is not among them (yet). OpenStack Swift's own server (PyPI ``swift``) does install and
-run here as an all-in-one test fixture (one-replica rings, account/container/object/proxy
-servers on loopback, xattrs on the temp directory work), but its ``tempauth`` refuses every
-request (503) without a memcached to talk to, so the fixture also needs Debian's ``memcached``;
-and there is no maintained async fsspec filesystem for Swift (``swiftspec`` 0.0.4 dates from
-2022), so the driver would be ours on aiohttp: auth v1/v3, listings, SLO segments as parts
-with their state in a sidecar, COPY for moves, TempURL for redirects. Not done for lack of time.
+The ``swift`` driver (:mod:`drivers.swift`) is one of them too: its filesystem is our own
+(:mod:`drivers.swiftfs`, aiohttp; no maintained async fsspec filesystem for Swift exists), its
+parts are the segments of a Static Large Object.
 """
 
 from __future__ import annotations

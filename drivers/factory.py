@@ -25,6 +25,7 @@ DRIVERS: dict[str, str] = {
     "gcs": "drivers.gcs:GCSDriver",
     "azure": "drivers.azure:AzureDriver",
     "oss": "drivers.oss:OSSDriver",
+    "swift": "drivers.swift:SwiftDriver",
 }
 
 

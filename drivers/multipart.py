@@ -243,6 +243,9 @@ class PartStore(abc.ABC):
     part_alignment: int = 1
     #: whether a short part can be uploaded at close instead of kept in the sidecar (Azure)
     short_parts_ok: bool = False
+    #: with ``short_parts_ok``, the smallest part uploaded at close; a shorter tail stays in the
+    #: sidecar (Swift serves large objects of many tiny segments slowly)
+    short_part_min: int = 1
 
 
 class BufferReader(io.RawIOBase):
@@ -380,7 +383,7 @@ class PartWriter(FileWriter):
                 await self._wait_pending()
                 if not self._dirty:
                     return
-                if self._store.short_parts_ok and len(self._buffer):
+                if self._store.short_parts_ok and len(self._buffer) >= max(1, self._store.short_part_min):
                     await self._send_part()
                     await self._wait_pending()
                 await self._with_content(self._buffer, self._save, files=False)

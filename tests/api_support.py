@@ -100,13 +100,18 @@ async def push_image(client: Any, name: str, tag: str | None, *, seed: bytes = b
     return r.headers["Docker-Content-Digest"], body
 
 
-@pytest.fixture(params=["filesystem", "inmemory", "s3"])
+@pytest.fixture(params=["filesystem", "inmemory", "s3", "swift"])
 async def driver(request: Any, tmp_path: Any) -> AsyncIterator[StorageDriver]:
     if request.param == "s3":  # the whole API once more on object storage (moto)
         from drivers.factory import create_driver
         from emulators import s3_params
 
         instance = create_driver("s3", s3_params(request.getfixturevalue("moto_emulator")))
+    elif request.param == "swift":  # and on a real OpenStack Swift
+        from drivers.factory import create_driver
+        from emulators import swift_params
+
+        instance = create_driver("swift", swift_params(request.getfixturevalue("swift_server")))
     else:
         instance = make_driver(request.param, tmp_path)
     yield instance
@@ -115,9 +120,9 @@ async def driver(request: Any, tmp_path: Any) -> AsyncIterator[StorageDriver]:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, driver: StorageDriver) -> Any:
-    # on S3, blob GETs would answer 307 to moto; the suite checks the registry's own answers
-    # (redirects have their own tests in test_api_s3.py)
-    return await aiohttp_client(create_app(make_config(redirect_disable=driver.name == "s3"), driver))
+    # on S3 and Swift, blob GETs would answer 307 to the store; the suite checks the registry's own
+    # answers (redirects have their own tests in test_api_s3.py and test_swift.py)
+    return await aiohttp_client(create_app(make_config(redirect_disable=driver.name in ("s3", "swift")), driver))
 
 
 def loc_of(r: Any) -> str:

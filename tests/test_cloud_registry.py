@@ -28,14 +28,15 @@ MiB = 1 << 20
 SECRET = "two-instances-share-this-secret-0123456789"
 
 
-def start_s3_registry(name: str, params: dict[str, Any], workdir: Path, **storage: Any) -> RunningRegistry:
-    """``python -m registry serve`` on the s3 driver, on a free port."""
+def start_s3_registry(name: str, params: dict[str, Any], workdir: Path, *, driver: str = "s3",
+                      **storage: Any) -> RunningRegistry:  # fmt: skip
+    """``python -m registry serve`` on the s3 driver (or ``driver``), on a free port."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"s3": params, "delete": {"enabled": True},
+        "storage": {driver: params, "delete": {"enabled": True},
                     "maintenance": {"uploadpurging": {"enabled": False}}, **storage},  # fmt: skip
         "http": {"addr": f"127.0.0.1:{port}", "secret": SECRET},
     }
