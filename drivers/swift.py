@@ -54,15 +54,6 @@ class SwiftDriver(ObjectStoreDriver):
     """OpenStack Swift: SLO segment writes, COPY moves, bulk deletes, TempURL redirects."""
 
     name = "swift"
-    known_params = frozenset(
-        {
-            "username", "password", "authurl", "tenant", "tenantid", "domain", "domainid",
-            "tenantdomain", "tenantdomainid", "trustid", "region", "container", "prefix",
-            "secretkey", "accesskey", "authversion", "endpointtype", "chunksize",
-            "insecureskipverify", "tempurlcontainerkey", "tempurlmethods",
-            "uploadmemorybudget", "redirectexpiry",
-        }
-    )  # fmt: skip
     secret_params = frozenset({"password", "secretkey"})
 
     def __init__(
@@ -111,7 +102,7 @@ class SwiftDriver(ObjectStoreDriver):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "SwiftDriver":
-        p = Params(cls.name, params, cls.secret_params)
+        p = cls.params(params)
         authurl = p.str("authurl", required=True) or ""
         if urllib.parse.urlsplit(authurl).scheme not in ("http", "https"):
             raise DriverConfigError(f"storage.swift.authurl: not an http(s) URL: {authurl!r}")
