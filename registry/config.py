@@ -642,6 +642,28 @@ class ValidationConfig(_FromRaw):
 
 
 @dataclasses.dataclass
+class ListingConfig:
+    """Page sizes of ``/v2/_catalog`` (distribution's ``catalog.maxentries``) and of
+    ``/v2/<name>/tags/list`` (distribution's ``tags.maxtags``). One response never holds more;
+    a longer list gets a ``Link`` to the next page, with or without ``n``."""
+
+    #: the catalog's page without ``n`` and its largest page (distribution's default)
+    catalog_maxentries: int = 1000
+    #: the largest tag list page, also without ``n`` (ours 10000; distribution's default is 1000)
+    tags_maxtags: int = 10000
+
+    @classmethod
+    def from_sections(cls, catalog: Section, tags: Section) -> "ListingConfig":
+        # like distribution: 0 or absent means the default; the catalog also takes a negative as it
+        entries = catalog.int("maxentries", 0)
+        maxtags = tags.int("maxtags", 0, minimum=0)
+        return cls(
+            catalog_maxentries=entries if entries > 0 else cls.catalog_maxentries,
+            tags_maxtags=maxtags or cls.tags_maxtags,
+        )
+
+
+@dataclasses.dataclass
 class Config:
     version: str = "0.1"
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
@@ -649,6 +671,8 @@ class Config:
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
     compatibility: CompatibilityConfig = dataclasses.field(default_factory=CompatibilityConfig)
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+    #: ``catalog:`` and ``tags:`` (page sizes of the listings)
+    listing: ListingConfig = dataclasses.field(default_factory=ListingConfig)
     #: the raw ``auth:`` block; :mod:`registry.auth` types it (checked at load by :func:`_check_auth`)
     auth: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the raw ``tokenserver:`` block (our built-in token server), typed by :mod:`registry.auth`
@@ -699,6 +723,7 @@ class Config:
             storage=StorageConfig.from_section(storage) if storage.keys() else StorageConfig(),
             compatibility=CompatibilityConfig.from_section(s.section("compatibility")),
             validation=ValidationConfig.from_section(s.section("validation")),
+            listing=ListingConfig.from_sections(s.section("catalog"), s.section("tags")),
             auth=_check_auth(s, "auth"),
             tokenserver=_check_auth(s, "tokenserver"),
             health=_health_config(s.section("health")),
@@ -717,8 +742,6 @@ UNIMPLEMENTED_SECTIONS: dict[str, str] = {
     "middleware": "registry, repository and storage middlewares (cloudfront, redirect...) are distribution's",
     "reporting": "bugsnag and newrelic reporting are not available",
     "redis": "there is no Redis cache yet",
-    "catalog": "the catalog pages at 1000 entries",
-    "tags": "tag lists are not bounded by maxtags yet",
     "proxy": "the pull-through cache is not implemented yet: this registry accepts pushes",
     "policy": "repository classes are not enforced",
 }

@@ -320,3 +320,23 @@ def test_env_below_a_plain_value_is_warned_and_skipped(tmp_path: Path, caplog: p
         config = load_config(write(tmp_path, DISTRIBUTION_STYLE), environ={"REGISTRY_HTTP_ADDR_PORT": "5"})
     assert config.http.addr == ":5000"
     assert "REGISTRY_HTTP_ADDR_PORT" in warnings_of(caplog)
+
+
+def test_listing_page_sizes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """distribution's catalog.maxentries and tags.maxtags; 0 (and, for the catalog, below 0) is the default."""
+    base = "storage:\n  inmemory: {}\n"
+    assert load_config(write(tmp_path, base), environ={}).listing.catalog_maxentries == 1000
+    assert load_config(write(tmp_path, base), environ={}).listing.tags_maxtags == 10000
+    text = base + "catalog:\n  maxentries: 50\n  bogus: 1\ntags:\n  maxtags: 20\n"
+    with caplog.at_level(logging.WARNING):
+        listing = load_config(write(tmp_path, text), environ={}).listing
+    assert (listing.catalog_maxentries, listing.tags_maxtags) == (50, 20)
+    assert "catalog.bogus" in " ".join(r.getMessage() for r in caplog.records)
+    listing = load_config(write(tmp_path, base + "catalog: {maxentries: -5}\ntags: {maxtags: 0}\n"), environ={}).listing
+    assert (listing.catalog_maxentries, listing.tags_maxtags) == (1000, 10000)
+    env = {"REGISTRY_CATALOG_MAXENTRIES": "7", "REGISTRY_TAGS_MAXTAGS": "9"}
+    listing = load_config(write(tmp_path, base), environ=env).listing
+    assert (listing.catalog_maxentries, listing.tags_maxtags) == (7, 9)
+    for bad, needle in (("tags: {maxtags: -1}\n", "tags.maxtags"), ("catalog: {maxentries: many}\n", "catalog.maxentries")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(write(tmp_path, base + bad), environ={})

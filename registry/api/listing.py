@@ -9,11 +9,7 @@ from aiohttp import web
 
 from .. import mediatypes as mt
 from ..reference import parse_digest, parse_page_size
-from .base import quote_query, repo_name, store, v2_path
-
-#: page size limits: ``n`` above the maximum is capped (the Link header then leads on)
-MAX_PAGE = 10000
-DEFAULT_CATALOG_PAGE = 1000
+from .base import config, quote_query, repo_name, store, v2_path
 
 
 def _next_link(request: web.Request, suffix: str, n: int, last: str) -> str:
@@ -22,23 +18,29 @@ def _next_link(request: web.Request, suffix: str, n: int, last: str) -> str:
 
 
 async def list_tags(request: web.Request) -> web.Response:
+    """Sorted tags after ``last``; at most ``n`` and never more than ``tags.maxtags`` (also without
+    ``n``): a longer list ends the page with a ``Link`` to the next one (none when ``n=0``)."""
     name = repo_name(request)
-    n = parse_page_size(request.query.get("n"), MAX_PAGE)
+    maxtags = config(request).listing.tags_maxtags
+    n = parse_page_size(request.query.get("n"), maxtags)
+    page = maxtags if n is None else n
     last = request.query.get("last")
     tags = await store(request).tags.list(name)
     if last:
         tags = tags[bisect.bisect_right(tags, last):]
     headers = {}
-    if n is not None:
-        if len(tags) > n and n > 0:
-            headers["Link"] = _next_link(request, f"{name}/tags/list", n, tags[n - 1])
-        tags = tags[:n]
+    if len(tags) > page and page > 0:
+        headers["Link"] = _next_link(request, f"{name}/tags/list", page, tags[page - 1])
+    tags = tags[:page]
     return web.json_response({"name": name, "tags": tags}, headers=headers)
 
 
 async def catalog(request: web.Request) -> web.Response:
-    n = parse_page_size(request.query.get("n"), MAX_PAGE)
-    n = DEFAULT_CATALOG_PAGE if n is None else n
+    """Repositories after ``last``: ``catalog.maxentries`` of them without ``n``, and never more
+    (``n`` above it is served as that many, with a ``Link``; distribution answers 400 there)."""
+    maxentries = config(request).listing.catalog_maxentries
+    n = parse_page_size(request.query.get("n"), maxentries)
+    n = maxentries if n is None else n
     last = request.query.get("last") or None
     repos, more = (await store(request).catalog.list(n, last)) if n > 0 else ([], False)
     headers = {}
