@@ -14,10 +14,17 @@ from aiohttp import web
 class Grants(Protocol):
     def allows(self, resource_type: str, name: str, action: str) -> bool: ...
 
+    def names(self, resource_type: str, action: str) -> list[str] | None:
+        """The resources of ``resource_type`` granted ``action``; None means every one."""
+        ...
+
 
 class AllowAll:
     def allows(self, resource_type: str, name: str, action: str) -> bool:
         return True
+
+    def names(self, resource_type: str, action: str) -> list[str] | None:
+        return None
 
 
 ALLOW_ALL = AllowAll()
@@ -29,3 +36,9 @@ def allowed(request: web.Request, resource_type: str, name: str, action: str) ->
     """True when the request's credentials grant ``action`` on ``resource_type:name``."""
     grants: Grants = request.get(ACCESS_KEY, ALLOW_ALL)
     return grants.allows(resource_type, name, action)
+
+
+def granted_names(request: web.Request, resource_type: str, action: str) -> list[str] | None:
+    """The resources the request may do ``action`` on (a token's grants), or None when every one."""
+    grants: Grants = request.get(ACCESS_KEY, ALLOW_ALL)
+    return grants.names(resource_type, action)

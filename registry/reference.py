@@ -68,6 +68,17 @@ def parse_digest(value: str, code: ErrorCode = ErrorCode.DIGEST_INVALID) -> Dige
     return d
 
 
+def parse_digest_algorithm(value: str) -> str:
+    """A supported digest algorithm name (``digest-algorithm=`` of an upload), or DIGEST_INVALID."""
+    if value not in DIGEST_ALGORITHMS:
+        raise RegistryError(
+            ErrorCode.DIGEST_INVALID,
+            "unsupported digest algorithm",
+            detail={"algorithm": _printable(value), "supported": sorted(DIGEST_ALGORITHMS)},
+        )
+    return value
+
+
 def looks_like_digest(value: str) -> bool:
     """True when ``value`` is meant as a digest (has ``:``), valid or not; tags never hold ``:``."""
     return ":" in value

@@ -8,16 +8,19 @@ import re
 import urllib.parse
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .. import manifests as mf
 from ..config import ValidationConfig
 from ..errors import ErrorCode, RegistryError
-from ..reference import Digest, parse_reference
+from ..reference import Digest, parse_digest, parse_reference, parse_tag
 from .base import config, header_values, read_limited, repo_name, require_delete, require_writable, store, v2_url
 
 
 #: manifests larger than this are parsed in a worker thread
 PARSE_INLINE_LIMIT = 256 << 10
+#: ``tag`` parameters one PUT may carry (the spec asks for at least 10; beyond: 414)
+MAX_TAG_PARAMS = 100
 
 
 def _lookup_reference(request: web.Request) -> str | Digest:
@@ -60,9 +63,15 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def put_manifest(request: web.Request) -> web.Response:
+    """Store a manifest under its digest and its tags: the reference's tag, and every ``tag``
+    parameter (OCI distribution-spec main), all or none, each echoed in an ``OCI-Tag`` header.
+    Its digest is in the algorithm of the reference's digest, or of the ``digest`` parameter of
+    a push by tag (regclient's; it must match the body), else sha256."""
     name = repo_name(request)
     ref = parse_reference(request.match_info["reference"])
     require_writable(request)
+    tag_params = _tag_params(request)
+    expected = _expected_digest(request, ref)
     cfg = config(request)
     limit = cfg.validation.manifests_maxsize
     body = await read_limited(request, limit, lambda size: mf.check_manifest_size(size, limit))
@@ -72,20 +81,46 @@ async def put_manifest(request: web.Request) -> web.Response:
         request.headers.get("Content-Type"),
         schema1_enabled=cfg.compatibility.schema1_enabled,
         max_size=limit,
-        expected_digest=ref if isinstance(ref, Digest) else None,
+        expected_digest=expected,
     )
     # a large body (a big index, a signed schema 1) is parsed off the event loop
     manifest = await asyncio.to_thread(parse) if len(body) > PARSE_INLINE_LIMIT else parse()
     _check_layer_urls(manifest, cfg.validation)
-    digest = await store(request).manifests.put(name, manifest, None if isinstance(ref, Digest) else ref)
-    headers = {
+    tags = list(dict.fromkeys(([] if isinstance(ref, Digest) else [ref]) + tag_params))
+    digest = await store(request).manifests.put(name, manifest, tags)
+    headers = CIMultiDict({
         "Location": v2_url(request, f"{name}/manifests/{digest}"),
         "Docker-Content-Digest": str(digest),
         "Content-Length": "0",
-    }
+    })
     if manifest.subject is not None:
         headers["OCI-Subject"] = manifest.subject.digest
+    if tag_params:
+        for tag in tags:  # one line each: a long list stays under per-line header limits
+            headers.add("OCI-Tag", tag)
     return web.Response(status=201, headers=headers)
+
+
+def _tag_params(request: web.Request) -> list[str]:
+    """The ``tag`` query parameters, each valid (TAG_INVALID, before anything is read or written)
+    and at most :data:`MAX_TAG_PARAMS` of them (414), duplicates dropped."""
+    values = request.query.getall("tag", [])
+    if len(values) > MAX_TAG_PARAMS:
+        raise RegistryError(ErrorCode.TAG_INVALID, f"at most {MAX_TAG_PARAMS} tag parameters per request",
+                            detail={"tags": len(values)}, status=414)
+    return list(dict.fromkeys(parse_tag(v) for v in values))
+
+
+def _expected_digest(request: web.Request, ref: str | Digest) -> Digest | None:
+    """The digest the body must have: the reference's, or a push by tag's ``digest`` parameter."""
+    param = request.query.get("digest")
+    wanted = parse_digest(param) if param is not None else None
+    if isinstance(ref, Digest):
+        if wanted is not None and wanted != ref:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest parameter differs from the reference",
+                                detail={"reference": str(ref), "digest": str(wanted)})
+        return ref
+    return wanted
 
 
 def _check_layer_urls(manifest: mf.Manifest, policy: ValidationConfig) -> None:

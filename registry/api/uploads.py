@@ -5,7 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import access
-from ..reference import is_valid_name, parse_content_range, parse_digest, parse_upload_id, try_digest
+from ..errors import ErrorCode, RegistryError
+from ..reference import (
+    is_valid_name,
+    parse_content_range,
+    parse_digest,
+    parse_digest_algorithm,
+    parse_upload_id,
+    try_digest,
+)
 from ..store import BlobInfo, UploadSession
 from .base import body_chunks, has_body, quote_query, repo_name, require_writable, store, v2_url
 
@@ -37,11 +45,15 @@ def _created(request: web.Request, name: str, info: BlobInfo) -> web.Response:
 
 
 async def start_upload(request: web.Request) -> web.Response:
-    """Plain: a 202 session. ``?digest=`` with a body: the whole blob, 201. ``?mount=&from=``:
-    201 when ``from`` has the blob and the caller may pull it, else an ordinary session."""
+    """Plain: a 202 session, hashed in ``?digest-algorithm=`` (default sha256). ``?digest=`` with a
+    body: the whole blob, 201. ``?mount=`` (with or without ``from``): 201 when a repository the
+    caller may pull has the blob, else an ordinary session."""
     name = repo_name(request)
     require_writable(request)
     st = store(request)
+    algorithm = request.query.get("digest-algorithm")
+    if algorithm is not None:
+        algorithm = parse_digest_algorithm(algorithm)
     mount = request.query.get("mount")
     if mount is not None:
         info = await _try_mount(request, name, mount, request.query.get("from", ""))
@@ -49,20 +61,29 @@ async def start_upload(request: web.Request) -> web.Response:
             return _created(request, name, info)
     digest = request.query.get("digest")
     if digest is not None and has_body(request):
-        info = await st.uploads.put_whole(name, parse_digest(digest), body_chunks(request))
+        expected = parse_digest(digest)
+        if algorithm is not None and algorithm != expected.algorithm:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, "digest-algorithm does not match the digest's algorithm",
+                                detail={"digest-algorithm": algorithm, "digest": str(expected)})
+        info = await st.uploads.put_whole(name, expected, body_chunks(request))
         return _created(request, name, info)
-    s = await st.uploads.start(name)
+    s = await st.uploads.start(name, algorithm)
     return _session_response(request, s, 202)
 
 
 async def _try_mount(request: web.Request, name: str, mount: str, source: str) -> BlobInfo | None:
-    """A cross-repository mount; any malformed or forbidden part just means "no mount"."""
+    """A cross-repository mount: from ``from`` when the caller may pull it, else (no ``from``, or
+    ``from`` lacks the blob: the spec lets a registry treat it as optional) from any repository the
+    caller may pull. Any malformed or forbidden part just means "no mount"."""
     digest = try_digest(mount)
-    if digest is None or not is_valid_name(source):
+    if digest is None:
         return None
-    if not access.allowed(request, "repository", source, "pull"):
-        return None
-    return await store(request).blobs.mount(name, digest, source)
+    blobs = store(request).blobs
+    if source and is_valid_name(source) and access.allowed(request, "repository", source, "pull"):
+        info = await blobs.mount(name, digest, source)
+        if info is not None:
+            return info
+    return await blobs.mount_any(name, digest, access.granted_names(request, "repository", "pull"))
 
 
 async def _resume(request: web.Request) -> UploadSession:

@@ -131,6 +131,10 @@ class AccessSet:
         actions = self._actions.get(Resource(resource_type, name))
         return bool(actions) and ("*" in actions or action in actions)
 
+    def names(self, resource_type: str, action: str) -> list[str]:
+        """The resources of ``resource_type`` this token grants ``action`` on, in claim order."""
+        return [r.name for r, a in self._actions.items() if r.type == resource_type and ("*" in a or action in a)]
+
     def allows_all(self, needed: Iterable[Scope]) -> bool:
         return all(self.allows(s.type, s.name, a) for s in needed for a in s.actions)
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
-
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from drivers.base import InvalidOffset, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
-from ..reference import Digest, try_digest
+from ..reference import Digest, is_valid_name, try_digest
 from . import paths
+
+#: a mount without ``from`` checks at most this many of the repositories a token lets the caller pull
+MAX_MOUNT_CANDIDATES = 64
 
 if TYPE_CHECKING:
     from ..events.notifier import Notifier
@@ -72,8 +75,12 @@ class BlobStore:
             return False
 
     async def link(self, repo: str, d: Digest) -> None:
-        """Make blob ``d`` visible in ``repo`` (its data must be written first)."""
-        await self.driver.put_content(paths.layer_link(repo, d), str(d).encode())
+        """Make blob ``d`` visible in ``repo`` (its data must be written first), and note ``repo``
+        as the blob's latest linker (the hint :meth:`mount_any` follows; a stale hint is harmless)."""
+        await asyncio.gather(
+            self.driver.put_content(paths.layer_link(repo, d), str(d).encode()),
+            self.driver.put_content(paths.blob_linked_from(d), repo.encode()),
+        )
 
     async def stat(self, repo: str, d: Digest) -> BlobInfo:
         """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present."""
@@ -103,6 +110,50 @@ class BlobStore:
         if self.events.active:
             await self.events.blob_mounted(repo, str(d), info.size, source_repo)
         return info
+
+    async def mount_any(self, repo: str, d: Digest, pullable: Sequence[str] | None) -> BlobInfo | None:
+        """A mount without ``from``: link ``d`` into ``repo`` when a repository the caller may pull
+        has it linked; None otherwise. ``pullable`` names those repositories (a token's grants), or
+        is None when the caller may pull every repository.
+
+        Never a scan: ``repo`` itself is checked, then the blob's latest linker (one read), then at
+        most :data:`MAX_MOUNT_CANDIDATES` of ``pullable``. A candidate counts only when the blob is
+        linked there: data alone (a layer deleted everywhere and awaiting collection, a manifest's
+        bytes) is never mounted, and a repository outside ``pullable`` is never looked at.
+        """
+        try:
+            return await self.stat(repo, d)
+        except RegistryError:
+            pass
+        candidates: list[str] = []
+        hint = await self._linked_from(d)
+        if hint is not None and hint != repo and (pullable is None or hint in pullable):
+            candidates.append(hint)
+        if pullable is not None:
+            candidates += [n for n in dict.fromkeys(pullable) if n != repo and n != hint][:MAX_MOUNT_CANDIDATES]
+        limit = asyncio.Semaphore(8)
+
+        async def linked(source: str) -> BlobInfo | None:
+            async with limit:
+                try:
+                    return await self.stat(source, d)
+                except RegistryError:
+                    return None
+
+        for source, found in zip(candidates, await asyncio.gather(*(linked(c) for c in candidates))):
+            if found is not None:
+                await self.link(repo, d)
+                if self.events.active:
+                    await self.events.blob_mounted(repo, str(d), found.size, source)
+                return found
+        return None
+
+    async def _linked_from(self, d: Digest) -> str | None:
+        try:
+            name = (await self.driver.get_content(paths.blob_linked_from(d))).decode("utf-8", "replace")
+        except PathNotFound:
+            return None
+        return name if is_valid_name(name) else None
 
     async def unlink(self, repo: str, d: Digest) -> None:
         """Remove ``d`` from ``repo`` (the data stays for the garbage collector)."""

@@ -1,6 +1,6 @@
 """Manifests in a repository: revision links, tags and referrers, written in a crash-safe order.
 
-PUT: manifest bytes -> reverse-index marker -> revision link -> referrers entry -> tag.
+PUT: manifest bytes -> reverse-index marker -> revision link -> referrers entry -> tags (all or none).
 DELETE by digest: tags -> revision link -> referrers entry. A crash between any two writes
 leaves either nothing visible or a visible, consistent manifest (index entries may be stale).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from drivers.base import PathNotFound, StorageDriver
@@ -85,18 +85,21 @@ class ManifestStore:
                 pass
         return StoredManifest(d, body, media_type)
 
-    async def put(self, repo: str, manifest: mf.Manifest, tag: str | None) -> Digest:
-        """Store a validated manifest after checking what it references exists in ``repo``.
+    async def put(self, repo: str, manifest: mf.Manifest, tags: Sequence[str] = ()) -> Digest:
+        """Store a validated manifest after checking what it references exists in ``repo``, and
+        point every tag of ``tags`` at it, all or none (:meth:`TagStore.point_all`).
 
         Writes go in stages; within a stage they are independent and run concurrently (each
-        small write may cost an fsync): [bytes, signed bytes, reverse-index entry or marker]
-        -> revision link -> [referrers entry, tag's current link] -> tag's index link.
+        small write may cost an fsync): [bytes, signed bytes, reverse-index entries or marker]
+        -> revision link -> [referrers entry, the tags' current links] -> the tags' index links.
         """
         d = try_digest(manifest.digest)
         assert d is not None
         exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
-        current = await self.tags.current(repo, tag) if tag is not None else None
-        retag = tag is not None and current != d
+        tags = list(dict.fromkeys(tags))
+        currents = await asyncio.gather(*(self.tags.current(repo, t) for t in tags))
+        #: the tags that move (or appear), with the digest each pointed at before
+        moves = {t: prev for t, prev in zip(tags, currents) if prev != d}
         # signed schema 1: the canonical payload at the digest path, as the reference stores it;
         # written (or checked) even when the revision exists: the data may have been lost since
         first: list[Awaitable[None]] = [
@@ -104,12 +107,12 @@ class ManifestStore:
         ]
         if manifest.canonical is not None:
             first.append(self.driver.put_content(paths.signed_manifest(repo, d), manifest.body))
-        if not exists and tag is None:
+        if not exists and not moves:
             first.append(self.tags.mark_indexed(repo, d))
-        if retag:
+        if moves:
             if exists and not await self.tags.indexed(repo, d):
                 await self.tags.adopt(repo, {d})  # stored by the reference: index its tags first
-            first.append(self.tags.add_reverse_entry(repo, tag, d))
+            first += [self.tags.add_reverse_entry(repo, t, d) for t in moves]
         await asyncio.gather(*first)
         if not exists:
             await self.driver.put_content(paths.revision_link(repo, d), str(d).encode())
@@ -117,13 +120,14 @@ class ManifestStore:
         subject = try_digest(manifest.subject.digest) if manifest.subject else None
         if subject is not None:  # also on a re-push: completes an entry a crash left out
             second.append(self.referrers.add(repo, subject, d, manifest.referrer_descriptor().to_dict()))
-        if retag:
-            second.append(self.tags.point(repo, tag, d))
-        await asyncio.gather(*second)
-        if retag:
-            await self.tags.record(repo, tag, d)
+        if moves:
+            second.append(self.tags.point_all(repo, d, moves))
+        for outcome in await asyncio.gather(*second, return_exceptions=True):  # both end before an error
+            if isinstance(outcome, BaseException):
+                raise outcome
         if self.events.active:
-            await self.events.manifest_pushed(repo, manifest, tag)
+            for tag in tags or [None]:
+                await self.events.manifest_pushed(repo, manifest, tag)
         return d
 
     async def _check_references(self, repo: str, manifest: mf.Manifest) -> None:

@@ -28,6 +28,13 @@ def blob_data(d: Digest) -> str:
     return f"{blob_dir(d)}/data"
 
 
+def blob_linked_from(d: Digest) -> str:
+    """Ours, beside the data: the name of the repository that linked blob ``d`` last (a hint for
+    mounts without ``from``; may be stale). The reference ignores every file here but ``data``
+    and removes the directory with the blob."""
+    return f"{blob_dir(d)}/linkedfrom"
+
+
 def repo(name: str) -> str:
     return f"{REPOSITORIES}/{name}"
 

@@ -7,15 +7,30 @@ to a scan of all tags. Tags the reference adds to a manifest we stored are not i
 :meth:`TagStore.reindex` (``Store.rebuild_indexes``) rebuilds it.
 Write order for a tag: reverse entry, current link, index link -- so a tag is listed only once it
 resolves, and never without its reverse entry.
+
+Several tags pushed in one request (``PUT .../manifests/<digest>?tag=a&tag=b``) move together:
+:meth:`TagStore.point_all` writes their current links at once and puts back the ones written when
+another fails, so a request applies all of them or none. While it runs, readers in this process
+that ask for one of those tags (or the whole list) wait for its outcome: none of them sees some of
+the tags moved and others not. Readers in other processes sharing the storage may, for the few
+milliseconds the writes take.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Collection, Mapping
 
 from drivers.base import PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, is_valid_tag, try_digest
 from . import paths
+
+
+log = logging.getLogger(__name__)
 
 
 def manifest_unknown(ref: object) -> RegistryError:
@@ -29,6 +44,8 @@ def name_unknown(repo: str) -> RegistryError:
 class TagStore:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+        #: repository -> the tag sets being moved together right now, each with its "done" event
+        self._moving: dict[str, list[tuple[frozenset[str], asyncio.Event]]] = {}
 
     async def resolve(self, repo: str, tag: str) -> Digest:
         """The digest ``tag`` points at, or MANIFEST_UNKNOWN."""
@@ -38,6 +55,8 @@ class TagStore:
         return d
 
     async def current(self, repo: str, tag: str) -> Digest | None:
+        if repo in self._moving:
+            await self._settled(repo, tag)
         try:
             raw = await self.driver.get_content(paths.tag_current_link(repo, tag))
         except PathNotFound:
@@ -60,6 +79,58 @@ class TagStore:
     async def record(self, repo: str, tag: str, d: Digest) -> None:
         """The tag's history entry (distribution's tag index)."""
         await self.driver.put_content(paths.tag_index_link(repo, tag, d), str(d).encode())
+
+    async def point_all(self, repo: str, d: Digest, previous: Mapping[str, Digest | None]) -> None:
+        """Point every tag of ``previous`` (tag -> the digest it points at now, None for a new tag;
+        reverse entries already written) at ``d``, all or none: the current links go together, and
+        if one fails the others written go back to ``previous`` before the error propagates. Then
+        the history entries."""
+        async with self._moving_together(repo, previous.keys()):
+            tags = list(previous)
+            outcomes = await asyncio.gather(*(self.point(repo, t, d) for t in tags), return_exceptions=True)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                # the links written go back; a new tag whose write failed goes too (no empty directory)
+                undo = [t for t, o in zip(tags, outcomes) if not isinstance(o, BaseException) or previous[t] is None]
+                await self._put_back(repo, {t: previous[t] for t in undo})
+                raise failures[0]
+        await asyncio.gather(*(self.record(repo, t, d) for t in previous))
+
+    async def _put_back(self, repo: str, previous: Mapping[str, Digest | None]) -> None:
+        """Undo current links of a failed :meth:`point_all` (no reads: readers wait on us)."""
+
+        async def restore(tag: str, before: Digest | None) -> None:
+            try:
+                if before is None:
+                    await self._delete_quietly(paths.tag_dir(repo, tag))
+                else:
+                    await self.point(repo, tag, before)
+            except Exception:
+                log.exception("repository %s: tag %s could not be put back to %s", repo, tag, before)
+
+        await asyncio.gather(*(restore(t, b) for t, b in previous.items()))
+
+    @contextlib.asynccontextmanager
+    async def _moving_together(self, repo: str, tags: Collection[str]) -> AsyncIterator[None]:
+        if len(tags) < 2:  # one link write is atomic by itself
+            yield
+            return
+        entry = (frozenset(tags), asyncio.Event())
+        self._moving.setdefault(repo, []).append(entry)
+        try:
+            yield
+        finally:
+            entry[1].set()
+            moving = self._moving[repo]
+            moving.remove(entry)
+            if not moving:
+                del self._moving[repo]
+
+    async def _settled(self, repo: str, tag: str | None) -> None:
+        """Wait until no tag set holding ``tag`` (any, when None) is being moved in ``repo``."""
+        for tags, done in list(self._moving.get(repo, ())):
+            if tag is None or tag in tags:
+                await done.wait()
 
     async def untag(self, repo: str, tag: str) -> Digest:
         """Remove ``tag`` (its history first, its current link last); MANIFEST_UNKNOWN if absent.
@@ -135,6 +206,8 @@ class TagStore:
 
     async def list(self, repo: str) -> list[str]:
         """All tags of ``repo``, sorted; NAME_UNKNOWN when the repository does not exist."""
+        if repo in self._moving:
+            await self._settled(repo, None)
         try:
             children = await self.driver.list(paths.tags_dir(repo))
         except PathNotFound:

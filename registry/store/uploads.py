@@ -1,15 +1,19 @@
 """Upload sessions: signed state tokens, streamed appends with a resumable digest, commit.
 
-The digest is computed while the bytes stream in. After every append the SHA-256 state is saved
-under ``_uploads/<id>/hashstates/sha256/<offset>`` in Go's format (what the reference writes), so
-the next request -- on any instance sharing storage, even the reference registry -- resumes it
-without reading the data back. Only when no saved state matches (a crash between the data and the
-state write, a sha512 digest over PATCHed data, no libcrypto) does commit re-read the data, from
-the newest saved state that precedes it.
+The digest is computed while the bytes stream in, in the session's algorithm: sha256 unless the
+POST asked for another (``?digest-algorithm=sha512``, OCI distribution-spec main). After every
+append the hash state is saved under ``_uploads/<id>/hashstates/<algorithm>/<offset>`` in Go's
+format (what the reference writes for sha256), so the next request -- on any instance sharing
+storage, even the reference registry for sha256 -- resumes it without reading the data back. Only
+when no saved state matches (a crash between the data and the state write, a closing digest in
+another algorithm than the session's, no libcrypto) does commit re-read the data, from the newest
+saved state that precedes it.
 
 The state token has the reference registry's format (base64url of HMAC-SHA256 then JSON
 ``{Name, UUID, Offset, StartedAt}``), so with a shared ``http.secret`` either registry accepts the
-other's ``Location``.
+other's ``Location``. A session in another algorithm adds ``DigestAlgorithm`` (Go's decoder
+ignores unknown keys) and keeps its initial hash state at offset 0, which tells the algorithm to a
+request that comes without the token.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .blobs import BlobInfo, BlobStore
 
 log = logging.getLogger(__name__)
 
-#: the algorithm hashed while PATCHed data streams in (the reference's canonical one)
+#: the algorithm hashed while PATCHed data streams in unless the POST chose another
 CANONICAL = "sha256"
 #: what appends and commits consume: bytes, or a list of pieces as they came off the socket
 Batch = bytes | list[bytes]
@@ -51,6 +55,8 @@ class UploadSession:
     started_at: str
     #: bytes received so far (from the token until the writer is opened)
     size: int = 0
+    #: what the PATCHed bytes are hashed with (``digest-algorithm`` of the POST)
+    algorithm: str = CANONICAL
 
 
 def _upload_unknown(upload_id: str) -> RegistryError:
@@ -89,9 +95,10 @@ class UploadStore:
 
     # --- state tokens ------------------------------------------------------------------------------
     def token(self, s: UploadSession) -> str:
-        payload = json.dumps(
-            {"Name": s.repo, "UUID": s.id, "Offset": s.size, "StartedAt": s.started_at}, separators=(",", ":")
-        ).encode()
+        state: dict[str, object] = {"Name": s.repo, "UUID": s.id, "Offset": s.size, "StartedAt": s.started_at}
+        if s.algorithm != CANONICAL:
+            state["DigestAlgorithm"] = s.algorithm
+        payload = json.dumps(state, separators=(",", ":")).encode()
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac + payload).decode()
 
@@ -107,19 +114,26 @@ class UploadStore:
         try:
             state = json.loads(payload)
             name, sid, offset, started = state["Name"], state["UUID"], state["Offset"], state["StartedAt"]
-        except (ValueError, KeyError, TypeError):
+            algorithm = state.get("DigestAlgorithm", CANONICAL)
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise invalid from None
         if name != repo or sid != upload_id or not isinstance(offset, int) or not isinstance(started, str):
             raise invalid
-        return UploadSession(repo, upload_id, started, offset)
+        if algorithm not in digests.ALGORITHMS:
+            raise invalid
+        return UploadSession(repo, upload_id, started, offset, algorithm)
 
     # --- lifecycle -----------------------------------------------------------------------------------
-    async def start(self, repo: str) -> UploadSession:
-        """A new, empty session (``startedat`` and an empty uncommitted data file)."""
-        s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339())
+    async def start(self, repo: str, algorithm: str | None = None) -> UploadSession:
+        """A new, empty session (``startedat`` and an empty uncommitted data file) whose PATCHed
+        bytes are hashed with ``algorithm`` (sha256 when None); another one leaves its state at 0."""
+        algorithm = algorithm or CANONICAL
+        s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339(), algorithm=algorithm)
         await self.driver.put_content(paths.upload_started_at(repo, s.id), s.started_at.encode())
         w = await self.driver.writer(paths.upload_data(repo, s.id))
         await w.close()
+        if algorithm != CANONICAL:
+            await self._save_hash(s, digests.ResumableHash(algorithm))
         return s
 
     async def resume(self, repo: str, upload_id: str, token: str | None) -> UploadSession:
@@ -133,7 +147,21 @@ class UploadStore:
         except PathNotFound:
             raise _upload_unknown(upload_id) from None
         s.started_at = s.started_at or started.decode("utf-8", "replace")
+        if not token:
+            s.algorithm = await self._stored_algorithm(s)
         return s
+
+    async def _stored_algorithm(self, s: UploadSession) -> str:
+        """The session's algorithm without a token: a non-canonical one left its state at 0."""
+        for algorithm in digests.ALGORITHMS:
+            if algorithm == CANONICAL:
+                continue
+            try:
+                await self.driver.stat(paths.upload_hashstate(s.repo, s.id, algorithm, 0))
+                return algorithm
+            except PathNotFound:
+                continue
+        return CANONICAL
 
     async def status(self, s: UploadSession) -> int:
         async with self._exclusive(s):
@@ -173,7 +201,7 @@ class UploadStore:
         hasher: digests.ResumableHash | None = None
         try:
             self._check_start(start, w.size)
-            hasher = await self._saved_hash(s, CANONICAL, w.size)
+            hasher = await self._saved_hash(s, s.algorithm, w.size)
             await pump(chunks, w, hasher)
         finally:
             s.size = w.size
