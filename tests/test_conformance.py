@@ -11,7 +11,8 @@ Deviations from the Go code, all deliberate:
 - Push setup also uploads ``testRefBlobB``: the suite's "Dangling subject" manifest references it,
   and a registry that validates layers (as the spec allows) would otherwise answer
   MANIFEST_BLOB_UNKNOWN for a reason the test is not about.
-- ``OCI_AUTOMATIC_CROSSMOUNT=false`` is the configuration under test (we mount only with ``from``).
+- ``OCI_AUTOMATIC_CROSSMOUNT=true`` is the configuration under test (a mount without ``from`` finds the
+  blob in a repository the caller may pull), so the suite's "automatic discovery disabled" variant skips.
 - Go's client ignores a hand-set ``Content-Length`` on a body-less request; we send none either.
 
 After the port, ``TestSpecExtras`` checks spec text the suite does not (tag pagination ``Link``,
@@ -19,9 +20,15 @@ After the port, ``TestSpecExtras`` checks spec text the suite does not (tag pagi
 ``TestNextSuite`` ports the rewritten upstream suite (run.go/api.go on main) and ``TestUploadConsistency``
 checks issue 3's concurrency promise over real HTTP.
 
-``CONFORMANCE_TARGET=reference`` runs the same checks against distribution 2.8.2 (it fails 14 of the 84
-v1.1 checks and 36 of the 66 next-suite ones: 500s, no referrers, no tag deletion, out-of-order chunks
-accepted, tags not paginated). See tests/fixtures_registry.py for the workers/cloud-storage switches.
+``OCI_VERSION`` picks the next suite's mode as upstream's does: ``dev`` (also ``1.1+dev``, the default here)
+adds the next version's checks -- tag parameters with sha256 and sha512 data, ``OCI-Tag`` -- and we also
+require an anonymous mount to be 201 and push sha512 blobs once more with ``digest-algorithm``; ``1.1``
+(or ``stable``) leaves those out.
+
+``CONFORMANCE_TARGET=reference`` runs the same checks against distribution 2.8.2 (it fails 15 of the 84
+v1.1 checks, 36 of the 66 next-suite ones with ``OCI_VERSION=1.1`` and 51 of the 87 in dev mode: 500s, no
+referrers, no tag deletion, out-of-order chunks accepted, tags not paginated, no mount without ``from``, no
+tag parameters, no sha512 manifests). See tests/fixtures_registry.py for the workers/cloud-storage switches.
 The classes are ordered like the Ginkgo suite and share state: run the file, not single tests.
 """
 
@@ -49,7 +56,7 @@ from fixtures_registry import Client, Response, RunningRegistry
 NAMESPACE = "conformance/oci-test"  # OCI_NAMESPACE
 CROSSMOUNT_NAMESPACE = "conformance-crossmount"  # OCI_CROSSMOUNT_NAMESPACE
 RUN_AUTOMATIC_CROSSMOUNT_TEST = True  # OCI_AUTOMATIC_CROSSMOUNT is set ...
-AUTOMATIC_CROSSMOUNT_ENABLED = False  # ... to false
+AUTOMATIC_CROSSMOUNT_ENABLED = True  # ... to true
 DELETE_MANIFEST_BEFORE_BLOBS = True  # the suite's default
 SEED = 20240215
 
@@ -1020,15 +1027,28 @@ class TestSpecExtras:
 
 # =========================================================================== the next suite (conformance/run.go)
 #
-# A port of the rewritten upstream suite (distribution-spec main: run.go, api.go, config.go), with its
-# default configuration for spec 1.1 plus the "1.1+dev" strictness this registry promises anyway
-# (Docker-Content-Digest required, upload cancel). Not ported: the tag-parameter push (``?tag=``,
-# ``OCI-Tag``; post-1.1 and disabled for 1.1) and the "sparse" data (disabled by default; we validate
-# that every blob a manifest references is present, which the spec allows).
-# Where upstream records "unsupported" (a skip, not a failure) we fail instead, because issue 3 promises
-# the feature: POST ?digest= answered 202 (we require 201), a Range answered with the whole blob (we
-# require 206/416), a manifest/tag/blob DELETE answered 400/405 (deletes are enabled here: 202).
-# An anonymous mount (no ``from``) answered 202 stays acceptable, as upstream.
+# A port of the rewritten upstream suite (distribution-spec main: run.go, api.go, config.go, testdata.go),
+# with its default configuration for OCI_VERSION (see the module docstring): "dev" enables the tag-parameter
+# push (``?tag=``, ``OCI-Tag``; data sets tag-param-sha256 and tag-param-sha512), and both modes get the
+# "1.1+dev" strictness this registry promises anyway (Docker-Content-Digest required, upload cancel).
+# Not ported: the "sparse" data (disabled by default; we validate that every blob a manifest references is
+# present, which the spec allows) and the read-only data (a registry without push).
+# Where upstream records "unsupported" (a skip, not a failure) we fail instead, because we promise the
+# feature: POST ?digest= answered 202 (we require 201), a Range answered with the whole blob (we require
+# 206/416), a manifest/tag/blob DELETE answered 400/405 (deletes are enabled here: 202), a tag parameter
+# missing from OCI-Tag, and in dev mode an anonymous mount (no ``from``) answered 202.
+# Ours, beyond upstream (whose pushes carry a "TODO: add digest algorithm if not sha256"): in dev mode the
+# sha512 blob APIs run once more with ``digest-algorithm=sha512`` on the POST, as the spec says clients should.
+
+OCI_VERSION = os.environ.get("OCI_VERSION", "dev")
+if OCI_VERSION in ("dev", "1.1+dev"):
+    DEV = True
+elif OCI_VERSION in ("", "stable", "1.1"):
+    DEV = False
+else:
+    raise ValueError(f"OCI_VERSION={OCI_VERSION!r}: this port runs 1.1 (stable) or dev")
+TAG_PARAM = DEV  # config.go: APIs.Manifests.TagParam is on for dev only
+MOUNT_ANONYMOUS_REQUIRED = DEV  # ours: upstream takes a 202 as "unsupported"
 
 NEXT_REPO1, NEXT_REPO2 = "conformance/repo1", "conformance/repo2"
 CHUNK_MIN = 1024
@@ -1039,8 +1059,8 @@ MT_OCI_LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_LAYER_ND_GZ = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
 MT_OCI_LAYER_ND = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-MT_EXAMPLE_CONF1 = "application/vnd.example.oci.conformance.conf1"
-MT_EXAMPLE_CONF2 = "application/vnd.example.oci.conformance.conf2"
+MT_EXAMPLE_CONF1 = "application/vnd.example.oci.conformance.v1"
+MT_EXAMPLE_CONF2 = "application/vnd.example.oci.conformance.v2"
 
 
 def algo_digest(data: bytes, algo: str = "sha256") -> str:
@@ -1059,6 +1079,8 @@ class SuiteData:
         self.tags: dict[str, str] = {}
         self.referrers: dict[str, list[dict]] = {}
         self.push_bad_digest: set[str] = set()
+        #: manifests pushed by digest with their tags as ``tag`` parameters (pushOpts TagParam)
+        self.push_tag_param: set[str] = set()
 
     def digest(self, data: bytes) -> str:
         return algo_digest(data, self.algo)
@@ -1224,6 +1246,14 @@ def build_next_data() -> dict[str, SuiteData]:
     new("custom-fields").index_full("custom-fields", extra_field=True)
     new("no-layers").image("no-layers", layers=0)
     new("sha512", "sha512").index_full()
+    if TAG_PARAM:  # the top level index has two tags, every other manifest one
+        for algo in ("sha256", "sha512"):
+            name = f"tag-param-{algo}"
+            td = new(name, algo)
+            td.index_full(name)
+            for i, dig in enumerate(td.man_order):
+                td.tags[f"{name}-{i}"] = dig
+                td.push_tag_param.add(dig)
     td = new("bad-digest-image")
     dig = td.image()["digest"]
     td.manifests[dig] += b"  "  # whitespace makes the content mismatch the digest it is pushed by
@@ -1254,8 +1284,13 @@ def _verify_location(loc: str, body: bytes) -> None:
     _expect(resp.status == 200 and resp.body == body, f"GET of the returned Location {loc} must give the blob", resp)
 
 
-def push_blob_post_put(repo: str, dig: str, data: bytes, bad: bool = False) -> None:
-    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/")
+def _post_query(algo_param: str | None) -> dict[str, str] | None:
+    """The upload POST's ``digest-algorithm`` (spec main, end-4c), when the test sends one."""
+    return {"digest-algorithm": algo_param} if algo_param else None
+
+
+def push_blob_post_put(repo: str, dig: str, data: bytes, bad: bool = False, algo_param: str | None = None) -> None:
+    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", query=_post_query(algo_param))
     _expect(resp.status == 202 and resp.header("Location"), "blob POST", resp)
     put = client.request("PUT", resp.location_path(), query={"digest": dig}, body=data,
                          headers={"Content-Type": MT_OCTET})
@@ -1267,9 +1302,9 @@ def push_blob_post_put(repo: str, dig: str, data: bytes, bad: bool = False) -> N
     _verify_location(put.header("Location"), data)
 
 
-def push_blob_post_only(repo: str, dig: str, data: bytes, bad: bool = False) -> None:
-    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", query={"digest": dig}, body=data,
-                          headers={"Content-Type": MT_OCTET})
+def push_blob_post_only(repo: str, dig: str, data: bytes, bad: bool = False, algo_param: str | None = None) -> None:
+    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", query={"digest": dig, **(_post_query(algo_param) or {})},
+                          body=data, headers={"Content-Type": MT_OCTET})
     if bad:
         _expect(resp.status in (400, 202), "POST ?digest= with a wrong digest", resp)
         if resp.status == 202:
@@ -1284,8 +1319,9 @@ def push_blob_post_only(repo: str, dig: str, data: bytes, bad: bool = False) -> 
     _verify_location(resp.header("Location"), data)
 
 
-def push_blob_stream(repo: str, dig: str, data: bytes, bad: bool = False) -> None:
-    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+def push_blob_stream(repo: str, dig: str, data: bytes, bad: bool = False, algo_param: str | None = None) -> None:
+    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"},
+                          query=_post_query(algo_param))
     _expect(resp.status == 202 and resp.header("Location"), "blob POST", resp)
     patch = client.request("PATCH", resp.location_path(), body=data, headers={"Content-Type": MT_OCTET})
     _expect(patch.status == 202 and patch.header("Location"), "streamed PATCH", patch)
@@ -1299,9 +1335,10 @@ def push_blob_stream(repo: str, dig: str, data: bytes, bad: bool = False) -> Non
 
 
 def push_blob_chunked(repo: str, dig: str, data: bytes, *, put_last: bool = False, out_of_order: bool = False,
-                      bad: bool = False) -> str:
+                      bad: bool = False, algo_param: str | None = None) -> str:
     """api.BlobPatchChunked: three chunks with Content-Range, optionally out of order / last one in the PUT."""
-    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"})
+    resp = client.request("POST", f"/v2/{repo}/blobs/uploads/", headers={"Content-Length": "0"},
+                          query=_post_query(algo_param))
     _expect(resp.status == 202, "blob POST", resp)
     min_str = resp.header("OCI-Chunk-Min-Length") or ""
     loc = resp.location_path()
@@ -1387,13 +1424,20 @@ def _media_type_of(content: bytes) -> str:
     return json.loads(content).get("mediaType", "")
 
 
-def put_next_manifest(repo: str, ref: str, dig: str, content: bytes, bad: bool = False) -> None:
+def put_next_manifest(repo: str, ref: str, dig: str, content: bytes, bad: bool = False,
+                      tags: list[str] | None = None) -> None:
+    """api.ManifestPut; ``tags`` go as ``tag`` parameters and must all come back in ``OCI-Tag``."""
     mt = _media_type_of(content)
-    r = client.request("PUT", f"/v2/{repo}/manifests/{ref}", body=content, headers={"Content-Type": mt})
+    query = [("tag", t) for t in tags] if tags else None
+    r = client.request("PUT", f"/v2/{repo}/manifests/{ref}", body=content, headers={"Content-Type": mt}, query=query)
     if bad:
         _expect(r.status == 400, "manifest PUT whose digest does not match must be 400", r)
         return
     _expect(r.status == 201, "manifest PUT", r)
+    if tags:
+        echoed = {v.strip() for line in (r.headers.get_all("OCI-Tag") or []) for v in line.split(",")}
+        for tag in tags:
+            _expect(tag in echoed, f"header missing OCI-Tag: {tag}", r)
     subject = json.loads(content).get("subject")
     if subject:
         _expect(r.header("OCI-Subject") == subject["digest"], "OCI-Subject on a PUT with a subject", r)
@@ -1432,6 +1476,16 @@ def referrers_list(repo: str, subject: str, artifact_type: str | None = None) ->
     return r
 
 
+#: the blob APIs run per algorithm, as upstream (no digest-algorithm parameter), plus ours in dev mode
+BLOB_ALGOS = ["sha256", "sha512"] + (["sha512-digest-algorithm"] if DEV else [])
+
+
+def _blob_algo(algo_id: str) -> tuple[str, str | None]:
+    """(algorithm, the digest-algorithm parameter to send or None) of a :data:`BLOB_ALGOS` entry."""
+    algo, _, with_param = algo_id.partition("-")
+    return algo, algo if with_param else None
+
+
 class TestNextSuite:
     """run.go's TestAll: ping, empty repo, blob APIs per algorithm, every data set, manifest errors."""
 
@@ -1459,42 +1513,44 @@ class TestNextSuite:
         assert r.status == 404, r
 
     @pytest.mark.parametrize("name", BLOB_APIS)
-    @pytest.mark.parametrize("algo", ["sha256", "sha512"])
-    def test_blob_api(self, algo, name):
-        rng = random.Random(f"{SEED}-{algo}-{name}")
+    @pytest.mark.parametrize("algo_id", BLOB_ALGOS)
+    def test_blob_api(self, algo_id, name):
+        algo, param = _blob_algo(algo_id)
+        rng = random.Random(f"{SEED}-{algo_id}-{name}")
         size = CHUNK_MIN * 3 - 5 if name.startswith("chunked") and name != "chunked single" else 512
         data = rng.randbytes(size)
         dig = algo_digest(data, algo)
         repo, repo2 = NEXT_REPO1, NEXT_REPO2
         if name == "post only":
-            push_blob_post_only(repo, dig, data)
+            push_blob_post_only(repo, dig, data, algo_param=param)
         elif name == "post+put":
-            push_blob_post_put(repo, dig, data)
+            push_blob_post_put(repo, dig, data, algo_param=param)
         elif name == "chunked single":
-            push_blob_chunked(repo, dig, data)
+            push_blob_chunked(repo, dig, data, algo_param=param)
         elif name == "chunked multi":
-            push_blob_chunked(repo, dig, data)
+            push_blob_chunked(repo, dig, data, algo_param=param)
         elif name == "chunked multi and put chunk":
-            push_blob_chunked(repo, dig, data, put_last=True)
+            push_blob_chunked(repo, dig, data, put_last=True, algo_param=param)
         elif name == "chunked out-of-order":
-            push_blob_chunked(repo, dig, data, out_of_order=True)
+            push_blob_chunked(repo, dig, data, out_of_order=True, algo_param=param)
         elif name == "chunked out-of-order and put chunk":
-            push_blob_chunked(repo, dig, data, put_last=True, out_of_order=True)
+            push_blob_chunked(repo, dig, data, put_last=True, out_of_order=True, algo_param=param)
         elif name == "stream":
-            push_blob_stream(repo, dig, data)
+            push_blob_stream(repo, dig, data, algo_param=param)
         elif name == "post cancel":
-            r = client.request("POST", f"/v2/{repo}/blobs/uploads/")
+            r = client.request("POST", f"/v2/{repo}/blobs/uploads/", query=_post_query(param))
             assert r.status == 202 and r.header("Location"), r
             d = client.request("DELETE", r.location_path(), headers={"Content-Length": "0"})
             assert d.status == 204, d
             assert client.request("GET", r.location_path()).status == 404
             return
         elif name in ("mount", "mount anonymous"):
-            push_blob_post_put(repo2, dig, data)
+            push_blob_post_put(repo2, dig, data, algo_param=param)
             r = blob_mount(repo, repo2 if name == "mount" else "", dig, data)
             assert r.status in (201, 202) and r.header("Location"), r
             if r.status == 202:  # anonymous mount is optional: the suite falls back to a push
                 assert name == "mount anonymous", f"mount from {repo2} must be 201: {r!r}"
+                assert not MOUNT_ANONYMOUS_REQUIRED, f"mount without from must find the blob in {repo2}: {r!r}"
                 put = client.request("PUT", r.location_path(), query={"digest": dig}, body=data,
                                      headers={"Content-Type": MT_OCTET})
                 assert put.status == 201, put
@@ -1545,32 +1601,34 @@ class TestNextSuite:
         delete_blob(NEXT_REPO1, dig)
         assert not failures, failures
 
-    @pytest.mark.parametrize("algo", ["sha256", "sha512"])
+    @pytest.mark.parametrize("algo_id", BLOB_ALGOS)
     @pytest.mark.parametrize("name,data", [("empty", b""), ("emptyJSON", b"{}")])
-    def test_well_known_blob(self, algo, name, data):
+    def test_well_known_blob(self, algo_id, name, data):
+        algo, param = _blob_algo(algo_id)
         dig = algo_digest(data, algo)
-        push_blob_post_put(NEXT_REPO1, dig, data)
+        push_blob_post_put(NEXT_REPO1, dig, data, algo_param=param)
         head_blob(NEXT_REPO1, dig, data)
         get_blob(NEXT_REPO1, dig, data)
         delete_blob(NEXT_REPO1, dig)
 
     @pytest.mark.parametrize("name", ["bad digest post only", "bad digest post+put", "bad digest chunked",
                                       "bad digest chunked and put chunk", "bad digest stream"])
-    @pytest.mark.parametrize("algo", ["sha256", "sha512"])
-    def test_blob_api_bad_digest(self, algo, name):
-        data = random.Random(f"{SEED}-bad-{algo}-{name}").randbytes(CHUNK_MIN * 3 - 5)
+    @pytest.mark.parametrize("algo_id", BLOB_ALGOS)
+    def test_blob_api_bad_digest(self, algo_id, name):
+        algo, param = _blob_algo(algo_id)
+        data = random.Random(f"{SEED}-bad-{algo_id}-{name}").randbytes(CHUNK_MIN * 3 - 5)
         dig = algo_digest(data, algo)
         data += b"oh no"
         if name == "bad digest post only":
-            push_blob_post_only(NEXT_REPO1, dig, data, bad=True)
+            push_blob_post_only(NEXT_REPO1, dig, data, bad=True, algo_param=param)
         elif name == "bad digest post+put":
-            push_blob_post_put(NEXT_REPO1, dig, data, bad=True)
+            push_blob_post_put(NEXT_REPO1, dig, data, bad=True, algo_param=param)
         elif name == "bad digest chunked":
-            push_blob_chunked(NEXT_REPO1, dig, data, bad=True)
+            push_blob_chunked(NEXT_REPO1, dig, data, bad=True, algo_param=param)
         elif name == "bad digest chunked and put chunk":
-            push_blob_chunked(NEXT_REPO1, dig, data, bad=True, put_last=True)
+            push_blob_chunked(NEXT_REPO1, dig, data, bad=True, put_last=True, algo_param=param)
         else:
-            push_blob_stream(NEXT_REPO1, dig, data, bad=True)
+            push_blob_stream(NEXT_REPO1, dig, data, bad=True, algo_param=param)
         assert client.request("HEAD", f"/v2/{NEXT_REPO1}/blobs/{dig}").status == 404
         assert client.request("HEAD", f"/v2/{NEXT_REPO1}/blobs/{algo_digest(data, algo)}").status == 404
 
@@ -1583,14 +1641,18 @@ class TestNextSuite:
         pushers = [push_blob_post_put, push_blob_post_only, push_blob_stream, push_blob_chunked]
         for i, (dig, data) in enumerate(td.blobs.items()):
             pushers[i % len(pushers)](repo, dig, data)
+        tag_pushed: set[str] = set()
         for dig in td.man_order:
-            put_next_manifest(repo, dig, dig, td.manifests[dig], bad=dig in td.push_bad_digest)
+            tags = [t for t, d in td.tags.items() if d == dig] if dig in td.push_tag_param else []
+            put_next_manifest(repo, dig, dig, td.manifests[dig], bad=dig in td.push_bad_digest, tags=tags)
+            tag_pushed.update(tags)
         if td.push_bad_digest:
             for dig in td.push_bad_digest:
                 assert client.request("HEAD", f"/v2/{repo}/manifests/{dig}").status == 404
             return
         for tag, dig in td.tags.items():
-            put_next_manifest(repo, tag, dig, td.manifests[dig])
+            if tag not in tag_pushed:  # already pushed as a tag parameter of the digest push
+                put_next_manifest(repo, tag, dig, td.manifests[dig])
         # list tags, with the `last` parameter
         r = client.request("GET", f"/v2/{repo}/tags/list")
         assert r.status == 200, r
