@@ -33,7 +33,7 @@ def registry_config(root: Path, port: int, **sections: Any) -> dict[str, Any]:
         "http": {"addr": f"127.0.0.1:{port}", "secret": "observe-test-secret-0123456789"},
     }
     for name, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(name), dict):
+        if isinstance(value, dict) and isinstance(config.get(name), dict) and name != "storage":
             config[name] = {**config[name], **value}
         else:
             config[name] = value
@@ -184,11 +184,17 @@ class Receiver:
                 self.posts.append(posted)
         return web.Response(status=status)
 
+    async def _head(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(status=self.status({"headers": dict(request.headers), "body": b"", "events": []}))
+
     async def _start(self) -> None:
         from aiohttp import web
 
         app = web.Application()
         app.router.add_post("/events", self._handle)
+        app.router.add_route("HEAD", "/events", self._head)  # a health check's probe
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()

@@ -286,3 +286,73 @@ def test_auth_failures_by_reason(tmp_path: Path) -> None:
                 - total(before, "registry_auth_failures_total", reason=reason) == count
     finally:
         server.stop()
+
+
+def test_http_and_tcp_checks(tmp_path: Path) -> None:
+    """distribution's http (HEAD must answer statuscode) and tcp (a connection must open) checks."""
+    import socket
+
+    from observe_support import Receiver
+
+    answer = {"status": 200}
+    downstream = Receiver(status=lambda posted: answer["status"]).start()  # answers HEAD /events too
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    tcp_addr = f"127.0.0.1:{listener.getsockname()[1]}"
+    server = start_server(tmp_path, health={
+        "http": [{"uri": downstream.url, "statuscode": 200, "timeout": "1s", "interval": "200ms", "threshold": 2,
+                  "headers": {"X-Probe": ["registry"]}}],
+        "tcp": [{"addr": tcp_addr, "timeout": "1s", "interval": "200ms"}]})
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert server.client.request("GET", "/v2/").status == 200
+        answer["status"] = 500
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_status(base + "/readyz")),
+                                what="the http check to fail")
+        assert downstream.url in json.loads(body)
+        answer["status"] = 200
+        wait_for(lambda: _status(base + "/readyz")[0] == 200, what="the http check to pass")
+        listener.close()
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_status(base + "/readyz")),
+                                what="the tcp check to fail")
+        assert tcp_addr in json.loads(body)
+        assert server.client.request("GET", "/v2/").status == 503
+    finally:
+        server.stop()
+        downstream.close()
+        listener.close()
+
+
+def test_object_store_outage_turns_api_503_and_back(tmp_path: Path) -> None:
+    """The S3 driver on a moto server that is stopped, then started again on the same port."""
+    import emulators
+    from helpers import stop_process
+
+    emu = emulators.start_moto()
+    port = int(emu.endpoint.rsplit(":", 1)[1])
+    procs = [emu.proc]
+    try:
+        params = emulators.s3_params(emu)
+        server = start_server(tmp_path, storage={"s3": params, "delete": {"enabled": True}},
+                              health={"storagedriver": {"enabled": True, "interval": "1s", "threshold": 1}})
+        try:
+            wait_for(lambda: server.client.request("GET", "/v2/").status == 200, timeout=60, what="healthy")
+            push_image(server.client, "observe/s3", make_image(label="s3-health"), "v1")
+            stop_process(emu.proc)
+            wait_for(lambda: server.client.request("GET", "/v2/").status == 503, timeout=60, what="503 on outage")
+            api = server.client.get_manifest("observe/s3", "v1")
+            assert api.status == 503 and api.error_codes() == ["UNAVAILABLE"]
+            exe = emu.proc.args[0]
+            proc, log = emulators._popen([exe, "-H", "127.0.0.1", "-p", str(port)], emu.workdir)
+            procs.append(proc)
+            emulators._wait_http(emu.endpoint + "/moto-api/", proc, log)
+            emulators.make_s3_bucket(emu, params["bucket"])  # moto keeps nothing across a restart
+            wait_for(lambda: server.client.request("GET", "/v2/").status == 200, timeout=60, what="recovery")
+            push_image(server.client, "observe/s3", make_image(label="s3-after"), "v2")
+        finally:
+            server.stop()
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        shutil.rmtree(emu.workdir, ignore_errors=True)

@@ -33,6 +33,8 @@ from .metrics import METRICS
 log = logging.getLogger(__name__)
 
 CheckFn = Callable[[], Awaitable[None]]
+#: seconds the storage check may take before it counts as failed (at least its interval)
+STORAGE_TIMEOUT = 10.0
 
 
 class Check:
@@ -123,8 +125,9 @@ def build_checks(configs: list[CheckConfig], driver: StorageDriver, *, driver_na
     checks = []
     for c in configs:
         if c.kind == "storagedriver":
+            # a slow answer is not a failure until STORAGE_TIMEOUT (object stores retry on their own)
             checks.append(Check(f"storagedriver_{driver_name}", storage_check(driver, c.write and not readonly),
-                                c.interval, c.threshold))
+                                c.interval, c.threshold, max(c.interval, STORAGE_TIMEOUT)))
         elif c.kind == "file":
             checks.append(Check(c.name, file_check(c.target), c.interval, c.threshold))
         elif c.kind == "http":
