@@ -164,13 +164,23 @@ def configure(level: str = "info", formatter: str = "text", fields: Mapping[str,
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+_ROUTES: dict[Any, str] = {}
+
+
 def route_of(request: Any) -> str:
-    """The route's pattern (``/v2/{name}/manifests/{reference}``): a bounded label value."""
+    """The route's pattern (``/v2/{name}/manifests/{reference}``): a bounded label value
+    (remembered per route object: the request path costs nothing more)."""
     try:
-        resource = request.match_info.route.resource
+        route = request.match_info.route
     except AttributeError:
         return "unmatched"
-    return "unmatched" if resource is None else resource.canonical
+    label = _ROUTES.get(route)
+    if label is None:
+        resource = getattr(route, "resource", None)
+        label = "unmatched" if resource is None else resource.canonical
+        if len(_ROUTES) < 1000:
+            _ROUTES[route] = label
+    return label
 
 
 def safe_path(request: Any) -> str:
@@ -187,6 +197,11 @@ def safe_path(request: Any) -> str:
 def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessLogger]:
     """The aiohttp access-logger class: records the HTTP metrics and/or writes the access line."""
 
+    requests_inc = METRICS.http_requests.inc
+    duration_observe = METRICS.http_duration.observe
+    received_inc = METRICS.http_received.inc
+    sent_inc = METRICS.http_sent.inc
+
     class AccessLog(AbstractAccessLogger):
         @property
         def enabled(self) -> bool:
@@ -200,14 +215,17 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                 sent = _body_bytes(request, response)
                 if metrics:
                     route = route_of(request)
-                    method = request.method if request.method in _METHODS else "other"
-                    METRICS.http_requests.inc((route, method, str(response.status)))
-                    METRICS.http_duration.observe((route, method), duration)
-                    received = request.content.total_bytes if request.body_exists else 0
-                    if received:
-                        METRICS.http_received.inc((route,), received)
+                    method = request.method
+                    if method not in _METHODS:
+                        method = "other"
+                    requests_inc((route, method, str(response.status)))
+                    duration_observe((route, method), duration)
+                    if request.body_exists:
+                        received = request.content.total_bytes
+                        if received:
+                            received_inc((route,), received)
                     if sent:
-                        METRICS.http_sent.inc((route,), sent)
+                        sent_inc((route,), sent)
                 if access_log:
                     self._write(request, response, duration, sent)
             except Exception:  # noqa: BLE001 - an access line must never break a response

@@ -65,6 +65,12 @@ class MeteredDriver(StorageDriver):
         self.name = inner.name
         self._seconds = METRICS.storage_seconds.observe
         self._bytes = METRICS.storage_bytes.inc
+        self._key_get_content = (self.name, "get_content")
+        self._key_put_content = (self.name, "put_content")
+        self._key_stat = (self.name, "stat")
+        self._key_list = (self.name, "list")
+        self._key_read = (self.name, "read")
+        self._key_write = (self.name, "write")
 
     def __getattr__(self, name: str) -> Any:  # backend capabilities (commits_atomically, ...)
         return getattr(self.inner, name)
@@ -81,11 +87,11 @@ class MeteredDriver(StorageDriver):
             try:
                 data = await self.inner.get_content(path)
             except BaseException as exc:
-                self._seconds((self.name, "get_content"), _perf() - start)
+                self._seconds(self._key_get_content, _perf() - start)
                 _failed(self.name, "get_content", exc)
                 raise
-            self._seconds((self.name, "get_content"), _perf() - start)
-        self._bytes((self.name, "read"), len(data))
+            self._seconds(self._key_get_content, _perf() - start)
+        self._bytes(self._key_read, len(data))
         return data
 
     async def put_content(self, path: str, data: bytes) -> None:
@@ -97,11 +103,11 @@ class MeteredDriver(StorageDriver):
             try:
                 await self.inner.put_content(path, data)
             except BaseException as exc:
-                self._seconds((self.name, "put_content"), _perf() - start)
+                self._seconds(self._key_put_content, _perf() - start)
                 _failed(self.name, "put_content", exc)
                 raise
-            self._seconds((self.name, "put_content"), _perf() - start)
-        self._bytes((self.name, "write"), len(data))
+            self._seconds(self._key_put_content, _perf() - start)
+        self._bytes(self._key_write, len(data))
 
     async def stat(self, path: str) -> FileInfo:
         if tracing.TRACER is not None:
@@ -114,7 +120,7 @@ class MeteredDriver(StorageDriver):
             _failed(self.name, "stat", exc)
             raise
         finally:
-            self._seconds((self.name, "stat"), _perf() - start)
+            self._seconds(self._key_stat, _perf() - start)
 
     async def list(self, path: str) -> list[str]:
         if tracing.TRACER is not None:
@@ -127,7 +133,7 @@ class MeteredDriver(StorageDriver):
             _failed(self.name, "list", exc)
             raise
         finally:
-            self._seconds((self.name, "list"), _perf() - start)
+            self._seconds(self._key_list, _perf() - start)
 
     async def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Timed until the first chunk (opening the object); the bytes are counted as they go."""
