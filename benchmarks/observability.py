@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             entry[name] = round(statistics.median(s.value for s in samples), 1)
             entry[f"{name}_samples"] = [round(s.value, 1) for s in samples]
+            entry[f"{name}_server_cpu_s"] = [round(s.server_cpu, 3) for s in samples]
             entry[f"{name}_cpu_ms_per_unit"] = round(
                 statistics.median(1000 * s.server_cpu / max(s.value * s.wall, 1e-9) for s in samples), 4)
             # the total over all repetitions: psutil's CPU times move in 10 ms steps
