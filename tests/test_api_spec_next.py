@@ -420,3 +420,36 @@ async def test_listing_defaults_keep_todays_answers(client):
     assert len((await r.json())["tags"]) == 10 and "Link" in r.headers
     r = await client.get("/v2/_catalog")
     assert (await r.json())["repositories"] == ["repo"] and "Link" not in r.headers
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+async def test_events_name_every_tag_and_the_mount_source(aiohttp_client, storage):
+    """One manifest push event per tag of a tag-parameter push; a mount without ``from`` names
+    the repository it came from, as a mount with ``from`` does."""
+    from observe_support import Receiver
+
+    receiver = Receiver().start()
+    try:
+        c = await app_client(aiohttp_client, storage(), notifications={"endpoints": [
+            {"name": "t", "url": receiver.url, "timeout": "2s", "backoff": "100ms", "threshold": 3}]})
+        d, _, r = await put_image(c, "repo", b"events", query="?tag=a&tag=b")
+        assert r.status == 201
+        blob = await push_blob(c, "src", b"mount me for events")
+        assert (await c.post(f"/v2/dst/blobs/uploads/?mount={blob}")).status == 201
+        wanted = {("push", "repo", d, "a"), ("push", "repo", d, "b"), ("mount", "dst", blob, "")}
+        for _ in range(300):
+            events = receiver.events()
+            seen = {(e["action"], e["target"]["repository"], e["target"].get("digest", ""), e["target"].get("tag", ""))
+                    for e in events}
+            if wanted <= seen:
+                break
+            await asyncio.sleep(0.1)
+        assert wanted <= seen, seen
+        manifest_pushes = [e for e in events if e["action"] == "push" and e["target"].get("digest") == d]
+        assert len(manifest_pushes) == 2
+        mount = next(e for e in events if e["action"] == "mount")
+        assert mount["target"]["fromRepository"] == "src"
+    finally:
+        receiver.close()
