@@ -8,8 +8,16 @@ worker threads) and does natively what matters for speed and safety:
   process, or the reference registry on the same directory) appends to; each write starts its
   writeback at once (``sync_file_range``), so the fsync at commit overlaps the receive;
 - ``put_content`` writes a temporary file beside the target and ``os.replace``-s it, so a
-  reader never sees half a link or manifest. Temporary names carry ``~``, which no driver
-  path may hold, so listings never show them;
+  reader never sees half a link or manifest; missing parent directories are built under a
+  temporary name around the file and renamed into place, so a directory (a new tag, a new
+  repository) never appears without the file it was made for, not even after a kill -9.
+  Temporary names carry ``~``, which no driver path may hold, so listings never show them
+  (and remove the ones a crash left, once they are old);
+- a directory is deleted by renaming it to a hidden name first, then removing that: the tree
+  disappears at once for readers and for writers racing the delete;
+- directory creation survives concurrent pruning: a prune only removes empty directories, our
+  temporary entries keep the directories we are about to use non-empty, and a directory
+  removed on our way anyway (a delete) just means starting over;
 - reads are 1 MiB ``pread`` calls on one open file; ``local_path`` lets the HTTP layer
   serve a blob with sendfile;
 - moves are ``os.replace``; directories left empty by delete or move are removed.
@@ -26,8 +34,10 @@ import datetime as dt
 import errno
 import os
 import posixpath
+import re
 import shutil
 import stat
+import sys
 import threading
 import time
 import uuid
@@ -37,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
+
+from . import crashpoints
 
 from .base import (
     DriverConfigError, FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageError, check_dir, is_valid_component, walk_key,
@@ -55,6 +67,10 @@ _LIST_CACHE_SIZE = 256
 #: loop: a bounded open/fstat/read from the page cache costs less than a hop to a worker thread
 _INLINE_READ = 64 * 1024
 _LIST_CACHE_MIN_AGE = 2.0
+#: temporary names of put_content and delete (``~`` is in no driver path, so listings skip them)
+_LEFTOVER_RE = re.compile(r"~[0-9a-f]{32}~(?:tmp|del)$")
+#: seconds after which such an entry is a crash's leftover, removed when a listing meets it
+_LEFTOVER_MIN_AGE = 600.0
 
 
 def _ensure_root(root: str) -> None:
@@ -268,6 +284,8 @@ class FilesystemDriver(FsspecDriver):
         except NotADirectoryError:
             raise PathNotFound(self.name, path, "is a file") from None
         base = "" if path == "/" else path.rstrip("/")
+        if any("~" in name for name in names):
+            _remove_stale_leftovers(key, names)
         names = sorted(name for name in names if is_valid_component(name))  # one level: name order is walk order
         if not names and path != "/":
             raise PathNotFound(self.name, path)  # an empty directory does not exist
@@ -300,6 +318,8 @@ class FilesystemDriver(FsspecDriver):
             with os.scandir(self._key(path)) as entries:
                 for entry in entries:
                     if not is_valid_component(entry.name):
+                        if "~" in entry.name:
+                            _remove_stale_leftovers(self._key(path), [entry.name])
                         continue
                     try:
                         out.append(_file_info(f"{base}/{entry.name}", entry.stat()))
@@ -318,17 +338,86 @@ class FilesystemDriver(FsspecDriver):
 
     # -- helpers -------------------------------------------------------------------------
     def _with_parent(self, os_path: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``, creating ``os_path``'s parents when it fails for want of them (a
-        concurrent delete may remove an empty parent between makedirs and fn)."""
+        """Run ``fn``, creating ``os_path``'s parents when it fails for want of them.
+
+        A concurrent delete or prune may remove an empty parent at any moment: between our
+        makedirs and ``fn``, or inside makedirs itself (it creates one level after the other,
+        and a prune can remove a level it just made). Both just mean "try again"."""
         for _ in range(_RETRIES):
             try:
                 return fn()
             except FileNotFoundError:
-                try:
-                    os.makedirs(os.path.dirname(os_path), exist_ok=True)
-                except (FileExistsError, NotADirectoryError) as exc:
-                    raise StorageError(self.name, self._path(os_path), "a parent is a file") from exc
+                self._makedirs(os.path.dirname(os_path))
         return fn()
+
+    def _makedirs(self, directory: str) -> None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except FileNotFoundError:
+            pass  # a prune removed a level we had just made: the caller's next attempt makes it again
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise StorageError(self.name, self._path(directory), "a parent is a file") from exc
+
+    def _first_missing(self, directory: str) -> str | None:
+        """The outermost missing directory on the way from the root to ``directory`` (None when
+        ``directory`` exists). StorageError when a file stands where a directory should be."""
+        top = None
+        current = directory
+        while len(current) > len(self.root):
+            try:
+                st = os.stat(current)
+            except FileNotFoundError:
+                top, current = current, posixpath.dirname(current)
+                continue
+            except NotADirectoryError:
+                raise StorageError(self.name, self._path(directory), "a parent is a file") from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageError(self.name, self._path(directory), "a parent is a file")
+            return top
+        if top is not None:
+            os.makedirs(self.root, exist_ok=True)  # the root itself is never pruned
+        return top
+
+    def _place(self, os_path: str, build: Callable[[str], None]) -> None:
+        """Make the file ``build(tmp)`` writes appear at ``os_path`` in one step, parents included.
+
+        When the parent exists, ``build`` writes a temporary file beside the target, which is then
+        renamed over it. When directories are missing, ``build`` writes into a temporary copy of
+        the outermost missing one, which is then renamed into place: a directory never appears
+        without the file it was made for, not even after a crash (a leftover carries ``~`` in its
+        name, which listings skip). Every temporary entry sits in a directory that exists, so a
+        concurrent prune (``rmdir`` of an emptied directory) cannot remove a directory we are
+        about to use; when a concurrent delete removes one anyway, we start over."""
+        for _ in range(_RETRIES):
+            top = self._first_missing(posixpath.dirname(os_path))
+            tmp = f"{top or os_path}~{uuid.uuid4().hex}~tmp"
+            try:
+                if top is None:
+                    build(tmp)
+                    crashpoints.reached("fs.put.before_rename", os_path)
+                    os.replace(tmp, os_path)
+                else:
+                    os.mkdir(tmp)
+                    inner = tmp + os_path[len(top):]
+                    os.makedirs(posixpath.dirname(inner), exist_ok=True)
+                    build(inner)
+                    crashpoints.reached("fs.put.before_rename", os_path)
+                    os.rename(tmp, top)
+                crashpoints.reached("fs.put.after", os_path)
+                return
+            except FileNotFoundError:
+                _remove_quietly(tmp)  # a directory on our way was deleted meanwhile: start over
+            except OSError as exc:
+                _remove_quietly(tmp)
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and top is not None:
+                    continue  # another writer made that directory first: use it
+                if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+                    raise StorageError(self.name, self._path(os_path), "a parent is a file, or the path a directory") from exc
+                raise
+            except BaseException:
+                _remove_quietly(tmp)
+                raise
+        raise StorageError(self.name, self._path(os_path), "its directories kept being removed while it was written")
 
     # -- overrides -------------------------------------------------------------------------
     async def put_content(self, path: str, data: bytes) -> None:
@@ -337,21 +426,13 @@ class FilesystemDriver(FsspecDriver):
             await self._run(self._put, self._key(path), bytes(data))
 
     def _put(self, os_path: str, data: bytes) -> None:
-        tmp = f"{os_path}~{uuid.uuid4().hex}~tmp"
-
-        def write() -> None:
-            with open(tmp, "xb") as f:
+        def write(target: str) -> None:
+            with open(target, "xb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
 
-        self._with_parent(tmp, write)
-        try:
-            self._with_parent(os_path, lambda: os.replace(tmp, os_path))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        self._place(os_path, write)
 
     async def reader(
         self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20
@@ -405,7 +486,23 @@ class FilesystemDriver(FsspecDriver):
         self._with_parent(dst, replace)
 
     async def _delete_tree(self, key: str) -> None:
-        await self._run(shutil.rmtree, key)
+        await self._run(self._detach_and_remove, key)
+
+    def _detach_and_remove(self, key: str) -> None:
+        """Delete a directory tree as one step for everyone else: rename it to a hidden name
+        (``~`` is in no driver path), then remove that. Writers racing the delete never see half
+        a tree, and an ``rmtree`` in place could fail with "Directory not empty" when one adds a
+        file meanwhile, or pull a temporary file from under its rename. A crash (or a writer
+        that still adds a file to the detached tree) leaves only a hidden leftover that listings
+        skip and later remove."""
+        detached = f"{key}~{uuid.uuid4().hex}~del"
+        try:
+            os.rename(key, detached)
+        except FileNotFoundError:
+            raise PathNotFound(self.name, self._path(key)) from None
+        except OSError:
+            detached = key  # e.g. no room for a new directory entry: remove it in place
+        _remove_tree(detached)
 
     async def _prune_parents(self, key: str) -> None:
         await self._run(self._prune, key)
@@ -445,6 +542,55 @@ def _read_small(os_path: str, limit: int) -> bytes | None:
                 return None  # grew since fstat
     finally:
         os.close(fd)
+
+
+def _remove_quietly(path: str) -> None:
+    """Remove a temporary file or directory tree if it is still there."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        _remove_tree(path)
+    except OSError:
+        if os.path.isdir(path):
+            _remove_tree(path)
+
+
+def _remove_tree(path: str) -> None:
+    """``rmtree`` that tolerates entries vanishing meanwhile and retries when one appears (a
+    writer racing the delete); raises only when the tree cannot be removed at all."""
+    failure: list[OSError] = []
+
+    def on_error(_fn: Any, _path: str, exc_info: Any) -> None:
+        exc = exc_info[1]
+        if not isinstance(exc, FileNotFoundError):
+            failure.append(exc)
+
+    for _ in range(3):
+        failure.clear()
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=lambda fn, p, exc: on_error(fn, p, (type(exc), exc, None)))
+        else:
+            shutil.rmtree(path, onerror=on_error)
+        if not os.path.lexists(path):
+            return
+    if failure and not all(getattr(e, "errno", None) == errno.ENOTEMPTY for e in failure):
+        raise failure[0]
+
+
+def _remove_stale_leftovers(directory: str, names: list[str]) -> None:
+    """Remove the temporary entries a crash left in ``directory`` (``<name>~<hex>~tmp|del``) once
+    they are old enough that no writer can still be using them; listings never show them."""
+    now = time.time()
+    for name in names:
+        if not _LEFTOVER_RE.search(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if now - os.lstat(path).st_mtime < _LEFTOVER_MIN_AGE:
+                continue
+            _remove_quietly(path)
+        except OSError:
+            continue
 
 
 def _read_whole(os_path: str) -> bytes:

@@ -565,6 +565,69 @@ async def test_concurrent_writers_to_different_paths(driver: StorageDriver) -> N
     await driver.delete("/cw")
 
 
+# -- races -----------------------------------------------------------------------------------
+async def test_writes_survive_concurrent_prunes(driver: StorageDriver) -> None:
+    """Writers keep creating files in directories that deletes keep emptying (and pruning, on
+    backends with real directories), as upload sessions do under ``_uploads``: no write fails,
+    and each file is complete until its own delete."""
+
+    # the race is between a prune's rmdir and a makedirs: many rounds where directories are real,
+    # a few elsewhere (on object stores it is the same contract, and each call a request)
+    rounds = 25 if getattr(driver, "real_directories", False) else 2
+
+    async def sessions(worker: int) -> None:
+        for n in range(rounds):
+            base = f"/pr/repo/a/_uploads/{worker}-{n}"
+            await driver.put_content(f"{base}/startedat", b"now")
+            w = await driver.writer(f"{base}/data")
+            await w.write(b"d" * (n + 1))
+            await w.commit()
+            assert await driver.get_content(f"{base}/data") == b"d" * (n + 1)
+            assert await driver.get_content(f"{base}/startedat") == b"now"
+            await driver.move(f"{base}/data", f"/pr/blobs/{worker}/{n}/data")
+            await driver.delete(base)
+
+    await asyncio.gather(*(sessions(i) for i in range(8)))
+    for worker in range(8):
+        for n in range(rounds):
+            assert await driver.get_content(f"/pr/blobs/{worker}/{n}/data") == b"d" * (n + 1)
+    with raises(PathNotFound, driver, "/pr/repo"):
+        await driver.list("/pr/repo")
+    await driver.delete("/pr")
+
+
+async def test_put_racing_delete_of_its_directory(driver: StorageDriver) -> None:
+    """A small write racing the delete of the directory it goes into (a tag PUT racing a delete)
+    either lands whole after the delete or goes with it; neither side fails, and what survives
+    holds the new file. Workers share parents, so deletes keep pruning them under the others."""
+    rounds = 40 if getattr(driver, "real_directories", False) else 3
+
+    async def worker(k: int) -> None:
+        for n in range(rounds):
+            tag = f"/pd/{k}/{n}/tag"
+            await driver.put_content(f"{tag}/index/link", b"old")
+
+            async def put() -> None:
+                await driver.put_content(f"{tag}/current/link", b"new")
+
+            async def delete() -> None:
+                with contextlib.suppress(PathNotFound):
+                    await driver.delete(tag)
+
+            await asyncio.gather(put(), delete(), put(), delete())
+            try:
+                children = await driver.list(tag)
+            except PathNotFound:
+                continue
+            assert f"{tag}/current" in children, children
+            assert await driver.get_content(f"{tag}/current/link") == b"new"
+            await driver.delete(tag)
+
+    await asyncio.gather(*(worker(k) for k in range(4)))
+    with raises(PathNotFound, driver, "/pd"):
+        await driver.list("/pd")
+
+
 # -- stat ------------------------------------------------------------------------------------
 def _near_now(moment: dt.datetime | None, slack: float = 120.0) -> bool:
     if moment is None or moment.tzinfo is None:
