@@ -22,6 +22,7 @@ from ..reference import Digest, try_digest
 from . import paths
 from .blobs import BlobInfo, BlobStore
 from .catalog import Catalog
+from .locks import RepositoryLocks
 from .manifests import ManifestStore, StoredManifest
 from .referrers import ReferrerStore
 from .tags import TagStore
@@ -47,7 +48,9 @@ class Store:
         self.uploads = UploadStore(driver, self.blobs, secret, self.events)
         self.tags = TagStore(driver)
         self.referrers = ReferrerStore(driver)
-        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events)
+        #: per-repository ordering of manifest and tag writes in this process
+        self.locks = RepositoryLocks()
+        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks)
         self.catalog = Catalog(driver)
         self._reconciled: dict[str, float] = {}
 
@@ -57,7 +60,8 @@ class Store:
         the check lists every revision, which is slow on a bucket with many manifests)."""
         now = time.monotonic()
         if now - self._reconciled.get(repo, -RECONCILE_INTERVAL) >= RECONCILE_INTERVAL:
-            await self.reconcile(repo)
+            async with self.locks.shared(repo):
+                await self.reconcile(repo)
             self._reconciled[repo] = now
             if len(self._reconciled) > 10000:
                 self._reconciled.clear()

@@ -1,8 +1,29 @@
 """Manifests in a repository: revision links, tags and referrers, written in a crash-safe order.
 
-PUT: manifest bytes -> reverse-index marker -> revision link -> referrers entry -> tags (all or none).
-DELETE by digest: tags -> revision link -> referrers entry. A crash between any two writes
-leaves either nothing visible or a visible, consistent manifest (index entries may be stale).
+PUT: manifest bytes -> reverse-index marker or entries -> revision link -> referrers entry and
+tags' current links (all or none) -> tags' index links. DELETE by digest: its tags -> signed
+bytes -> revision link -> (tags again) -> referrers entry -> reverse index. A crash between any
+two writes leaves either nothing visible or a visible, consistent manifest (index entries may be
+stale; a manifest whose reverse index is gone is treated like one the reference registry stored,
+and re-indexed).
+
+Linearizable per repository: in one process, :class:`~registry.store.locks.RepositoryLocks`
+orders the operations (a PUT holds its tags, a delete by digest the whole repository). Between
+processes on one storage the order of writes and two re-checks keep every outcome one that some
+order of the operations would give, and never leave a tag pointing at a deleted manifest:
+
+- a tagging PUT writes the reverse entries before the current links, and after them checks that
+  the revision link, the tags and their reverse entries are still there; when a delete removed
+  one meanwhile, it writes them again (the PUT then counts as after the delete);
+- a delete by digest, after removing the revision link, looks once more for tags that point at
+  the manifest (through reverse entries, which a racing PUT wrote before its current links) and
+  removes them (the PUT then counts as before the delete); removing the reverse index last, it
+  re-reads each entry's tag and keeps the entries of tags that point at the manifest again.
+
+Whichever of the two runs its check later sees the other's write. What needs a lock shared
+between processes is only this: a tag *moved* to another manifest by another process in the
+instant between a delete's last read of that tag and the removal of its current link is removed
+with the old manifest's tags (never left dangling).
 """
 
 from __future__ import annotations
@@ -21,11 +42,15 @@ from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from . import paths
 from .blobs import BlobStore
+from .locks import RepositoryLocks, tag_key
 from .referrers import ReferrerStore
 from .tags import TagStore, manifest_unknown
 
 
 log = logging.getLogger(__name__)
+
+#: rounds a tagging PUT writes again when deletes from other processes keep removing its manifest
+WRITE_ROUNDS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +62,13 @@ class StoredManifest:
 
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagStore, referrers: ReferrerStore,
-                 events: Any = None) -> None:
+                 events: Any = None, locks: RepositoryLocks | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
         self.tags = tags
         self.referrers = referrers
+        #: orders this repository's manifest and tag operations in this process
+        self.locks = locks or RepositoryLocks()
         #: told of each completed push, pull and delete (registry.events.notifier.Notifier)
         self.events = events if events is not None else blobs.events
 
@@ -95,11 +122,46 @@ class ManifestStore:
         """
         d = try_digest(manifest.digest)
         assert d is not None
-        exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
         tags = list(dict.fromkeys(tags))
+        async with self.locks.shared(repo, *(tag_key(t) for t in tags)):
+            exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
+            for attempt in range(WRITE_ROUNDS):
+                moved = await self._write(repo, manifest, d, tags, exists, rewrite=attempt > 0)
+                if not moved or await self._intact(repo, d, moved):
+                    break
+                log.info("repository %s: %s was deleted while it was tagged; writing again", repo, d)
+                exists = False
+            else:
+                raise RegistryError(
+                    ErrorCode.UNAVAILABLE,
+                    "the manifest kept being deleted while it was tagged; retry",
+                    detail={"digest": str(d)},
+                    headers={"Retry-After": "1"},
+                )
+        if self.events.active:
+            for tag in tags or [None]:
+                await self.events.manifest_pushed(repo, manifest, tag)
+        return d
+
+    async def _intact(self, repo: str, d: Digest, tags: Sequence[str]) -> bool:
+        """After the tags' writes: a delete in another process took nothing from under them (the
+        manifest, a tag, or a tag's reverse entry); a tag moved on by another PUT is fine."""
+        if not await self.exists(repo, d):
+            return False
+        for tag in tags:
+            current = await self.tags.current(repo, tag)
+            if current is None or (current == d and not await self.tags.has_reverse_entry(repo, tag, d)):
+                return False
+        return True
+
+    async def _write(self, repo: str, manifest: mf.Manifest, d: Digest, tags: Sequence[str], exists: bool,
+                     *, rewrite: bool = False) -> list[str]:
+        """One round of writes; returns the tags whose links were written (they need the re-check).
+        ``rewrite``: write them even when they already name ``d`` (a delete may have removed their
+        reverse entries)."""
         currents = await asyncio.gather(*(self.tags.current(repo, t) for t in tags))
         #: the tags that move (or appear), with the digest each pointed at before
-        moves = {t: prev for t, prev in zip(tags, currents) if prev != d}
+        moves = {t: prev for t, prev in zip(tags, currents) if rewrite or prev != d}
         # signed schema 1: the canonical payload at the digest path, as the reference stores it;
         # written (or checked) even when the revision exists: the data may have been lost since
         first: list[Awaitable[None]] = [
@@ -125,10 +187,7 @@ class ManifestStore:
         for outcome in await asyncio.gather(*second, return_exceptions=True):  # both end before an error
             if isinstance(outcome, BaseException):
                 raise outcome
-        if self.events.active:
-            for tag in tags or [None]:
-                await self.events.manifest_pushed(repo, manifest, tag)
-        return d
+        return list(moves)
 
     async def _check_references(self, repo: str, manifest: mf.Manifest) -> None:
         limit = asyncio.Semaphore(16)
@@ -162,26 +221,36 @@ class ManifestStore:
     async def delete(self, repo: str, ref: str | Digest) -> list[str]:
         """By tag: untag only. By digest: its tags, then the manifest. Returns the tags removed."""
         if not isinstance(ref, Digest):
-            await self.tags.untag(repo, ref)
+            async with self.locks.shared(repo, tag_key(ref)):
+                await self.tags.untag(repo, ref)
             if self.events.active:
                 await self.events.tag_deleted(repo, ref)
             return [ref]
-        stored = await self._get(repo, ref)
-        removed = await self.tags.untag_digest(repo, ref)
-        try:
-            await self.driver.delete(paths.revision_link(repo, ref))
-        except PathNotFound:
-            raise manifest_unknown(ref) from None
-        try:
-            await self.driver.delete(paths.signed_manifest(repo, ref))
-        except PathNotFound:
-            pass
-        parsed = mf.parse_stored(stored.body, str(ref))
-        subject = try_digest(parsed.subject.digest) if parsed.subject else None
-        if subject is not None:
-            await self.referrers.remove(repo, subject, ref)
+        async with self.locks.exclusive(repo):
+            removed = await self._delete_digest(repo, ref)
         if self.events.active:  # as distribution: the manifest, then each tag that pointed at it
             await self.events.manifest_deleted(repo, str(ref))
             for tag in removed:
                 await self.events.tag_deleted(repo, tag)
+        return removed
+
+    async def _delete_digest(self, repo: str, d: Digest) -> list[str]:
+        stored = await self._get(repo, d)
+        removed = await self.tags.untag_digest(repo, d)
+        try:
+            await self.driver.delete(paths.signed_manifest(repo, d))
+        except PathNotFound:
+            pass
+        try:
+            await self.driver.delete(paths.revision_link(repo, d))
+        except PathNotFound:
+            raise manifest_unknown(d) from None  # another process deleted it first
+        # a tagging PUT in another process may have pointed a tag at it meanwhile (it wrote the
+        # reverse entry first, which is why the reverse index goes last): that tag goes too
+        removed += await self.tags.untag_digest(repo, d, scan=False)
+        parsed = mf.parse_stored(stored.body, str(d))
+        subject = try_digest(parsed.subject.digest) if parsed.subject else None
+        if subject is not None:
+            await self.referrers.remove(repo, subject, d)
+        await self.tags.drop_reverse_index(repo, d)
         return removed

@@ -6,7 +6,13 @@ tag's current link. A manifest with no entry at all (stored by the reference reg
 to a scan of all tags. Tags the reference adds to a manifest we stored are not in it:
 :meth:`TagStore.reindex` (``Store.rebuild_indexes``) rebuilds it.
 Write order for a tag: reverse entry, current link, index link -- so a tag is listed only once it
-resolves, and never without its reverse entry.
+resolves, and never without its reverse entry. (distribution writes the index link before the
+current one; nothing in it depends on that order, and ours keeps a new tag out of listings until
+it resolves, on every backend: the filesystem driver makes a new directory appear only with its
+first file.) Deleted by tag, a tag is removed index first, current link last, so a crash in
+between leaves a tag that still resolves; removed with its manifest, its current link goes first
+(see :meth:`TagStore.untag_digest`) and a crash may leave its history behind, which listings
+ignore.
 
 Several tags pushed in one request (``PUT .../manifests/<digest>?tag=a&tag=b``) move together:
 :meth:`TagStore.point_all` writes their current links at once and puts back the ones written when
@@ -14,6 +20,10 @@ another fails, so a request applies all of them or none. While it runs, readers 
 that ask for one of those tags (or the whole list) wait for its outcome: none of them sees some of
 the tags moved and others not. Readers in other processes sharing the storage may, for the few
 milliseconds the writes take.
+
+Listings count a tag only when its current link is readable (a leftover of a crash or of another
+registry writing index links first is ignored): each name is checked once per process, and names
+already known complete cost nothing on later listings.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Mapping
 
 from drivers.base import PathNotFound, StorageDriver
@@ -41,11 +52,17 @@ def name_unknown(repo: str) -> RegistryError:
     return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": repo})
 
 
+#: repositories whose complete tag names are remembered (per process)
+_COMPLETE_CACHE_SIZE = 1024
+
+
 class TagStore:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
         #: repository -> the tag sets being moved together right now, each with its "done" event
         self._moving: dict[str, list[tuple[frozenset[str], asyncio.Event]]] = {}
+        #: repository -> tag names seen with a readable current link (see the module docstring)
+        self._complete: OrderedDict[str, set[str]] = OrderedDict()
 
     async def resolve(self, repo: str, tag: str) -> Digest:
         """The digest ``tag`` points at, or MANIFEST_UNKNOWN."""
@@ -136,23 +153,30 @@ class TagStore:
         """Remove ``tag`` (its history first, its current link last); MANIFEST_UNKNOWN if absent.
         The reverse entry stays (stale entries are checked on use and dropped with the digest)."""
         d = await self.resolve(repo, tag)
+        await self._remove(repo, tag)
+        return d
+
+    async def _remove(self, repo: str, tag: str) -> None:
+        self._forget(repo, tag)
         await self._delete_quietly(paths.tag_index_dir(repo, tag))
         await self._delete_quietly(paths.tag_dir(repo, tag))
-        return d
 
     async def mark_indexed(self, repo: str, d: Digest) -> None:
         """Record that manifest ``d`` was stored here untagged: its (empty) reverse index is
         complete. A tagged push needs no marker: its reverse entry is the evidence."""
         await self.driver.put_content(paths.digest_tags_marker(repo, d), b"")
 
-    async def tags_of(self, repo: str, d: Digest) -> list[str]:
+    async def tags_of(self, repo: str, d: Digest, *, scan: bool = True) -> list[str]:
         """Tags that point at ``d`` now: from the reverse index (stale entries dropped), or, when
-        ``d`` has no reverse entry at all (stored by another registry), by scanning every tag."""
+        ``d`` has no reverse entry at all (stored by another registry) and ``scan`` is true, by
+        scanning every tag."""
         try:
             entries = await self.driver.list(paths.digest_tags_dir(repo, d))
         except PathNotFound:
             entries = []
         if not entries:
+            if not scan:
+                return []
             return [t for t in await self._all_or_none(repo) if await self.current(repo, t) == d]
         marker = paths.digest_tags_marker(repo, d)
         found = []
@@ -195,17 +219,49 @@ class TagStore:
         except RegistryError:
             return []
 
-    async def untag_digest(self, repo: str, d: Digest) -> list[str]:
-        """Remove every tag pointing at ``d``; O(tags of d)."""
-        tags = await self.tags_of(repo, d)
-        for tag in tags:
-            await self._delete_quietly(paths.tag_index_dir(repo, tag))
-            await self._delete_quietly(paths.tag_dir(repo, tag))
-        await self._delete_quietly(paths.digest_tags_dir(repo, d))
-        return tags
+    async def untag_digest(self, repo: str, d: Digest, *, scan: bool = True) -> list[str]:
+        """Remove every tag pointing at ``d``; O(tags of d). Each tag is re-read right before it
+        goes, so a tag moved on to another manifest meanwhile is left alone. ``scan`` as for
+        :meth:`tags_of`."""
+        removed = []
+        for tag in await self.tags_of(repo, d, scan=scan):
+            if await self._remove_if(repo, tag, d):
+                removed.append(tag)
+        return removed
+
+    async def _remove_if(self, repo: str, tag: str, d: Digest) -> bool:
+        """Remove ``tag`` if it points at ``d``: the current link goes right after it is read (one
+        write, so a PUT in another process moving the tag meanwhile has the least chance to land
+        in between), then the history. The tag's directory itself is never deleted as a whole
+        here: a current link written after ours went must survive."""
+        if await self.current(repo, tag) != d:
+            return False
+        self._forget(repo, tag)
+        await self._delete_quietly(paths.tag_current_link(repo, tag))
+        await self._delete_quietly(paths.tag_index_dir(repo, tag))
+        return True
+
+    async def drop_reverse_index(self, repo: str, d: Digest) -> None:
+        """Remove the reverse index of a deleted manifest, except the entries of tags that point
+        at it again: a PUT in another process may have tagged it anew meanwhile, and a present
+        manifest's entries must never be incomplete. Each entry is removed, then its tag re-read
+        (and the entry restored); the PUT re-checks its entry after its current link, so one of
+        the two always sees the other."""
+        try:
+            entries = await self.driver.list(paths.digest_tags_dir(repo, d))
+        except PathNotFound:
+            return
+        for entry in entries:
+            await self._delete_quietly(entry)
+            tag = paths.leaf(entry)
+            if entry != paths.digest_tags_marker(repo, d) and is_valid_tag(tag) and await self.current(repo, tag) == d:
+                await self.add_reverse_entry(repo, tag, d)
+
+    async def has_reverse_entry(self, repo: str, tag: str, d: Digest) -> bool:
+        return await self._exists(paths.digest_tag_entry(repo, d, tag))
 
     async def list(self, repo: str) -> list[str]:
-        """All tags of ``repo``, sorted; NAME_UNKNOWN when the repository does not exist."""
+        """All tags of ``repo`` that resolve, sorted; NAME_UNKNOWN when the repository does not exist."""
         if repo in self._moving:
             await self._settled(repo, None)
         try:
@@ -214,7 +270,40 @@ class TagStore:
             if await self._exists(paths.manifests_dir(repo)) or await self._exists(paths.layers_dir(repo)):
                 return []
             raise name_unknown(repo) from None
-        return sorted(t for t in (paths.leaf(c) for c in children) if is_valid_tag(t))
+        names = [t for t in (paths.leaf(c) for c in children) if is_valid_tag(t)]
+        return sorted(await self._complete_tags(repo, names))
+
+    async def _complete_tags(self, repo: str, names: list[str]) -> list[str]:
+        """The ``names`` whose current link is readable: names seen complete before are taken as
+        they are, the others are read (bounded in parallel)."""
+        known = self._complete.get(repo)
+        if known is None:
+            known = set()
+        else:
+            self._complete.move_to_end(repo)
+        unknown = [t for t in names if t not in known]
+        if unknown:
+            limit = asyncio.Semaphore(32)
+
+            async def complete(tag: str) -> bool:
+                async with limit:
+                    return await self.current(repo, tag) is not None
+
+            for tag, ok in zip(unknown, await asyncio.gather(*(complete(t) for t in unknown))):
+                if ok:
+                    known.add(tag)
+        present = set(names)
+        known &= present  # a name gone from the listing is checked again if it comes back
+        self._complete[repo] = known
+        self._complete.move_to_end(repo)
+        while len(self._complete) > _COMPLETE_CACHE_SIZE:
+            self._complete.popitem(last=False)
+        return [t for t in names if t in known]
+
+    def _forget(self, repo: str, tag: str) -> None:
+        known = self._complete.get(repo)
+        if known is not None:
+            known.discard(tag)
 
     async def reindex(self, repo: str) -> int:
         """Rebuild the reverse index from the current links (e.g. after the reference wrote tags)."""
