@@ -78,9 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(level: str, formatter: str = "text", fields: dict | None = None) -> None:
-    from .observe import logs
+    from .observe import logs, redact
 
     logs.configure(level, formatter, fields)
+    redact.install()  # no credential in any log line, from any logger (aiohttp's included)
 
 
 def _validate_storage(config: Config) -> None:
@@ -131,6 +132,9 @@ def serve(config: Config) -> int:
     """Run until SIGINT/SIGTERM. With ``http.workers > 1`` forks workers sharing the port."""
     if config.http.secret_generated:
         log.warning("http.secret is not set: generated a random one; set it when running several instances")
+    from .server.connections import raise_fd_limit
+
+    raise_fd_limit()  # before forking: every worker inherits it
     workers = config.http.workers
     children: list[int] = []
     from .observe import tracing
@@ -187,31 +191,39 @@ def _run_loop(config: Config, *, reuse_port: bool) -> None:
 async def _run(config: Config, *, reuse_port: bool) -> None:
     from aiohttp import web
 
+    from . import eventloop
     from .app import create_app
     from .observe import logs
     from .observe.process import ROLE
     from .observe.setup import HEALTH_KEY, debug_app
+    from .server.connections import ConnectionGuard, GuardedSite, connection_limits
 
     app = create_app(config)
     metrics_on = config.http.debug.prometheus_enabled
     access_on = not config.log.accesslog_disabled
-    runner = web.AppRunner(
-        app,
+    limits = connection_limits(config.http)
+    handler_args = dict(
         # one hook after each response: the access line (log.accesslog) and the HTTP metrics
         access_log=logging.getLogger(logs.ACCESS_LOGGER) if (access_on or metrics_on) else None,
         access_log_class=logs.access_log_class(metrics=metrics_on, access_log=access_on),
-        handle_signals=False,
-        # on SIGTERM, in-flight requests get http.draintimeout to finish (unset: 60 s)
-        shutdown_timeout=config.http.draintimeout or 60.0,
         # bytes aiohttp buffers per request body before pausing the socket: 64 KiB (its default)
         # made a push pause/resume every few pieces (measured: 20% less CPU per MB pushed at 1 MiB)
         read_bufsize=1 << 20,
+        keepalive_timeout=limits.idle,
+    )
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        # on SIGTERM, in-flight requests get http.draintimeout to finish (unset: 60 s)
+        shutdown_timeout=config.http.draintimeout or 60.0,
+        **handler_args,
     )
     await runner.setup()
+    eventloop.STALL_TIMEOUT = limits.body or eventloop.STALL_TIMEOUT  # a client not reading a sendfile
     host, port = config.http.host_port
-    site = web.TCPSite(
-        runner, host, port, ssl_context=_ssl_context(config), reuse_port=reuse_port or None, backlog=1024
-    )
+    guard = ConnectionGuard(limits)
+    site = GuardedSite(runner, host, port, guard=guard, handler_args=handler_args, ssl_context=_ssl_context(config),
+                       reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     debug_runner = None
     if ROLE.primary and config.http.debug.addr:
@@ -220,7 +232,8 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
         debug_host, debug_port = config.http.debug.host_port
         await web.TCPSite(debug_runner, debug_host, debug_port).start()
         log.info("debug server listening on %s", config.http.debug.addr)
-    log.info("registry %s listening on %s", __version__, config.http.addr)
+    log.info("registry %s listening on %s (at most %d connections%s)", __version__, config.http.addr,
+             guard.max_connections, " per worker" if config.http.workers > 1 else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

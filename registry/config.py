@@ -453,6 +453,26 @@ class TLSConfig:
 
 
 @dataclasses.dataclass
+class HTTPTimeouts:
+    """``http.timeouts`` (ours): how long a client may hold a connection without progress, in
+    seconds; 0 turns ``header`` or ``body`` off."""
+
+    #: an idle keep-alive connection (or a silent new one) is closed after this
+    idle: float = 120.0
+    #: the request line and headers (and a TLS handshake) must arrive within this of the first byte
+    header: float = 30.0
+    #: a request body, or a response the client does not read, may stall this long
+    body: float = 60.0
+
+    @classmethod
+    def from_section(cls, s: Section) -> "HTTPTimeouts":
+        values = {name: s.duration(name, getattr(cls, name)) for name in ("idle", "header", "body")}
+        if values["idle"] < 1:
+            raise s.error(f"{s.where('idle')}: must be at least 1s (idle connections are always closed)")
+        return cls(**values)
+
+
+@dataclasses.dataclass
 class HTTPConfig(_FromRaw):
     section_name = "http"
     addr: str = "127.0.0.1:5000"
@@ -469,6 +489,9 @@ class HTTPConfig(_FromRaw):
     secret_generated: bool = False
     #: ``http.debug``: the debug server (metrics, /debug/health), a registry.observe.config.DebugConfig
     debug: Any = None
+    timeouts: HTTPTimeouts = dataclasses.field(default_factory=HTTPTimeouts)
+    #: ours: client connections open at once, all workers together; 0 = from the file descriptor limit
+    maxconnections: int = 0
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -521,6 +544,8 @@ class HTTPConfig(_FromRaw):
             workers=s.int("workers", 1, minimum=1),
             secret_generated=generated,
             debug=_debug_config(s.section("debug")),
+            timeouts=HTTPTimeouts.from_section(s.section("timeouts")),
+            maxconnections=s.int("maxconnections", 0, minimum=0),
         )
 
 

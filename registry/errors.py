@@ -31,7 +31,7 @@ class ErrorCode(enum.Enum):
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
     MANIFEST_TOO_LARGE = (413, "manifest too large")  # no spec code; sent as SIZE_INVALID-like 413
     UNKNOWN = (500, "unknown error")
-    UNAVAILABLE = (503, "service unavailable")  # a failing health check (distribution's code)
+    UNAVAILABLE = (503, "service unavailable")  # distribution's code: a failing health check, too many connections
 
     @property
     def status(self) -> int:

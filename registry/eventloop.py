@@ -29,6 +29,10 @@ _THREADS = 64
 _pool: ThreadPoolExecutor | None = None
 
 
+class ClientStalled(ConnectionResetError):
+    """The client kept its receive window shut for :data:`STALL_TIMEOUT` seconds."""
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
@@ -47,7 +51,7 @@ def _send(sock_fd: int, file_fd: int, offset: int, count: int, cancelled: thread
                 n = os.sendfile(sock_fd, file_fd, offset + sent, min(count - sent, _MAX_CALL))
             except BlockingIOError:
                 if not poller.poll(STALL_TIMEOUT * 1000):
-                    raise ConnectionResetError("the client stopped reading") from None
+                    raise ClientStalled("the client stopped reading") from None
                 continue
             if n == 0:
                 break  # the file is shorter than announced
@@ -90,6 +94,11 @@ def _sendfile_loop_class() -> type | None:
             try:
                 # shielded: the thread must run even when we are cancelled, to close the duplicates
                 sent = await asyncio.shield(work)
+            except ClientStalled:
+                stalled = getattr(transport.get_protocol(), "send_stalled", None)
+                if stalled is not None:  # the server's connection guard reports it
+                    stalled()
+                raise
             except BaseException:
                 cancelled.set()
                 raise
