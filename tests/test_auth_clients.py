@@ -349,6 +349,19 @@ def test_distribution_accepts_our_tokens(tmp_path, skopeo_env):
         r = pull(skopeo_env, reference.hostport, "alice/app:1", tmp_path / "out", _creds("alice"))
         assert r.returncode == 0, r.stderr
         assert read_oci_layout(tmp_path / "out", "v1")[0] == image.digest
+        # the stand-alone token server answers a malformed login briefly and logs no credential
+        import base64
+        import socket
+        cred = base64.b64encode(_creds("alice").encode())
+        with socket.create_connection(("127.0.0.1", ts_port), timeout=10) as sock:
+            sock.sendall(b"GET /auth/token HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + cred[:7] + b"\x00"
+                         + cred[7:] + b"\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.0 400")
+        import time
+        time.sleep(0.3)
+        ts_log = (tmp_path / "ts.log").read_text(errors="replace")
+        assert "rejected a malformed HTTP request" in ts_log and "Traceback" not in ts_log
+        assert PASSWORDS["alice"] not in ts_log and cred[7:15].decode() not in ts_log
     finally:
         if reference is not None:
             reference.stop()

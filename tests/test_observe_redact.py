@@ -86,6 +86,7 @@ CLEAN = [
     "/var/lib/registry/docker/registry/v2/repositories/library/ubuntu/_manifests/tags/latest/current/link",
     "rejected a malformed HTTP request from 127.0.0.1: BadHttpMessage: Invalid header value char",
     "storage: s3 bucket my-registry in eu-west-1, rootdirectory /registry",
+    'GET /v2/a/blobs/uploads/1?_state=REDACTED&digest=sha256:' + "1" * 64,  # redacted by the access log
     "Traceback (most recent call last):\n  File \"/work/registry/store/uploads.py\", line 42, in commit\n"
     "    raise RegistryError(ErrorCode.DIGEST_INVALID)",
 ]

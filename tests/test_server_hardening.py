@@ -432,3 +432,98 @@ def test_no_credential_reaches_any_log_line(token_server):
     for line in log.splitlines():
         for secret in secrets:
             assert secret not in line, f"{secret[:12]}... leaked into: {line[:300]}"
+
+
+# --------------------------------------------------------------------------- units
+
+
+def test_throttled_log_bounds_lines_and_counts_the_rest():
+    import logging
+
+    from registry.server.reports import ThrottledLog
+
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("test-throttled-log")
+    logger.propagate = False
+    logger.addHandler(Collect())
+    now = [0.0]
+    throttled = ThrottledLog(logger, interval=10, clock=lambda: now[0])
+    for i in range(10_000):
+        now[0] = i * 0.003  # 30 s of a flood
+        throttled.event("rejected", "rejected malformed requests", "rejected %d", i, burst=5)
+    now[0] += 10
+    throttled.flush()
+    summaries = [r for r in records if "more in the last 10s" in r]
+    assert len(records) <= 4 * (5 + 1) and len(summaries) == 3
+    assert sum(int(r.split(": ")[1].split()[0]) for r in summaries) + (len(records) - len(summaries)) == 10_000
+
+
+def test_rejection_reason_never_holds_request_bytes():
+    """Through aiohttp's real parsers (C and pure Python): whatever the request, the logged reason is
+    a class name and at most a fixed phrase of the parser, never a byte of the request."""
+    import asyncio
+    import random
+
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.http_parser import HttpRequestParserC, HttpRequestParserPy
+
+    from registry.server.connections import rejection_reason
+
+    marker = "Qzxvjwkmpq"
+    rng = random.Random(9)
+    loop = asyncio.new_event_loop()
+    base = [f"GET /v2/{marker} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {marker}\r\n\r\n",
+            f"{marker} /v2/ HTTP/1.1\r\n\r\n", f"GET /{marker}\x00 HTTP/1.1\r\n\r\n",
+            f"GET http://{marker}:{marker}@[x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            f"GET / HTTP/1.1\r\n{marker}\r\n\r\n", f"GET / HTTP/1.1\r\nX: {marker}\x7f\r\n\r\n",
+            f"GET / HTTP/1.1\r\nHost: {marker}\r\nHost: {marker}\r\n\r\n",
+            f"GET / HTTP/1.1\r\nTransfer-Encoding: {marker}\r\n\r\n", "GET / HTTP/1.1\r\nX: " + marker * 1000 + "\r\n\r\n"]
+    reasons = set()
+    try:
+        for parser_class in (HttpRequestParserC, HttpRequestParserPy):
+            for i in range(600):
+                raw = bytearray(rng.choice(base).encode("latin-1"))
+                for _ in range(rng.randrange(4)):  # and random damage
+                    raw[rng.randrange(len(raw))] = rng.randrange(256)
+                parser = parser_class(BaseProtocol(loop), loop, 2 ** 16, max_line_size=8190, max_field_size=8190)
+                try:
+                    parser.feed_data(bytes(raw))
+                except HttpProcessingError as exc:
+                    reason = rejection_reason(exc)
+                    reasons.add(reason)
+                    assert re.fullmatch(r"\w+(: [A-Za-z0-9 /'`.,-]+)?", reason), reason
+                    assert marker[:6] not in reason and "\\x" not in reason
+    finally:
+        loop.close()
+    assert len(reasons) >= 5  # many kinds of rejection were seen
+
+
+def test_http_timeouts_and_maxconnections_config():
+    from registry.config import Config, ConfigError
+    from registry.server.connections import auto_max_connections, connection_limits
+
+    storage = {"inmemory": {}}
+    config = Config.from_dict({"storage": storage, "http": {
+        "workers": 3, "maxconnections": 100, "timeouts": {"idle": "90s", "header": "10s", "body": 0}}})
+    limits = connection_limits(config.http)
+    assert (limits.idle, limits.header, limits.body, limits.max_connections) == (90, 10, 0, 34)
+    default = Config.from_dict({"storage": storage}).http
+    assert (default.timeouts.idle, default.timeouts.header, default.timeouts.body) == (120, 30, 60)
+    assert default.maxconnections == 0
+    import resource
+    assert connection_limits(default).max_connections == auto_max_connections(
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    assert auto_max_connections(1024) == 384 and auto_max_connections(20_000) == 9872
+    assert auto_max_connections(1 << 20) == 10_000 and auto_max_connections(resource.RLIM_INFINITY) == 10_000
+    with pytest.raises(ConfigError, match="http.timeouts.idle"):
+        Config.from_dict({"storage": storage, "http": {"timeouts": {"idle": "0s"}}})
+    with pytest.raises(ConfigError, match="http.maxconnections"):
+        Config.from_dict({"storage": storage, "http": {"maxconnections": -1}})
+    with pytest.raises(ConfigError, match="http.timeouts.header"):
+        Config.from_dict({"storage": storage, "http": {"timeouts": {"header": "soon"}}})

@@ -188,8 +188,6 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from .tokenserver import token_app
 
     try:
@@ -200,5 +198,11 @@ def _serve(args: argparse.Namespace) -> int:
     host, _, port = args.addr.rpartition(":")
     if not port.isdigit():
         return _fail(f"--addr: expected host:port, got {args.addr!r}")
-    web.run_app(app, host=host or "127.0.0.1", port=int(port), print=lambda *_: None)
+    import asyncio
+
+    from ..cli import _setup_logging
+    from ..server.connections import ConnectionLimits, serve_app
+
+    _setup_logging("info")  # with the credential filter: this server sees passwords
+    asyncio.run(serve_app(app, host or "127.0.0.1", int(port), ConnectionLimits()))
     return 0

@@ -152,13 +152,19 @@ def redact(text: str) -> str:
         if hints & _PARAM_HINTS:
             text = _QUOTED_PARAM_RE.sub(
                 lambda m: f"{m['q']}{m['name']}{m['q']}{m['sep']}{m['vq']}{REDACTED}{m['vq']}", text)
-            text = _PARAM_RE.sub(lambda m: f"{m.group(1)}={REDACTED}", text)
+            text = _PARAM_RE.sub(_param_replacement, text)
         if "://" in hints and "@" in text:
             text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@", text)
     for run in _B64_RUN_RE.findall(text):
         if _decodes_to_text(run):
             text = text.replace(run, REDACTED)
     return text
+
+
+def _param_replacement(m: re.Match[str]) -> str:
+    if m.group(2).strip("[]") == "REDACTED":  # redacted already (the access log does it for _state)
+        return m.group(0)
+    return f"{m.group(1)}={REDACTED}"
 
 
 # --------------------------------------------------------------------------- logging integration

@@ -456,3 +456,24 @@ class GuardedSite(web.TCPSite):
     async def stop(self) -> None:
         self.guard.stop()
         await super().stop()
+
+
+async def serve_app(app: web.Application, host: str, port: int, limits: ConnectionLimits) -> None:
+    """Serve ``app`` through a guard until SIGINT or SIGTERM (``registry auth serve-token``; the
+    registry itself is served by :mod:`registry.cli`, which adds workers, TLS and the debug server)."""
+    import signal
+
+    handler_args: dict[str, Any] = {"access_log": logging.getLogger("registry.access"),
+                                    "keepalive_timeout": limits.idle}
+    runner = web.AppRunner(app, handle_signals=False, **handler_args)
+    await runner.setup()
+    guard = ConnectionGuard(limits)
+    await GuardedSite(runner, host, port, guard=guard, handler_args=handler_args).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
