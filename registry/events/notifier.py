@@ -77,6 +77,11 @@ class Notifier:
                         size=manifest.size, tag=tag, manifest=manifest)
 
     async def manifest_pulled(self, repo: str, stored: Any, tag: str | None) -> None:
+        if not self.endpoints:  # the hot path of a registry without endpoints: count, nothing else
+            request = CURRENT.get()
+            if self.metrics and (request is None or request.method != "HEAD"):
+                METRICS.pulls.inc(("manifest", stored.media_type))
+            return
         await self.emit("pull", "manifest", repo, media_type=stored.media_type, digest=str(stored.digest),
                         size=len(stored.body), tag=tag, body=stored.body)
 

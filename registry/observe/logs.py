@@ -212,13 +212,24 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                 started = request.get(STARTED_KEY)
                 if started is not None:  # aiohttp's loop clock has millisecond steps on uvloop
                     duration = time.perf_counter() - started
-                sent = _body_bytes(request, response)
+                method = request.method
+                status = response.status
+                # body bytes: the announced length (a sendfile body bypasses aiohttp's count), else
+                # what the writer counted (headers included) for a chunked body
+                if method == "HEAD" or status in (204, 304) or status < 200:
+                    sent = 0
+                else:
+                    sent = response.content_length
+                    if sent is None:
+                        sent = response.body_length
                 if metrics:
-                    route = route_of(request)
-                    method = request.method
+                    try:
+                        route = _ROUTES[request.match_info.route]
+                    except (KeyError, AttributeError):
+                        route = route_of(request)
                     if method not in _METHODS:
                         method = "other"
-                    requests_inc((route, method, str(response.status)))
+                    requests_inc((route, method, str(status)))
                     duration_observe((route, method), duration)
                     if request.body_exists:
                         received = request.content.total_bytes
@@ -254,15 +265,6 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                              response.status, sent, agent, duration, extra=extra)
 
     return AccessLog
-
-
-def _body_bytes(request: Any, response: Any) -> int:
-    """Bytes of body sent: the announced length (a sendfile body bypasses aiohttp's byte count),
-    else what the writer counted (headers included) for a chunked body."""
-    if request.method == "HEAD" or response.status in (204, 304) or response.status < 200:
-        return 0
-    length = response.content_length
-    return length if length is not None else response.body_length
 
 
 _ACCOUNT_KEY: Any = None

@@ -46,7 +46,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
     new_id = context.request_id_for
     key = context.REQUEST_ID_KEY
     current = context.CURRENT
-    in_flight = METRICS.http_in_flight
+    in_flight = METRICS.http_in_flight.values  # inline Gauge.inc/dec (every request)
     uploads = METRICS.uploads_in_progress
     started = context.STARTED_KEY
     clock = time.perf_counter
@@ -58,7 +58,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
         upload = False
         if metrics_on:
             request[started] = clock()
-            in_flight.inc()
+            in_flight[()] = in_flight.get((), 0) + 1
             upload = request.method in ("PATCH", "PUT", "POST") and request.body_exists \
                 and "/blobs/uploads/" in request.path
             if upload:
@@ -70,7 +70,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
         finally:
             current.reset(token)
             if metrics_on:
-                in_flight.dec()
+                in_flight[()] -= 1
                 if upload:
                     uploads.dec()
 
