@@ -85,10 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--access-log", action="store_true", help="access log on in both variants")
     parser.add_argument("--scrape-interval", type=float, default=15.0,
                         help="seconds between scrapes of the on variant (default 15, a common Prometheus setting)")
+    parser.add_argument("--only", default="get,push", help="figures: get,push (default both)")
+    parser.add_argument("--same", action="store_true",
+                        help="both variants off (an A/A run: the noise floor of this machine)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
     args = parser.parse_args(argv)
     args.size = parse_size(args.size)
+    args.figures = {part.strip() for part in args.only.split(",") if part.strip()}
     # what compare.Target and compare.Runner read
     args.sizes, args.chunk_size, args.py_spy, args.only = [args.size], 8 << 20, None, {"push", "small"}
     args.verbose = False
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[Server] = []
     debug_port = free_port()
     try:
-        for name, dport in (("off", None), ("on", debug_port)):
+        for name, dport in (("off", None), ("on", None if args.same else debug_port)):
             root = parent / name / "data"
             root.mkdir(parents=True)
             port = free_port()
@@ -119,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         scraper = Scraper(f"http://127.0.0.1:{debug_port}/metrics", args.scrape_interval)
         with scraper:
-            print("manifest GET by tag", file=sys.stderr)
-            runner.figure("manifest_get_tag", lambda t: None, lambda t, _s: lambda: t.small("manifest_get_tag"))
+            if "get" in args.figures:
+                print("manifest GET by tag", file=sys.stderr)
+                runner.figure("manifest_get_tag", lambda t: None, lambda t, _s: lambda: t.small("manifest_get_tag"))
 
             def prepare(target: Target) -> tuple[str, int, str]:
                 os.sync()
@@ -136,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                 target.check_blob(state[0], state[2], state[1])
                 target.forget_blob(state[2])
 
-            print(f"push {size_label(args.size)}", file=sys.stderr)
-            runner.figure(f"push_{size_label(args.size)}", prepare, run, after)
+            if "push" in args.figures:
+                print(f"push {size_label(args.size)}", file=sys.stderr)
+                runner.figure(f"push_{size_label(args.size)}", prepare, run, after)
         load_after = os.getloadavg()
         log_lines = sum(1 for _ in open(servers[1].log_path, errors="replace"))
     finally:
@@ -146,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(parent, ignore_errors=True)
     figures: dict[str, Any] = {}
     for key, unit in (("manifest_get_tag", "req/s"), (f"push_{size_label(args.size)}", "MB/s")):
+        if key not in runner.samples and key not in runner.errors.get("on", {}):
+            continue
         entry: dict[str, Any] = {"unit": unit}
         for name in ("off", "on"):
             samples = runner.samples.get(key, {}).get(name, [])
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": [round(x, 2) for x in load_after],
         "params": {"size": size_label(args.size), "reps": args.reps, "duration_s": args.duration,
                    "concurrency": args.concurrency, "access_log": args.access_log, "tags": args.tags,
-                   "scrape_interval_s": args.scrape_interval, "scrapes": scraper.scrapes,
+                   "scrape_interval_s": args.scrape_interval, "scrapes": scraper.scrapes, "same": args.same,
                    "on_log_lines": log_lines},
         "figures": figures,
     }

@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..observe.context import CURRENT, REQUEST_ID_KEY, new_request_id
@@ -47,15 +47,14 @@ class Notifier:
         self.url_for = url_for
         self.metrics = metrics
         self.include_references = self.config.include_references
+        #: whether emits do anything (the store skips the call otherwise)
+        self.active = bool(self.endpoints) or metrics
+        self._pull_counts = METRICS.pulls.values
         self._pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         #: called with the endpoint names that got new events (wakes their delivery)
         self.on_queued: Callable[[set[str]], None] | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self.endpoints) or self.metrics
 
     # --- what the store calls ---------------------------------------------------------------------
 
@@ -76,13 +75,16 @@ class Notifier:
         await self.emit("push", "manifest", repo, media_type=manifest.media_type, digest=str(manifest.digest),
                         size=manifest.size, tag=tag, manifest=manifest)
 
-    async def manifest_pulled(self, repo: str, stored: Any, tag: str | None) -> None:
-        if not self.endpoints:  # the hot path of a registry without endpoints: count, nothing else
+    def manifest_pulled(self, repo: str, stored: Any, tag: str | None) -> Awaitable[None] | None:
+        """Not a coroutine: without endpoints (the hot path of a manifest GET) it only counts and
+        returns None; else the awaitable that queues the event."""
+        if not self.endpoints:
             request = CURRENT.get()
             if self.metrics and (request is None or request.method != "HEAD"):
-                METRICS.pulls.inc(("manifest", stored.media_type))
-            return
-        await self.emit("pull", "manifest", repo, media_type=stored.media_type, digest=str(stored.digest),
+                key = ("manifest", stored.media_type)
+                self._pull_counts[key] = self._pull_counts.get(key, 0) + 1
+            return None
+        return self.emit("pull", "manifest", repo, media_type=stored.media_type, digest=str(stored.digest),
                         size=len(stored.body), tag=tag, body=stored.body)
 
     async def manifest_deleted(self, repo: str, digest: str) -> None:

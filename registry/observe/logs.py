@@ -162,6 +162,7 @@ def configure(level: str = "info", formatter: str = "text", fields: Mapping[str,
 # --------------------------------------------------------------------------- access log + HTTP metrics
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 _ROUTES: dict[Any, str] = {}
@@ -197,7 +198,7 @@ def safe_path(request: Any) -> str:
 def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessLogger]:
     """The aiohttp access-logger class: records the HTTP metrics and/or writes the access line."""
 
-    requests_inc = METRICS.http_requests.inc
+    requests = METRICS.http_requests.values  # inline Counter.inc (every request)
     duration_observe = METRICS.http_duration.observe
     received_inc = METRICS.http_received.inc
     sent_inc = METRICS.http_sent.inc
@@ -229,9 +230,10 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                         route = route_of(request)
                     if method not in _METHODS:
                         method = "other"
-                    requests_inc((route, method, str(status)))
+                    key = (route, method, status)  # the code becomes a label string at exposition
+                    requests[key] = requests.get(key, 0) + 1
                     duration_observe((route, method), duration)
-                    if request.body_exists:
+                    if method in _BODY_METHODS and request.body_exists:
                         received = request.content.total_bytes
                         if received:
                             received_inc((route,), received)

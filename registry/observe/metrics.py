@@ -99,9 +99,14 @@ class Histogram(Metric):
     def observe(self, labels: Labels, value: float) -> None:
         series = self.values.get(labels)
         if series is None:
-            series = self.values[labels] = [0] * (len(self.buckets) + 1) + [0.0]
+            series = self.new(labels)
         series[bisect_left(self.buckets, value)] += 1
         series[-1] += value
+
+    def new(self, labels: Labels) -> list[Any]:
+        """The (empty) series of ``labels``; hot callers update it inline as :meth:`observe` does."""
+        series = self.values[labels] = [0] * (len(self.buckets) + 1) + [0.0]
+        return series
 
     def snapshot(self) -> list[list[Any]]:
         return [[list(k), list(v)] for k, v in list(self.values.items())]
@@ -124,7 +129,6 @@ class Metrics:
                                          ("route", "method")))
         self.http_received = m(Counter("registry_http_request_bytes_total", "Request body bytes received", ("route",)))
         self.http_sent = m(Counter("registry_http_response_bytes_total", "Response body bytes sent", ("route",)))
-        self.http_in_flight = m(Gauge("registry_http_requests_in_flight", "Requests being handled now"))
         # storage driver calls (the MeteredDriver decorator)
         self.storage_seconds = m(Histogram("registry_storage_action_seconds",
                                            "Storage driver calls by driver and operation, with their latency",
@@ -224,8 +228,8 @@ class Collector:
                     family.add_metric(list(key), buckets, series[-1])
             elif isinstance(metric, Counter):
                 family = CounterMetricFamily(metric.name, metric.help, labels=labels)
-                for key, value in sorted(metric.values.items()):
-                    family.add_metric(list(key), value)
+                for key, value in sorted(metric.values.items(), key=lambda kv: [str(x) for x in kv[0]]):
+                    family.add_metric([str(x) for x in key], value)
             else:
                 family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
                 for key, value in sorted(metric.values.items()):

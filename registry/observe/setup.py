@@ -29,6 +29,7 @@ HEALTH_KEY: web.AppKey[Health] = web.AppKey("registry.health", Health)
 NOTIFIER_KEY: web.AppKey[Any] = web.AppKey("registry.notifier", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_UPLOAD_METHODS = frozenset({"PATCH", "PUT", "POST"})
 
 
 def metrics_enabled(config: Any) -> bool:
@@ -46,7 +47,6 @@ def observe_middleware(*, metrics_on: bool) -> Any:
     new_id = context.request_id_for
     key = context.REQUEST_ID_KEY
     current = context.CURRENT
-    in_flight = METRICS.http_in_flight.values  # inline Gauge.inc/dec (every request)
     uploads = METRICS.uploads_in_progress
     started = context.STARTED_KEY
     clock = time.perf_counter
@@ -58,9 +58,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
         upload = False
         if metrics_on:
             request[started] = clock()
-            in_flight[()] = in_flight.get((), 0) + 1
-            upload = request.method in ("PATCH", "PUT", "POST") and request.body_exists \
-                and "/blobs/uploads/" in request.path
+            upload = request.method in _UPLOAD_METHODS and request.body_exists and "/blobs/uploads/" in request.path
             if upload:
                 uploads.inc()
         try:
@@ -69,10 +67,8 @@ def observe_middleware(*, metrics_on: bool) -> Any:
             return await handler(request)
         finally:
             current.reset(token)
-            if metrics_on:
-                in_flight[()] -= 1
-                if upload:
-                    uploads.dec()
+            if upload:
+                uploads.dec()
 
     return observe
 

@@ -4,7 +4,7 @@
 it from the backend. Each call records ``registry_storage_action_seconds{driver,action}``, and
 ``registry_storage_errors_total{driver,action,error}`` when it raises (PathNotFound is an
 answer, not an error); bytes moved through
-readers and writers are counted in ``registry_storage_bytes_total``. With tracing on, each call
+readers and writers (blob data) are counted in ``registry_storage_bytes_total``. With tracing on, each call
 is a span (a child of the request's span). Attributes the store probes with ``getattr``
 (``commits_atomically``...) are the backend's.
 """
@@ -12,6 +12,7 @@ is a span (a child of the request's span). Attributes the store probes with ``ge
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -66,6 +67,11 @@ class MeteredDriver(StorageDriver):
         self._seconds = METRICS.storage_seconds.observe
         self._bytes = METRICS.storage_bytes.inc
         self._byte_counts = METRICS.storage_bytes.values
+        self._hist = METRICS.storage_seconds
+        #: fixed at start (the CLI sets tracing up before the app exists)
+        self._traced = tracing.TRACER is not None
+        self._inner_get_content = inner.get_content
+        self._inner_stat = inner.stat
         self._key_get_content = (self.name, "get_content")
         self._key_put_content = (self.name, "put_content")
         self._key_stat = (self.name, "stat")
@@ -80,24 +86,27 @@ class MeteredDriver(StorageDriver):
         return self.inner.check(path)
 
     async def get_content(self, path: str) -> bytes:
-        if tracing.TRACER is not None:
+        if self._traced:
             with _Call(self.name, "get_content"):
                 data = await self.inner.get_content(path)
         else:
             start = _perf()
             try:
-                data = await self.inner.get_content(path)
+                data = await self._inner_get_content(path)
             except BaseException as exc:
                 self._seconds(self._key_get_content, _perf() - start)
                 _failed(self.name, "get_content", exc)
                 raise
-            self._seconds(self._key_get_content, _perf() - start)
-        counts = self._byte_counts  # inline Counter.inc: this runs several times per request
-        counts[self._key_read] = counts.get(self._key_read, 0) + len(data)
+            # inline Histogram.observe and Counter.inc: this runs several times per request
+            elapsed = _perf() - start
+            hist = self._hist
+            series = hist.values.get(self._key_get_content) or hist.new(self._key_get_content)
+            series[bisect_left(hist.buckets, elapsed)] += 1
+            series[-1] += elapsed
         return data
 
     async def put_content(self, path: str, data: bytes) -> None:
-        if tracing.TRACER is not None:
+        if self._traced:
             with _Call(self.name, "put_content"):
                 await self.inner.put_content(path, data)
         else:
@@ -109,23 +118,26 @@ class MeteredDriver(StorageDriver):
                 _failed(self.name, "put_content", exc)
                 raise
             self._seconds(self._key_put_content, _perf() - start)
-        self._bytes(self._key_write, len(data))
 
     async def stat(self, path: str) -> FileInfo:
-        if tracing.TRACER is not None:
+        if self._traced:
             with _Call(self.name, "stat"):
                 return await self.inner.stat(path)
         start = _perf()
         try:
-            return await self.inner.stat(path)
+            return await self._inner_stat(path)
         except BaseException as exc:
             _failed(self.name, "stat", exc)
             raise
         finally:
-            self._seconds(self._key_stat, _perf() - start)
+            elapsed = _perf() - start
+            hist = self._hist
+            series = hist.values.get(self._key_stat) or hist.new(self._key_stat)
+            series[bisect_left(hist.buckets, elapsed)] += 1
+            series[-1] += elapsed
 
     async def list(self, path: str) -> list[str]:
-        if tracing.TRACER is not None:
+        if self._traced:
             with _Call(self.name, "list"):
                 return await self.inner.list(path)
         start = _perf()

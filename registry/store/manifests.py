@@ -89,8 +89,10 @@ class ManifestStore:
     async def get(self, repo: str, ref: str | Digest) -> StoredManifest:
         """The manifest a client pulls (the pull event is emitted here)."""
         stored = await self._get(repo, ref)
-        if self.events.active:
-            await self.events.manifest_pulled(repo, stored, None if isinstance(ref, Digest) else ref)
+        if self.events.active:  # manifest_pulled only counts (returns None) when there are no endpoints
+            queued = self.events.manifest_pulled(repo, stored, None if isinstance(ref, Digest) else ref)
+            if queued is not None:
+                await queued
         return stored
 
     async def _get(self, repo: str, ref: str | Digest) -> StoredManifest:
