@@ -2,8 +2,9 @@
 request id on every line a request causes, and the access log in the same format.
 
 One handler on the root logger writes every line to stderr (like distribution). Its filters run
-in this order: the redaction filter (:mod:`registry.observe.redact`, when present: no credential,
-token or upload state gets through), then :class:`ContextFilter` (request id, static fields). The
+in this order: the redaction filter (:mod:`registry.observe.redact`: no credential, token or
+upload state gets through; it is also the record factory), then :class:`ContextFilter` (request
+id, static fields). The
 access log is a logger (``registry.access``) like any other, so it shares handler, format and
 filters; :class:`AccessLog` also records the HTTP metrics, once the response has been sent.
 """
@@ -126,27 +127,14 @@ def formatter_for(name: str) -> logging.Formatter:
     return {"text": TextFormatter, "json": JSONFormatter, "logstash": LogstashFormatter}[name]()
 
 
-def _redaction_filters() -> list[logging.Filter]:
-    """The credential filter of :mod:`registry.observe.redact` (another module's job), when present."""
-    try:
-        from . import redact  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    for name in ("RedactingFilter", "RedactionFilter", "CredentialFilter"):
-        cls = getattr(redact, name, None)
-        if cls is not None:
-            return [cls()]
-    make = getattr(redact, "make_filter", None)
-    return [make()] if callable(make) else []
-
-
 def configure(level: str = "info", formatter: str = "text", fields: Mapping[str, Any] | None = None,
               stream: TextIO | None = None) -> logging.Handler:
     """Route every logger to one stderr handler in ``formatter``'s format (replacing earlier set-ups)."""
     level = {"warn": "warning"}.get(level, level)
+    from . import redact
+
     handler = logging.StreamHandler(stream or sys.stderr)
-    for f in _redaction_filters():
-        handler.addFilter(f)
+    handler.addFilter(redact.RedactingFilter())  # first: nothing unredacted reaches the formatter
     handler.addFilter(ContextFilter(fields))
     handler.setFormatter(formatter_for(formatter))
     root = logging.getLogger()
@@ -156,6 +144,7 @@ def configure(level: str = "info", formatter: str = "text", fields: Mapping[str,
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("aiohttp.access").propagate = True
+    redact.install()  # and the record factory: records are redacted where they are made
     return handler
 
 
