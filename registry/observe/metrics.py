@@ -290,7 +290,7 @@ async def serve_snapshots(directory: str) -> Any:
     return await asyncio.start_unix_server(answer, path=path)
 
 
-async def gather(directory: str | None, timeout: float = 2.0) -> Metrics:
+async def gather(directory: str | None, timeout: float = 5.0) -> Metrics:
     """This process's metrics plus every other worker's (asked over their sockets), summed."""
     if directory is None:
         return METRICS
