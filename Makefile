@@ -11,7 +11,8 @@ TOOLS  := .tools
 AZURITE_VERSION := 3.35.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
-  swift swift-proxy swift-account swift-container swift-object memcached eatmydata
+  swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
+  keystone python3-keystonemiddleware
 PYTEST_ARGS ?=
 
 .PHONY: run test deps test-deps apt-deps node-deps bench clean
@@ -35,7 +36,8 @@ run: deps
 
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
 # e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
-# eatmydata to skip fsyncs in the test cluster), and Node.js for azurite. Installed only when missing.
+# eatmydata to skip fsyncs in the test cluster) and Keystone (+ keystonemiddleware for Swift), and
+# Node.js for azurite. Installed only when missing.
 apt-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -50,11 +52,11 @@ apt-deps:
 	    $(SUDO) systemctl disable --now docker-registry >/dev/null 2>&1 || \
 	    $(SUDO) service docker-registry stop >/dev/null 2>&1 || true;; \
 	  esac; \
-	  case "$$missing" in *memcached*) \
-	    echo "stopping the packaged memcached service (the Swift fixture starts its own)"; \
-	    $(SUDO) systemctl disable --now memcached >/dev/null 2>&1 || \
-	    $(SUDO) service memcached stop >/dev/null 2>&1 || true;; \
-	  esac; \
+	  for svc in memcached keystone; do case "$$missing" in *" $$svc"*) \
+	    echo "stopping the packaged $$svc service (the Swift and Keystone fixtures start their own)"; \
+	    $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || \
+	    $(SUDO) service $$svc stop >/dev/null 2>&1 || true;; \
+	  esac; done; \
 	fi
 
 node-deps: apt-deps

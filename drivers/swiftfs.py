@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 OCTET_STREAM = "application/octet-stream"
 LISTING_LIMIT = 10_000  # Swift's default container_listing_limit; larger pages answer 412
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 Body = bytes | bytearray | memoryview | Callable[[], Any] | None
 
@@ -132,7 +133,7 @@ class SwiftAuth:
         elif c.tenant:
             auth["tenantName"] = c.tenant
         url = c.authurl.rstrip("/") + "/tokens"
-        async with http.post(url, json={"auth": auth}, ssl=ssl_ctx) as resp:
+        async with http.post(url, json={"auth": auth}, headers=_JSON, ssl=ssl_ctx) as resp:
             body = await resp.read()
             if resp.status >= 300:
                 raise SwiftAuthError("POST", _url_path(url), resp.status, "authentication refused")
@@ -182,7 +183,7 @@ class SwiftAuth:
         elif c.domain:
             auth["scope"] = {"domain": {"name": c.domain}}
         url = c.authurl.rstrip("/") + "/auth/tokens"
-        async with http.post(url, json={"auth": auth}, ssl=ssl_ctx) as resp:
+        async with http.post(url, json={"auth": auth}, headers=_JSON, ssl=ssl_ctx) as resp:
             body = await resp.read()
             if resp.status >= 300:
                 raise SwiftAuthError("POST", _url_path(url), resp.status, "authentication refused")

@@ -400,3 +400,17 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[swift_aio
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def keystone_server(swift_server: swift_aio.SwiftServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Keystone (v3, sqlite) and a Swift proxy that authenticates with it, once per session."""
+    import keystone_aio
+
+    if not keystone_aio.available():
+        _missing("OpenStack Keystone (Debian's keystone, python3-keystonemiddleware)")
+    server = keystone_aio.start_keystone(swift_server, tmp_path_factory.mktemp("keystone"), timeout=300)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ from helpers import free_port, stop_process
 SWIFT_PYTHON = "/usr/bin/python3"
 #: Debian's eatmydata turns fsync into a no-op: a test cluster needs no durability, and the object
 #: and container servers fsync on every write (three times the requests per second without)
-_NO_FSYNC = ["eatmydata"] if shutil.which("eatmydata") else []
+NO_FSYNC = ["eatmydata"] if shutil.which("eatmydata") else []
 SERVERS = ("account", "container", "object", "proxy")
 PACKAGED_SWIFT_CONF = Path("/etc/swift/swift.conf")
 USER, KEY = "test:tester", "testing"
@@ -128,36 +128,61 @@ def _loop_mount_ext4(mountpoint: Path, image: Path, size_mib: int = 4096) -> Non
     subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True, capture_output=True)
 
 
-def _server_conf(kind: str, port: int, workdir: Path, memcache_port: int) -> str:
-    common = (
+def _common_conf(port: int, workdir: Path) -> str:
+    return (
         "[DEFAULT]\n"
         f"bind_ip = 127.0.0.1\nbind_port = {port}\nworkers = 0\nmount_check = false\n"
         f"devices = {workdir / 'srv'}\nswift_dir = {workdir / 'etc'}\nlog_level = WARNING\n"
         f"recon_cache_path = {workdir / 'cache'}\n"
     )
-    if kind == "proxy":
-        return common + (
-            "[pipeline:main]\n"
-            "pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
-            "tempurl tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server\n"
-            "[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
-            "[filter:tempauth]\nuse = egg:swift#tempauth\nuser_test_tester = testing .admin\n"
-            "user_test_reader = reading\n"
-            f"[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{memcache_port}\n"
-            "[filter:catch_errors]\nuse = egg:swift#catch_errors\n"
-            "[filter:gatekeeper]\nuse = egg:swift#gatekeeper\n"
-            "[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
-            "[filter:proxy-logging]\nuse = egg:swift#proxy_logging\n"
-            "[filter:listing_formats]\nuse = egg:swift#listing_formats\n"
-            "[filter:bulk]\nuse = egg:swift#bulk\n"
-            "[filter:tempurl]\nuse = egg:swift#tempurl\n"
-            "[filter:copy]\nuse = egg:swift#copy\n"
-            f"[filter:slo]\nuse = egg:swift#slo\nmax_manifest_segments = {MAX_MANIFEST_SEGMENTS}\n"
-            "[filter:dlo]\nuse = egg:swift#dlo\n"
-            "[filter:versioned_writes]\nuse = egg:swift#versioned_writes\n"
-            "[filter:symlink]\nuse = egg:swift#symlink\n"
+
+
+def _proxy_conf(port: int, workdir: Path, memcache_port: int, keystone: dict[str, str] | None = None) -> str:
+    """tempauth, or with ``keystone`` (``url``, ``admin_password``) keystonemiddleware's authtoken
+    and Swift's keystoneauth (the ``admin`` and ``member`` roles operate an account)."""
+    auth = "authtoken keystoneauth" if keystone else "tempauth"
+    conf = _common_conf(port, workdir) + (
+        "[pipeline:main]\n"
+        "pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk "
+        f"tempurl {auth} copy slo dlo versioned_writes symlink proxy-logging proxy-server\n"
+        "[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n"
+        "[filter:tempauth]\nuse = egg:swift#tempauth\nuser_test_tester = testing .admin\n"
+        "user_test_reader = reading\n"
+        f"[filter:cache]\nuse = egg:swift#memcache\nmemcache_servers = 127.0.0.1:{memcache_port}\n"
+        "[filter:catch_errors]\nuse = egg:swift#catch_errors\n"
+        "[filter:gatekeeper]\nuse = egg:swift#gatekeeper\n"
+        "[filter:healthcheck]\nuse = egg:swift#healthcheck\n"
+        "[filter:proxy-logging]\nuse = egg:swift#proxy_logging\n"
+        "[filter:listing_formats]\nuse = egg:swift#listing_formats\n"
+        "[filter:bulk]\nuse = egg:swift#bulk\n"
+        "[filter:tempurl]\nuse = egg:swift#tempurl\n"
+        "[filter:copy]\nuse = egg:swift#copy\n"
+        f"[filter:slo]\nuse = egg:swift#slo\nmax_manifest_segments = {MAX_MANIFEST_SEGMENTS}\n"
+        "[filter:dlo]\nuse = egg:swift#dlo\n"
+        "[filter:versioned_writes]\nuse = egg:swift#versioned_writes\n"
+        "[filter:symlink]\nuse = egg:swift#symlink\n"
+    )
+    if keystone:
+        conf += (
+            "[filter:authtoken]\npaste.filter_factory = keystonemiddleware.auth_token:filter_factory\n"
+            f"www_authenticate_uri = {keystone['url']}\nauth_url = {keystone['url']}\nauth_type = password\n"
+            "project_domain_id = default\nuser_domain_id = default\nproject_name = admin\n"
+            f"username = admin\npassword = {keystone['admin_password']}\ndelay_auth_decision = true\n"
+            f"memcached_servers = 127.0.0.1:{memcache_port}\n"
+            "[filter:keystoneauth]\nuse = egg:swift#keystoneauth\noperator_roles = admin, member\n"
         )
-    return common + (
+    return conf
+
+
+def proxy_conf(server: "SwiftServer", port: int, keystone: dict[str, str] | None = None) -> str:
+    """The config of another proxy over ``server``'s rings and storage servers."""
+    return _proxy_conf(port, server.workdir, server.memcache_port, keystone)
+
+
+def _server_conf(kind: str, port: int, workdir: Path, memcache_port: int) -> str:
+    if kind == "proxy":
+        return _proxy_conf(port, workdir, memcache_port)
+    return _common_conf(port, workdir) + (
         f"[pipeline:main]\npipeline = {kind}-server\n"
         f"[app:{kind}-server]\nuse = egg:swift#{kind}\n"
         + ("[object-replicator]\n[object-updater]\n[object-auditor]\n" if kind == "object" else "")
@@ -214,11 +239,11 @@ def start_swift(base: Path | None = None, timeout: float = 60.0) -> SwiftServer:
         memcached = ["memcached", "-l", "127.0.0.1", "-p", str(memcache_port), "-U", "0", "-m", "64"]
         if os.geteuid() == 0:
             memcached += ["-u", "root"]
-        procs.append(_spawn(memcached, workdir, "memcached"))
+        procs.append(spawn(memcached, workdir, "memcached"))
         for name in SERVERS:
             conf = etc / f"{name}-server.conf"
             conf.write_text(_server_conf(name, ports[name], workdir, memcache_port))
-            procs.append(_spawn([*_NO_FSYNC, f"/usr/bin/swift-{name}-server", str(conf), "-v"], workdir, name))
+            procs.append(spawn([f"/usr/bin/swift-{name}-server", str(conf), "-v"], workdir, name))
         _wait_auth(server, timeout)
     except BaseException:
         server.stop()
@@ -226,9 +251,13 @@ def start_swift(base: Path | None = None, timeout: float = 60.0) -> SwiftServer:
     return server
 
 
-def _spawn(args: list[str], workdir: Path, name: str) -> subprocess.Popen:
+def spawn(args: list[str], workdir: Path, name: str, env: dict[str, str] | None = None,
+          no_fsync: bool = True) -> subprocess.Popen:  # fmt: skip
+    """Start a server of the cluster (fsync turned off), its output in ``workdir/log/<name>.log``."""
+    (workdir / "log").mkdir(exist_ok=True)
     log = open(workdir / "log" / f"{name}.log", "wb")
     try:
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+        return subprocess.Popen([*(NO_FSYNC if no_fsync else []), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=workdir, env=env)  # fmt: skip
     finally:
         log.close()
