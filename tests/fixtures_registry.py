@@ -9,7 +9,7 @@ Switches for manual runs (CI uses the defaults):
 - ``OUR_REGISTRY_WORKERS=N``: our registry with ``http.workers: N`` (forked workers on one port).
 - ``OUR_REGISTRY_PREFIX=/registry/``: our registry serves the API under ``http.prefix``; the test client
   prepends it (interop with the reference, which has no prefix here, is then skipped).
-- ``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure``: our registry on that driver's emulator (tests/emulators.py)
+- ``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure|swift``: our registry on that driver's emulator (tests/emulators.py; swift: a real Swift)
   instead of the shared directory; the interop tests then skip. E.g.
   ``OUR_REGISTRY_STORAGE=s3 pytest tests/test_conformance.py tests/test_skopeo.py``.
 """
@@ -308,12 +308,13 @@ CLOUD_STORAGE = {
     "oss": ("moto_emulator", "oss_params", "oss"),
     "gcs": ("gcs_emulator", "gcs_params", "gcs"),
     "azure": ("azurite_emulator", "azure_params", "azure"),
+    "swift": ("swift_server", "swift_params", "swift"),
 }
 
 
 def our_storage() -> str:
     """The storage our registry fixture uses: filesystem (default, shared with the reference) or a cloud
-    driver on its emulator (``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure``; the interop tests then skip)."""
+    driver on its emulator (``OUR_REGISTRY_STORAGE=s3|oss|gcs|azure|swift``; the interop tests then skip)."""
     return os.environ.get("OUR_REGISTRY_STORAGE", "filesystem")
 
 

@@ -27,8 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers import free_port, stop_process
-from swift_aio import SwiftServer, proxy_conf, spawn
+from helpers import free_port
+from swift_aio import SwiftServer, proxy_conf, spawn, stop_all
 
 ADMIN_PASSWORD = "keystone-admin-password-0123"
 USER, PASSWORD, PROJECT, DOMAIN = "registry", "keystone-user-password-4567", "registry-project", "Default"
@@ -46,8 +46,7 @@ class Keystone:
     swift_url: str  # the keystone-authenticated Swift proxy
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            stop_process(proc)
+        stop_all(self.procs)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

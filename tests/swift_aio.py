@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from helpers import free_port, stop_process
+from helpers import free_port
 
 SWIFT_PYTHON = "/usr/bin/python3"
 #: Debian's eatmydata turns fsync into a no-op: a test cluster needs no durability, and the object
@@ -94,11 +94,25 @@ class SwiftServer:
             assert conn.recv(64).startswith(b"OK")
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            stop_process(proc)
+        stop_all(self.procs)
         if self.loop_mount is not None:
             subprocess.run(["umount", "-l", str(self.loop_mount)], check=False, capture_output=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def stop_all(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM to every server at once; whatever still runs after ``grace`` seconds is killed
+    (Swift's servers wait for idle keep-alive clients; a test cluster keeps nothing worth it)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def available() -> bool:
