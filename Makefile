@@ -12,7 +12,8 @@ AZURITE_VERSION := 3.35.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
   swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
-  keystone python3-keystonemiddleware
+  keystone python3-keystonemiddleware \
+  chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: run test deps test-deps apt-deps node-deps bench clean
@@ -36,8 +37,8 @@ run: deps
 
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
 # e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
-# eatmydata to skip fsyncs in the test cluster) and Keystone (+ keystonemiddleware for Swift), and
-# Node.js for azurite. Installed only when missing.
+# eatmydata to skip fsyncs in the test cluster) and Keystone (+ keystonemiddleware for Swift), Chromium
+# and its driver (the web UI tests), and Node.js for azurite. Installed only when missing.
 apt-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \

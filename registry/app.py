@@ -99,6 +99,9 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     from .auth import setup_auth  # auth: middleware, token server and JWKS routes when configured
 
     setup_auth(app, config)
+    from .ui import setup_ui  # the web UI under http.prefix + ui.path (after auth: it reuses it)
+
+    setup_ui(app, config)
     return app
 
 

@@ -112,14 +112,9 @@ async def reindex(config: Config, repositories: Sequence[str]) -> int:
     driver = open_driver(config)
     try:
         store = Store(driver, secret=config.http.secret)
-        if not names:
-            last: str | None = None
-            while True:
-                page, more = await store.catalog.list(1000, last)
-                names.extend(page)
-                if not more or not page:
-                    break
-                last = page[-1]
+        if not names:  # every repository the walk finds; the catalog index made equal to it
+            names = await store.catalog.rebuild()
+            print(f"catalog index: {len(names)} repositories")
         for name in names:
             counts = await store.rebuild_indexes(name)
             print(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -706,6 +706,8 @@ class Config:
     #: (registry.events.config.NotificationsConfig), typed by their packages
     health: Any = None
     notifications: Any = None
+    #: ``ui:`` (ours; registry.ui.config.UIConfig): the web UI
+    ui: Any = None
     #: every warning the configuration gave (``check-config`` repeats them)
     warnings: list[str] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -717,6 +719,10 @@ class Config:
             self.health = HealthConfig()
         if self.notifications is None:
             self.notifications = NotificationsConfig()
+        if self.ui is None:
+            from .ui.config import UIConfig
+
+            self.ui = UIConfig()
         if self.http.debug is None:
             self.http.debug = DebugConfig()
 
@@ -753,6 +759,7 @@ class Config:
             tokenserver=_check_auth(s, "tokenserver"),
             health=_health_config(s.section("health")),
             notifications=_notifications_config(s.section("notifications")),
+            ui=_ui_config(s.section("ui")),
         )
         for name, why in UNIMPLEMENTED_SECTIONS.items():
             s.unimplemented(name, why)
@@ -782,6 +789,12 @@ def _notifications_config(s: Section) -> Any:
     from .events.config import NotificationsConfig
 
     return NotificationsConfig.from_section(s)
+
+
+def _ui_config(s: Section) -> Any:
+    from .ui.config import UIConfig
+
+    return UIConfig.from_section(s)
 
 
 def _check_auth(root: Section, key: str) -> dict[str, Any]:

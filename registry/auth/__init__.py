@@ -13,7 +13,11 @@ from aiohttp import web
 from ..config import ConfigError
 from .config import AuthConfig, TokenServerConfig, load
 
-__all__ = ["AuthConfig", "TokenServerConfig", "setup_auth", "load", "validate"]
+__all__ = ["AUTHORIZER_KEY", "AuthConfig", "TokenServerConfig", "setup_auth", "load", "validate"]
+
+#: the registry's authorizer (``BasicAuth`` or ``BearerAuth``) when ``auth:`` is configured; the web
+#: UI reuses its users and login limits
+AUTHORIZER_KEY: web.AppKey[Any] = web.AppKey("authorizer", object)
 
 
 def validate(config: Any) -> None:
@@ -52,6 +56,7 @@ def setup_auth(app: web.Application, config: Any) -> None:
         app[TOKEN_SERVER_KEY] = server
         server.add_routes(app)
     if authorizer is not None:
+        app[AUTHORIZER_KEY] = authorizer
         app.middlewares.append(make_middleware(authorizer, prefix))
 
 

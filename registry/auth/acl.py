@@ -82,3 +82,9 @@ def grant(rules: Sequence[AclRule], account: str | None, asked: Iterable[Scope])
         if actions:
             granted.append(Scope(scope.type, scope.name, actions, scope.resource_class))
     return merge(granted)
+
+
+def permits(rules: Sequence[AclRule], account: str | None, resource_type: str, name: str, action: str) -> bool:
+    """Whether a token asked for ``action`` on ``resource_type:name`` would grant it (the web UI
+    asks this for every repository it shows, without minting a token)."""
+    return bool(grant(rules, account, [Scope(resource_type, name, (action,))]))

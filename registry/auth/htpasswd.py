@@ -154,6 +154,16 @@ class Htpasswd:
         self._reload()
         return user in self._entries
 
+    def fingerprint(self, user: str, key: bytes) -> str | None:
+        """A keyed digest of ``user``'s current password hash, None for an unknown user: a web
+        session carries it, so changing the password or removing the user ends the session."""
+        self._reload()
+        with self._lock:
+            hashed = self._entries.get(user)
+        if hashed is None:
+            return None
+        return hmac.new(key, hashed.encode(), hashlib.sha256).hexdigest()[:32]
+
     def _cache_id(self, user: str, password: str) -> bytes:
         return hmac.new(self._cache_key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
 

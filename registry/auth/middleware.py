@@ -118,20 +118,26 @@ class BasicAuth:
         if creds is None:
             _failed("malformed")
             raise self.challenge(needed, "invalid credentials")
+        request[ACCOUNT_KEY] = await self.login(request, *creds, needed=needed)
+        request[ACCESS_KEY] = ALLOW_ALL
+
+    async def login(self, request: web.Request, user: str, password: str, needed: Sequence[Scope] = ()) -> str:
+        """The account when the password is right (failed logins limited per address and
+        account); else UNAUTHORIZED, or TOOMANYREQUESTS with ``Retry-After``. The web UI's
+        login form asks this too."""
         address = request.remote or "?"
-        wait = await self.limiter.retry_after(creds[0], address)
+        wait = await self.limiter.retry_after(user, address)
         if wait > 0:
             _failed("rate_limited")
             raise RegistryError(ErrorCode.TOOMANYREQUESTS, "too many failed logins; try again later",
                                 headers={"Retry-After": str(int(wait) + 1)})
-        if not await self.users.verify(*creds):
+        if not await self.users.verify(user, password):
             _failed("invalid_credentials")
-            await self.limiter.failed(creds[0], address)
-            log.info("failed login for account %r from %s", creds[0], address)
+            await self.limiter.failed(user, address)
+            log.info("failed login for account %r from %s", user, address)
             raise self.challenge(needed, "invalid credentials")
-        await self.limiter.succeeded(creds[0], address)
-        request[ACCOUNT_KEY] = creds[0]
-        request[ACCESS_KEY] = ALLOW_ALL
+        await self.limiter.succeeded(user, address)
+        return user
 
 
 class BearerAuth:

@@ -181,6 +181,11 @@ class TokenServer:
         await self.limiter.succeeded(user, address)
         return user
 
+    async def login(self, request: web.Request, user: str, password: str) -> str:
+        """Check a user's password as a token request would (same failure limits); the web UI's
+        login form. Raises :class:`TokenError` (401, or 429 with ``Retry-After``)."""
+        return await self._login(request, user, password)
+
     def _grant(self, account: str | None, service: str, asked: list[Scope]) -> tuple[str, float, list[Scope]]:
         granted = acl.grant(self.config.rules, account, asked)
         token, issued = self.signer.sign(account or "", service, granted)

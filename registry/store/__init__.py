@@ -7,7 +7,7 @@
 - ``store.manifests``  :class:`~registry.store.manifests.ManifestStore`: get/put/delete
 - ``store.tags``       :class:`~registry.store.tags.TagStore`: list/resolve/reindex
 - ``store.referrers``  :class:`~registry.store.referrers.ReferrerStore`: list
-- ``store.catalog``    :class:`~registry.store.catalog.Catalog`: list
+- ``store.catalog``    :class:`~registry.store.catalog.Catalog`: list (the walk), names (the index)
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class Store:
         self.referrers = ReferrerStore(driver)
         #: per-repository ordering of manifest and tag writes in this process
         self.locks = RepositoryLocks()
-        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks)
         self.catalog = Catalog(driver)
+        self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks,
+                                       self.catalog)
         self._reconciled: dict[str, float] = {}
 
     async def list_referrers(self, repo: str, subject: Digest, artifact_type: str | None = None) -> list[dict]:
@@ -103,6 +104,8 @@ class Store:
             await self.tags.mark_indexed(repo, d)
             referrers += await self._index_referrer(repo, d)
         tags = await self.tags.reindex(repo)
+        if revisions:
+            await self.catalog.record(repo)
         return {"manifests": len(revisions), "tags": tags, "referrers": referrers}
 
     async def _revisions(self, repo: str, algorithm: str) -> list[Digest]:

@@ -3,13 +3,42 @@
 Like the reference: names nest, ``_``-prefixed directories are never entered, and the order is
 path-component order (``a``, ``a/b``, ``a-c``), which is the order of a depth-first walk. Only
 listings are used (no stat per entry), and subtrees entirely before ``last`` are pruned.
+
+The walk costs one listing per directory, so one per repository at least. For the UI, which
+shows, searches and counts the whole catalog, :class:`Catalog` also keeps an **index**: one entry
+per repository under ``repositories/_catalog/`` (``_``-prefixed, so the reference's walk skips
+it), written when a manifest is stored. :meth:`Catalog.names` is then one listing. The index is
+rebuilt from the walk when it was never built (a store that predates it), on
+``registry reindex``, and repositories that another registry created at the top level are
+adopted by a cheap check (one listing of ``repositories/``) at most every
+:data:`RECONCILE_INTERVAL` seconds.
+
+Entry names: the repository name with each ``/`` written as ``..`` (a name never holds ``..``,
+so this reverses exactly); a name whose entry would be longer than :data:`MAX_ENTRY` is entered
+as ``H<sha256 of the name>`` holding the name (upper case never occurs in names).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import time
+
 from drivers.base import PathNotFound, StorageDriver
 
+from ..reference import is_valid_name
 from . import paths
+
+log = logging.getLogger(__name__)
+
+#: longest entry name written as the encoded repository name (filesystems allow 255 bytes)
+MAX_ENTRY = 200
+#: present once the index holds every repository the walk finds
+COMPLETE_MARKER = ".complete"
+#: seconds between two checks of ``repositories/`` for top-level names the index lacks
+RECONCILE_INTERVAL = 30.0
+_HASHED = "H"
 
 
 def _components_le(name: str, last: list[str]) -> bool:
@@ -17,9 +46,30 @@ def _components_le(name: str, last: list[str]) -> bool:
     return name.split("/") <= last
 
 
+def catalog_order(name: str) -> list[str]:
+    """Sort key of the catalog: path-component order, as the walk yields names."""
+    return name.split("/")
+
+
+def entry_name(repo: str) -> str:
+    """The index entry of repository ``repo``."""
+    encoded = repo.replace("/", "..")
+    if len(encoded) <= MAX_ENTRY:
+        return encoded
+    return _HASHED + hashlib.sha256(repo.encode()).hexdigest()
+
+
 class Catalog:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+        #: repositories whose entry this process wrote or saw (skips rewriting on every push)
+        self._recorded: set[str] = set()
+        #: top-level directories without any repository, last time they were walked
+        self._empty_tops: set[str] = set()
+        self._checked = -RECONCILE_INTERVAL
+        self._rebuilding = asyncio.Lock()
+
+    # --- the walk (the API's catalog, as the reference's) -------------------------------------
 
     async def list(self, n: int, last: str | None = None) -> tuple[list[str], bool]:
         """Up to ``n`` repository names after ``last``, and whether more follow."""
@@ -52,3 +102,116 @@ class Catalog:
             await self._visit(f"{directory}/{name}", sub + "/", limit, last, found)
             if len(found) >= limit:
                 return
+
+    # --- the index (the UI's catalog) -----------------------------------------------------------
+
+    async def record(self, repo: str) -> None:
+        """Enter ``repo`` in the index (after its first revision link: an entry implies the
+        repository existed). Idempotent; once per repository and process."""
+        if repo in self._recorded:
+            return
+        entry = entry_name(repo)
+        body = repo.encode() if entry.startswith(_HASHED) else b""
+        await self.driver.put_content(paths.catalog_entry(entry), body)
+        if len(self._recorded) > 100_000:
+            self._recorded.clear()
+        self._recorded.add(repo)
+
+    async def names(self) -> list[str]:
+        """Every repository name, in catalog order: one listing of the index (plus, at most every
+        :data:`RECONCILE_INTERVAL` seconds, one of ``repositories/``). Entries may be stale (a
+        repository emptied since), never missing for a repository stored through us."""
+        try:
+            entries = await self.driver.list(paths.catalog_index_dir())
+        except PathNotFound:
+            entries = []
+        leaves = [paths.leaf(e) for e in entries]
+        if COMPLETE_MARKER not in leaves:
+            return await self.rebuild()
+        names = set(await self._decode(leaves))
+        now = time.monotonic()
+        if now - self._checked >= RECONCILE_INTERVAL:
+            self._checked = now
+            names |= set(await self._adopt_top_level(names))
+        return sorted(names, key=catalog_order)
+
+    async def _decode(self, leaves: list[str]) -> list[str]:
+        out: list[str] = []
+        for leaf in leaves:
+            if leaf.startswith("."):
+                continue
+            if leaf.startswith(_HASHED):
+                try:
+                    name = (await self.driver.get_content(paths.catalog_entry(leaf))).decode("utf-8", "replace")
+                except PathNotFound:
+                    continue
+            else:
+                name = leaf.replace("..", "/")
+            if is_valid_name(name):
+                out.append(name)
+        return out
+
+    async def _adopt_top_level(self, known: set[str]) -> list[str]:
+        """Repositories under top-level directories the index knows nothing of (another
+        registry created them): walked and entered."""
+        try:
+            children = await self.driver.list(paths.REPOSITORIES)
+        except PathNotFound:
+            return []
+        tops = {n.split("/", 1)[0] for n in known}
+        found: list[str] = []
+        for child in children:
+            top = paths.leaf(child)
+            if top.startswith("_") or top in tops or top in self._empty_tops:
+                continue
+            sub: list[str] = []
+            await self._visit(child, top + "/", 1 << 30, None, sub)
+            if not sub:
+                if len(self._empty_tops) > 10_000:
+                    self._empty_tops.clear()
+                self._empty_tops.add(top)
+            for repo in sub:
+                await self.record(repo)
+            found.extend(sub)
+        if found:
+            log.info("catalog index: adopted %d repositories another registry created", len(found))
+        return found
+
+    async def rebuild(self) -> list[str]:
+        """Make the index equal to the walk: enter what it lacks, drop entries whose repository
+        is gone (re-checked just before), then mark it complete. Returns the names."""
+        async with self._rebuilding:
+            walked: list[str] = []
+            await self._visit(paths.REPOSITORIES, "", 1 << 62, None, walked)
+            try:
+                leaves = [paths.leaf(e) for e in await self.driver.list(paths.catalog_index_dir())]
+            except PathNotFound:
+                leaves = []
+            present = set(leaves)
+            wanted = {entry_name(r): r for r in walked}
+            for entry, repo in wanted.items():
+                if entry not in present:
+                    self._recorded.discard(repo)
+                    await self.record(repo)
+            for leaf in leaves:
+                if leaf.startswith(".") or leaf in wanted:
+                    continue
+                stale = await self._decode([leaf])
+                if stale and await self._is_repository(stale[0]):
+                    walked.append(stale[0])  # created while we walked
+                    continue
+                try:
+                    await self.driver.delete(paths.catalog_entry(leaf))
+                except PathNotFound:
+                    pass
+            await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
+            self._checked = time.monotonic()
+            log.info("catalog index built: %d repositories", len(walked))
+            return sorted(set(walked), key=catalog_order)
+
+    async def _is_repository(self, repo: str) -> bool:
+        try:
+            await self.driver.stat(paths.manifests_dir(repo))
+            return True
+        except PathNotFound:
+            return False

@@ -42,6 +42,7 @@ from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from . import paths
 from .blobs import BlobStore
+from .catalog import Catalog
 from .locks import RepositoryLocks, tag_key
 from .referrers import ReferrerStore
 from .tags import TagStore, manifest_unknown
@@ -62,8 +63,11 @@ class StoredManifest:
 
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagStore, referrers: ReferrerStore,
-                 events: Any = None, locks: RepositoryLocks | None = None) -> None:
+                 events: Any = None, locks: RepositoryLocks | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.driver = driver
+        #: the catalog index, told of each repository a manifest is stored in
+        self.catalog = catalog
         self.blobs = blobs
         self.tags = tags
         self.referrers = referrers
@@ -120,7 +124,8 @@ class ManifestStore:
 
         Writes go in stages; within a stage they are independent and run concurrently (each
         small write may cost an fsync): [bytes, signed bytes, reverse-index entries or marker]
-        -> revision link -> [referrers entry, the tags' current links] -> the tags' index links.
+        -> revision link -> [referrers entry, the tags' current links, catalog index entry]
+        -> the tags' index links.
         """
         d = try_digest(manifest.digest)
         assert d is not None
@@ -186,6 +191,8 @@ class ManifestStore:
             second.append(self.referrers.add(repo, subject, d, manifest.referrer_descriptor().to_dict()))
         if moves:
             second.append(self.tags.point_all(repo, d, moves))
+        if self.catalog is not None:  # after the revision link: an entry implies the repository
+            second.append(self.catalog.record(repo))
         for outcome in await asyncio.gather(*second, return_exceptions=True):  # both end before an error
             if isinstance(outcome, BaseException):
                 raise outcome

@@ -4,7 +4,8 @@ The layout is the reference registry's (``registry/storage/paths.go`` of distrib
 directory or bucket can be served by either. Our own indexes live under ``_``-prefixed
 directories of a repository other than ``_manifests``, ``_layers`` and ``_uploads``: the
 reference's catalog walk and garbage collector skip those, and both indexes can be rebuilt from
-the manifests (see :mod:`registry.store.indexes`).
+the manifests. The catalog index (``repositories/_catalog``) is skipped by that walk for the same
+reason, and is rebuilt from it (see :mod:`registry.store.indexes`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,18 @@ def referrer_from_entry(path: str) -> Digest | None:
 
     leaf = path.rsplit("/", 1)[-1]
     return try_digest(leaf.replace("-", ":", 1))
+
+
+def catalog_index_dir() -> str:
+    """Catalog index: one empty file per repository we stored a manifest in, so the UI lists
+    every repository with one listing (the walk of ``repositories/`` lists every directory).
+    ``_``-prefixed, so the reference's catalog walk skips it; rebuilt from the walk."""
+    return f"{REPOSITORIES}/_catalog"
+
+
+def catalog_entry(entry: str) -> str:
+    """An entry of the catalog index (see :mod:`registry.store.catalog` for the encoding)."""
+    return f"{REPOSITORIES}/_catalog/{entry}"
 
 
 # --- notifications outbox and health probes (ours; outside repositories/, ignored by the reference) ---

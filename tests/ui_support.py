@@ -1,0 +1,196 @@
+"""Shared set-up of the web UI tests: a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``) driven by selenium, screenshots, and a driver wrapper that counts calls.
+
+Screenshots go to ``UI_SCREENSHOTS`` (a directory; default: under pytest's tmp); with
+``UI_DOCS_SCREENSHOTS=DIR`` the shots docs/ui.md shows are also written there (``make
+ui-screenshots`` refreshes docs/ui/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import FileInfo, FileWriter, StorageDriver
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: flags that keep Chromium off the network (this machine has none) and quick to start
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                  "--disable-default-apps", "--disable-extensions", "--force-device-scale-factor=1",
+                  "--hide-scrollbars", "--lang=en-US")
+DESKTOP = (1200, 860)
+PHONE = (390, 844)
+
+
+class Browser:
+    """One Chromium for the whole session, with helpers for screenshots and cookies."""
+
+    def __init__(self, driver: Any, shots: Path, docs: Path | None) -> None:
+        self.driver = driver
+        self.shots = shots
+        self.docs = docs
+
+    def get(self, url: str) -> None:
+        self.driver.get(url)
+
+    def shot(self, name: str, *, docs: bool = False, full: bool = True) -> Path:
+        """Save a PNG of the page (its whole height when ``full``) as a test artifact."""
+        size = self.driver.get_window_size()
+        if full:
+            height = self.driver.execute_script(
+                "return Math.min(document.documentElement.scrollHeight, 2400)")
+            self.driver.set_window_size(size["width"], max(size["height"], int(height)))
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        if full:
+            self.driver.set_window_size(size["width"], size["height"])
+        if docs and self.docs is not None:
+            self.docs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, self.docs / f"{name}.png")
+        return path
+
+    def fresh(self) -> None:
+        """Forget every cookie (a new visitor)."""
+        self.driver.delete_all_cookies()
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromium-driver (Debian packages) are not installed: `make apt-deps`")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="ui-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    shots = Path(os.environ.get("UI_SCREENSHOTS") or tmp_path_factory.mktemp("ui-screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    docs = os.environ.get("UI_DOCS_SCREENSHOTS")
+    try:
+        yield Browser(driver, shots, Path(docs) if docs else None)
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class CountingDriver(StorageDriver):
+    """The real driver, with every call counted by method and path (``calls``)."""
+
+    def __init__(self, inner: StorageDriver) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, method: str, path: str) -> None:
+        with self._lock:
+            self.calls[(method, path)] += 1
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return sum(n for (m, _), n in self.calls.items() if m == method)
+
+    def paths(self, method: str) -> list[str]:
+        with self._lock:
+            return [p for (m, p), n in self.calls.items() if m == method for _ in range(n)]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    async def get_content(self, path: str) -> bytes:
+        self._count("get_content", path)
+        return await self.inner.get_content(path)
+
+    async def put_content(self, path: str, data: bytes) -> None:
+        self._count("put_content", path)
+        await self.inner.put_content(path, data)
+
+    def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        self._count("reader", path)
+        return self.inner.reader(path, offset, chunk_size=chunk_size)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        self._count("writer", path)
+        return await self.inner.writer(path, append)
+
+    async def stat(self, path: str) -> FileInfo:
+        self._count("stat", path)
+        return await self.inner.stat(path)
+
+    async def list(self, path: str) -> list[str]:
+        self._count("list", path)
+        return await self.inner.list(path)
+
+    async def move(self, source: str, dest: str) -> None:
+        self._count("move", source)
+        await self.inner.move(source, dest)
+
+    async def delete(self, path: str) -> None:
+        self._count("delete", path)
+        await self.inner.delete(path)
+
+    async def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        return await self.inner.redirect_url(path, method)
+
+    def local_path(self, path: str) -> str | None:
+        return self.inner.local_path(path)
+
+    def walk(self, path: str, callback: Any = None, *, start_after: str | None = None) -> AsyncIterator[FileInfo]:
+        self._count("walk", path)
+        return self.inner.walk(path, callback, start_after=start_after)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class ThreadedApp:
+    """An aiohttp app served on 127.0.0.1 from a thread with its own loop (selenium blocks)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.runner: Any = None
+        self.port = 0
+
+    def run(self, coro: Any, timeout: float = 600) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def serve(self, app: Any) -> str:
+        from aiohttp import web
+
+        from helpers import free_port
+
+        async def start() -> None:
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            self.port = free_port()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+        self.run(start())
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
