@@ -20,7 +20,7 @@ import yaml
 from auth_support import ISSUER, PASSWORDS, SERVICE, make_pki, make_users, tokenserver_block
 from fixtures_registry import (Client, Image, OCI_MANIFEST, RunningRegistry, make_image, make_index, push_image,
                                sha256, start_or_fail)
-from ui_support import PHONE, DESKTOP, Browser, browser  # noqa: F401  (the session fixture)
+from ui_support import DESKTOP, PHONE, Browser
 
 pytestmark = pytest.mark.timeout(300)
 

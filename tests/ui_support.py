@@ -194,3 +194,40 @@ class ThreadedApp:
             self.run(self.runner.cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+async def store_image(store: Any, repo: str, tag: str | None, *, config: dict[str, Any] | None = None,
+                      annotations: dict[str, str] | None = None, subject: Any = None,
+                      artifact_type: str | None = None, layers: int = 1, seed: str = "") -> str:
+    """Store an image (or, with ``artifact_type``, an artifact) through the store, as a push
+    does; ``subject`` is a (media type, digest, size) triple. Returns the manifest digest."""
+    import json as _json
+
+    from registry import manifests as mf
+    from registry.reference import parse_digest
+
+    if artifact_type is not None:
+        cfg_type, cfg = "application/vnd.oci.empty.v1+json", b"{}"
+    else:
+        cfg_type = "application/vnd.oci.image.config.v1+json"
+        cfg = _json.dumps(config if config is not None else
+                          {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+                           "seed": seed or repo}).encode()
+    blobs = [(cfg_type, cfg)] + [("application/vnd.oci.image.layer.v1.tar+gzip",
+                                  f"{repo}:{tag}:{seed}:layer {i}".encode() * (i + 1)) for i in range(layers)]
+    descs = []
+    for media_type, data in blobs:
+        d = mf.stored.digest_of(data, "sha256")
+        await store.blobs.put_small(parse_digest(d), data)
+        await store.blobs.link(repo, parse_digest(d))
+        descs.append({"mediaType": media_type, "digest": d, "size": len(data)})
+    body: dict[str, Any] = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "config": descs[0], "layers": descs[1:]}
+    if artifact_type is not None:
+        body["artifactType"] = artifact_type
+    if subject is not None:
+        body["subject"] = {"mediaType": subject[0], "digest": subject[1], "size": subject[2]}
+    if annotations:
+        body["annotations"] = annotations
+    manifest = mf.parse_manifest(_json.dumps(body).encode(), body["mediaType"])
+    return str(await store.manifests.put(repo, manifest, tag))

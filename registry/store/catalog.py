@@ -121,19 +121,31 @@ class Catalog:
         """Every repository name, in catalog order: one listing of the index (plus, at most every
         :data:`RECONCILE_INTERVAL` seconds, one of ``repositories/``). Entries may be stale (a
         repository emptied since), never missing for a repository stored through us."""
-        try:
-            entries = await self.driver.list(paths.catalog_index_dir())
-        except PathNotFound:
-            entries = []
-        leaves = [paths.leaf(e) for e in entries]
+        leaves = await self._leaves()
         if COMPLETE_MARKER not in leaves:
-            return await self.rebuild()
+            async with self._rebuilding:  # one build; callers arriving meanwhile wait for it
+                if not await self._complete():
+                    return await self._rebuild()
+            leaves = await self._leaves()
         names = set(await self._decode(leaves))
         now = time.monotonic()
         if now - self._checked >= RECONCILE_INTERVAL:
             self._checked = now
             names |= set(await self._adopt_top_level(names))
         return sorted(names, key=catalog_order)
+
+    async def _leaves(self) -> list[str]:
+        try:
+            return [paths.leaf(e) for e in await self.driver.list(paths.catalog_index_dir())]
+        except PathNotFound:
+            return []
+
+    async def _complete(self) -> bool:
+        try:
+            await self.driver.stat(paths.catalog_entry(COMPLETE_MARKER))
+            return True
+        except PathNotFound:
+            return False
 
     async def _decode(self, leaves: list[str]) -> list[str]:
         out: list[str] = []
@@ -181,33 +193,33 @@ class Catalog:
         """Make the index equal to the walk: enter what it lacks, drop entries whose repository
         is gone (re-checked just before), then mark it complete. Returns the names."""
         async with self._rebuilding:
-            walked: list[str] = []
-            await self._visit(paths.REPOSITORIES, "", 1 << 62, None, walked)
+            return await self._rebuild()
+
+    async def _rebuild(self) -> list[str]:
+        walked: list[str] = []
+        await self._visit(paths.REPOSITORIES, "", 1 << 62, None, walked)
+        leaves = await self._leaves()
+        present = set(leaves)
+        wanted = {entry_name(r): r for r in walked}
+        for entry, repo in wanted.items():
+            if entry not in present:
+                self._recorded.discard(repo)
+                await self.record(repo)
+        for leaf in leaves:
+            if leaf.startswith(".") or leaf in wanted:
+                continue
+            stale = await self._decode([leaf])
+            if stale and await self._is_repository(stale[0]):
+                walked.append(stale[0])  # created while we walked
+                continue
             try:
-                leaves = [paths.leaf(e) for e in await self.driver.list(paths.catalog_index_dir())]
+                await self.driver.delete(paths.catalog_entry(leaf))
             except PathNotFound:
-                leaves = []
-            present = set(leaves)
-            wanted = {entry_name(r): r for r in walked}
-            for entry, repo in wanted.items():
-                if entry not in present:
-                    self._recorded.discard(repo)
-                    await self.record(repo)
-            for leaf in leaves:
-                if leaf.startswith(".") or leaf in wanted:
-                    continue
-                stale = await self._decode([leaf])
-                if stale and await self._is_repository(stale[0]):
-                    walked.append(stale[0])  # created while we walked
-                    continue
-                try:
-                    await self.driver.delete(paths.catalog_entry(leaf))
-                except PathNotFound:
-                    pass
-            await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
-            self._checked = time.monotonic()
-            log.info("catalog index built: %d repositories", len(walked))
-            return sorted(set(walked), key=catalog_order)
+                pass
+        await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
+        self._checked = time.monotonic()
+        log.info("catalog index built: %d repositories", len(walked))
+        return sorted(set(walked), key=catalog_order)
 
     async def _is_repository(self, repo: str) -> bool:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -85,8 +87,13 @@ def add_routes(app: web.Application, config: Any) -> None:
     env.filters.update(filters.FILTERS)
 
     async def start(app: web.Application) -> Any:
-        app[STATE_KEY] = UIState(app, base)
+        st = app[STATE_KEY] = UIState(app, base)
+        # a store that predates the catalog index gets it built now, not on the first page view
+        task = asyncio.create_task(_prepare_catalog(st))
         yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     app.cleanup_ctx.append(start)
     app.router.add_get(base.rstrip("/"), _to_base(base))
@@ -100,6 +107,13 @@ def add_routes(app: web.Application, config: Any) -> None:
     app.router.add_post(base + "r/{name:.+}/-/delete", page(delete))
     app.router.add_get(base + "r/{name:.+}", page(repository))
     app.router.add_route("*", base + "{tail:.*}", page(not_found))
+
+
+async def _prepare_catalog(st: UIState) -> None:
+    try:
+        await st.store.catalog.names()
+    except Exception:  # a storage hiccup: the first page view tries again
+        log.exception("ui: could not prepare the catalog index")
 
 
 def _to_base(base: str) -> Handler:
