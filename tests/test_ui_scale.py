@@ -52,7 +52,7 @@ async def _push_first(store: Any) -> None:
     for d, data in ((manifest.config.digest, config), (manifest.layers[0].digest, layer)):
         await store.blobs.put_small(parse_digest(d), data)
         await store.blobs.link(_name(0), parse_digest(d))
-    await store.manifests.put(_name(0), manifest, "latest")
+    await store.manifests.put(_name(0), manifest, ["latest"])
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -2,8 +2,8 @@
 ``chromium-driver``) driven by selenium, screenshots, and a driver wrapper that counts calls.
 
 Screenshots go to ``UI_SCREENSHOTS`` (a directory; default: under pytest's tmp); with
-``UI_DOCS_SCREENSHOTS=DIR`` the shots docs/ui.md shows are also written there (``make
-ui-screenshots`` refreshes docs/ui/).
+``UI_DOCS_SCREENSHOTS=DIR`` the shots docs/ui.md shows are also written there, first screen only
+(``UI_DOCS_SCREENSHOTS=docs/ui pytest tests/test_ui_browser.py`` refreshes docs/ui/).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
                   "--hide-scrollbars", "--lang=en-US")
 DESKTOP = (1200, 860)
 PHONE = (390, 844)
+#: the window of the screenshots docs/ui.md shows
+DOCS = (1024, 720)
 
 
 class Browser:
@@ -44,8 +46,9 @@ class Browser:
     def get(self, url: str) -> None:
         self.driver.get(url)
 
-    def shot(self, name: str, *, docs: bool = False, full: bool = True) -> Path:
-        """Save a PNG of the page (its whole height when ``full``) as a test artifact."""
+    def shot(self, name: str, *, docs: bool = False, full: bool = True, anchor: str = "") -> Path:
+        """Save a PNG of the page (its whole height when ``full``) as a test artifact; the docs'
+        copy starts at ``anchor`` (a CSS selector) when given."""
         size = self.driver.get_window_size()
         if full:
             height = self.driver.execute_script(
@@ -55,10 +58,26 @@ class Browser:
         self.driver.save_screenshot(str(path))
         if full:
             self.driver.set_window_size(size["width"], size["height"])
-        if docs and self.docs is not None:
+        if docs and self.docs is not None:  # the docs' copy: the first screen only, kept small
             self.docs.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, self.docs / f"{name}.png")
+            if size["width"] >= DESKTOP[0]:
+                self.driver.set_window_size(*DOCS)
+            if anchor:
+                self.driver.execute_script(
+                    "const e = document.querySelector(arguments[0]); window.scrollTo(0, e.offsetTop - 8)", anchor)
+            self.driver.save_screenshot(str(self.docs / f"{name}.png"))
+            self.driver.set_window_size(size["width"], size["height"])
+            self.driver.execute_script("window.scrollTo(0, 0)")
         return path
+
+    def follow(self, element: Any) -> None:
+        """Click ``element`` and wait for the page it leads to (a link or a form's button)."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        old = self.driver.find_element("tag name", "html")
+        element.click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
 
     def fresh(self) -> None:
         """Forget every cookie (a new visitor)."""
@@ -230,4 +249,4 @@ async def store_image(store: Any, repo: str, tag: str | None, *, config: dict[st
     if annotations:
         body["annotations"] = annotations
     manifest = mf.parse_manifest(_json.dumps(body).encode(), body["mediaType"])
-    return str(await store.manifests.put(repo, manifest, tag))
+    return str(await store.manifests.put(repo, manifest, [tag] if tag else []))

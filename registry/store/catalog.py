@@ -38,6 +38,8 @@ MAX_ENTRY = 200
 COMPLETE_MARKER = ".complete"
 #: seconds between two checks of ``repositories/`` for top-level names the index lacks
 RECONCILE_INTERVAL = 30.0
+#: seconds a process trusts the entry it wrote for a repository before a push writes it again
+RECORD_INTERVAL = 600.0
 _HASHED = "H"
 
 
@@ -62,8 +64,8 @@ def entry_name(repo: str) -> str:
 class Catalog:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
-        #: repositories whose entry this process wrote or saw (skips rewriting on every push)
-        self._recorded: set[str] = set()
+        #: repositories whose entry this process wrote lately (skips rewriting on every push), and when
+        self._recorded: dict[str, float] = {}
         #: top-level directories without any repository, last time they were walked
         self._empty_tops: set[str] = set()
         self._checked = -RECONCILE_INTERVAL
@@ -107,15 +109,17 @@ class Catalog:
 
     async def record(self, repo: str) -> None:
         """Enter ``repo`` in the index (after its first revision link: an entry implies the
-        repository existed). Idempotent; once per repository and process."""
-        if repo in self._recorded:
+        repository existed). Idempotent; written at most every :data:`RECORD_INTERVAL` seconds
+        per repository and process (so an entry another process dropped comes back)."""
+        now = time.monotonic()
+        if now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
             return
         entry = entry_name(repo)
         body = repo.encode() if entry.startswith(_HASHED) else b""
         await self.driver.put_content(paths.catalog_entry(entry), body)
         if len(self._recorded) > 100_000:
             self._recorded.clear()
-        self._recorded.add(repo)
+        self._recorded[repo] = now
 
     async def names(self) -> list[str]:
         """Every repository name, in catalog order: one listing of the index (plus, at most every
@@ -203,7 +207,7 @@ class Catalog:
         wanted = {entry_name(r): r for r in walked}
         for entry, repo in wanted.items():
             if entry not in present:
-                self._recorded.discard(repo)
+                self._recorded.pop(repo, None)
                 await self.record(repo)
         for leaf in leaves:
             if leaf.startswith(".") or leaf in wanted:
@@ -212,6 +216,8 @@ class Catalog:
             if stale and await self._is_repository(stale[0]):
                 walked.append(stale[0])  # created while we walked
                 continue
+            if stale:
+                self._recorded.pop(stale[0], None)
             try:
                 await self.driver.delete(paths.catalog_entry(leaf))
             except PathNotFound:
