@@ -98,10 +98,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     profile = tempfile.mkdtemp(prefix="ui-chromium-")
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
     shots = Path(os.environ.get("UI_SCREENSHOTS") or tmp_path_factory.mktemp("ui-screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
+    # chromedriver's own log beside the screenshots: what to read when a browser step fails
+    service = Service(CHROMEDRIVER, log_output=str(shots / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(180)  # a loaded 2-core machine can be slow to render
     docs = os.environ.get("UI_DOCS_SCREENSHOTS")
     try:
         yield Browser(driver, shots, Path(docs) if docs else None)
