@@ -70,3 +70,15 @@ def test_observability_benchmark_reports_on_and_off(tmp_path: Path) -> None:
     for entry in result["figures"].values():
         assert entry["off"] > 0 and entry["on"] > 0 and entry["ratio"] > 0, entry
     assert result["params"]["scrapes"] > 0
+
+
+def test_serving_benchmark_reports_guarded_and_plain() -> None:
+    """``benchmarks.serving`` (the connection guard's cost) runs end to end: both servers answer
+    every figure, and the JSON has a CPU ratio for each."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.serving", "--reps", "1", "--duration", "0.3",
+                           "--concurrency", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == {"GET /v2/", "manifest GET by tag", "blob HEAD"}
+    for figure in result.values():
+        assert figure["plain_rps"] > 0 and figure["guarded_rps"] > 0 and figure["cpu_ratio"] > 0

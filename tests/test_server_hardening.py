@@ -166,6 +166,7 @@ def test_idle_sockets_beyond_the_cap_do_not_starve_new_clients(flood_server):
         assert sum(closed_by_server(s) for s in idle) >= CAP * 10 - CAP - 10
         lines = wait_for(lambda: flood_server.lines(r"connection limit \(\d+\) reached: closed"), 10,
                          "the eviction log line")
+        assert any("was idle (from 127.0.0.1) to make room" in line for line in lines), lines
         assert len(lines) <= 2 * 4  # a line at once and a count per 10 s, per worker: not one per socket
     finally:
         for s in idle:
@@ -208,7 +209,7 @@ def test_slowloris_headers_are_cut_off(flood_server):
             time.sleep(0.3)
         assert all(s.fileno() == -1 for s in socks), "a slowloris connection was never closed"
         assert sum(a.startswith(b"HTTP/1.1 408") for a in answers.values()) >= len(socks) // 2
-        assert flood_server.lines(r"request headers did not arrive within 2s")
+        assert flood_server.lines(r"from 127\.0\.0\.1: its request headers did not arrive within 2s")
         assert status_of(get_v2(flood_server.port)) == 200
     finally:
         for s in socks:
@@ -231,7 +232,8 @@ def test_stalled_request_body_is_cut_off_and_the_upload_goes_on(flood_server):
             assert data == b"" or data.startswith(b"HTTP/1.1 4"), data
     finally:
         sock.close()
-    assert wait_for(lambda: flood_server.lines(r"its request body did not move for 2s"), 10, "the stall log line")
+    assert wait_for(lambda: flood_server.lines(r"from 127\.0\.0\.1: its request body did not move for 2s"), 10,
+                    "the stall log line")
     # the upload session survived: its state can be asked for and the client may go on
     answer = request(flood_server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert status_of(answer) == 204, answer

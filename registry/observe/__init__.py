@@ -1,1 +1,1 @@
-"""Observability: what the registry tells operators (logs first; metrics and health join later)."""
+"""Observability: what the registry tells operators (logs and their redaction, metrics, health, traces)."""

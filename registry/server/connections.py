@@ -191,11 +191,12 @@ class ConnectionGuard:
             while queue:
                 handler, _ = queue.popitem(last=False)
                 handler.guard_phase = None
+                peer = handler.peer()
                 if handler.close_now():
                     self.report.event(
                         "evicted", f"connection limit ({self.max_connections}) reached: closed connections "
                         "to make room", "connection limit (%d) reached: closed the oldest connection that "
-                        "was %s (from %s) to make room", self.max_connections, what, handler.peer())
+                        "was %s (from %s) to make room", self.max_connections, what, peer)
                     return True
         return False
 
@@ -255,18 +256,20 @@ class ConnectionGuard:
                 break
             self._header.pop(handler)
             handler.guard_phase = None
+            peer = handler.peer()
             handler.close_now(_HEADER_TIMEOUT)
             self.report.event("header-timeout", "closed connections whose request headers did not arrive in "
                               f"{limits.header:g}s", "closed a connection from %s: its request headers did "
-                              "not arrive within %gs", handler.peer(), limits.header)
+                              "not arrive within %gs", peer, limits.header)
         for handler in list(self._active) if limits.body else ():
             stalled = handler.stalled_for(now)
             if stalled is not None and stalled[1] >= limits.body:
                 self._forget(handler)
+                peer = handler.peer()
                 handler.close_now()
-                self.report.event(stalled[0].replace(" ", "-") + "-stall", f"closed connections whose {stalled[0]} stalled for "
-                                  f"{limits.body:g}s", "closed a connection from %s: its %s did not move for %gs",
-                                  handler.peer(), stalled[0], limits.body)
+                self.report.event(stalled[0].replace(" ", "-") + "-stall", f"closed connections whose {stalled[0]} "
+                                  f"stalled for {limits.body:g}s", "closed a connection from %s: its %s did not move "
+                                  "for %gs", peer, stalled[0], limits.body)
         grace = (limits.header or 60.0) + 10.0
         for protocol, since in list(self._pending.items()):
             if now - since > grace:  # a TLS handshake that failed: its protocol never got connected
@@ -321,6 +324,8 @@ class _Refusal(asyncio.Protocol):
 
 class GuardedRequestHandler(web.RequestHandler):
     """aiohttp's request handler, reporting its phase to the guard (and quiet on bad requests)."""
+
+    __slots__ = ("guard", "guard_phase", "phase_since", "last_received", "write_paused_since", "_body", "_rejected")
 
     def __init__(self, manager: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
