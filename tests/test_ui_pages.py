@@ -380,12 +380,14 @@ async def test_catalog_index_follows_pushes_rebuilds_and_adopts(tmp_path: Path, 
 
     driver = FilesystemDriver(str(tmp_path / "root"))
     store = Store(driver, secret="s")
-    assert await store.catalog.names() == []  # fresh storage: built empty and marked complete
+    assert await store.catalog.names() == []  # fresh storage: nothing to index, nothing written
+    assert not (tmp_path / "root").exists()
     long_name = "/".join(["deep-" + "x" * 40] * 5)  # 229 characters: entered by its hash
     for repo in ("b/app", "a", "a/b", "a-c", long_name):
         await store_image(store, repo, "1")
     assert await store.catalog.names() == ["a", "a/b", "a-c", "b/app", long_name]
     entries = {paths.leaf(e) for e in await driver.list(paths.catalog_index_dir())}
+    assert catalog_mod.COMPLETE_MARKER in entries  # the first entry completed the fresh index
     assert "a..b" in entries and any(e.startswith("H") for e in entries)
     # another registry (the reference) created a repository: adopted by the next top-level check
     other = Store(driver, secret="s")
@@ -404,6 +406,34 @@ async def test_catalog_index_follows_pushes_rebuilds_and_adopts(tmp_path: Path, 
     assert "a-c" not in await fresh.catalog.names()
     assert catalog_mod.COMPLETE_MARKER in {paths.leaf(e) for e in await driver.list(paths.catalog_index_dir())}
     assert await store.catalog.list(100) == (await fresh.catalog.names(), False)  # the walk agrees
+
+
+async def test_a_new_registry_writes_nothing_until_a_push(aiohttp_client: Any, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    client, store = await _app(aiohttp_client, FilesystemDriver(str(root)))
+    for _ in range(3):
+        assert (await client.get("/ui/")).status == 200
+    await store.catalog.prepare()
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+    await store_image(store, "team/app", "1")
+    assert _repos(await (await client.get("/ui/")).text()) == ["team/app"]
+    index = root / paths.catalog_index_dir().lstrip("/")
+    assert sorted(p.name for p in index.iterdir()) == [catalog_mod.COMPLETE_MARKER, "team..app"]
+
+
+async def test_an_older_store_gets_its_index_at_start(aiohttp_client: Any, tmp_path: Path) -> None:
+    from registry.store import Store
+
+    driver = FilesystemDriver(str(tmp_path / "data"))
+    old = Store(driver, secret="s")
+    old.catalog.record = lambda repo: _nothing()  # type: ignore[method-assign]  # as before the index
+    await store_image(old, "team/app", "1")
+    await store_image(old, "team/lib", "1")
+    client, store = await _app(aiohttp_client, driver)
+    await store.catalog.prepare()  # the start-up task's work (waits for it when it is running)
+    leaves = {paths.leaf(e) for e in await driver.list(paths.catalog_index_dir())}
+    assert leaves == {catalog_mod.COMPLETE_MARKER, "team..app", "team..lib"}
+    assert _repos(await (await client.get("/ui/")).text()) == ["team/app", "team/lib"]
 
 
 async def _nothing() -> None:

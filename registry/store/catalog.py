@@ -8,10 +8,11 @@ The walk costs one listing per directory, so one per repository at least. For th
 shows, searches and counts the whole catalog, :class:`Catalog` also keeps an **index**: one entry
 per repository under ``repositories/_catalog/`` (``_``-prefixed, so the reference's walk skips
 it), written when a manifest is stored. :meth:`Catalog.names` is then one listing. The index is
-rebuilt from the walk when it was never built (a store that predates it), on
-``registry reindex``, and repositories that another registry created at the top level are
-adopted by a cheap check (one listing of ``repositories/``) at most every
-:data:`RECONCILE_INTERVAL` seconds.
+built from the walk when it was never completed (a store that predates it: at start, see
+:meth:`Catalog.prepare`; storage without repositories is completed by its first entry, so
+nothing is written before a push), rebuilt on ``registry reindex``, and repositories that
+another registry created at the top level are adopted by a cheap check (one listing of
+``repositories/``) at most every :data:`RECONCILE_INTERVAL` seconds.
 
 Entry names: the repository name with each ``/`` written as ``..`` (a name never holds ``..``,
 so this reverses exactly); a name whose entry would be longer than :data:`MAX_ENTRY` is entered
@@ -70,6 +71,8 @@ class Catalog:
         self._empty_tops: set[str] = set()
         self._checked = -RECONCILE_INTERVAL
         self._rebuilding = asyncio.Lock()
+        #: this process found the storage without any repository: its first entry completes the index
+        self._fresh = False
 
     # --- the walk (the API's catalog, as the reference's) -------------------------------------
 
@@ -117,6 +120,9 @@ class Catalog:
         entry = entry_name(repo)
         body = repo.encode() if entry.startswith(_HASHED) else b""
         await self.driver.put_content(paths.catalog_entry(entry), body)
+        if self._fresh:
+            await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
+            self._fresh = False
         if len(self._recorded) > 100_000:
             self._recorded.clear()
         self._recorded[repo] = now
@@ -129,6 +135,8 @@ class Catalog:
         if COMPLETE_MARKER not in leaves:
             async with self._rebuilding:  # one build; callers arriving meanwhile wait for it
                 if not await self._complete():
+                    if await self._empty():
+                        return []  # nothing to index: nothing written (the first push completes it)
                     return await self._rebuild()
             leaves = await self._leaves()
         names = set(await self._decode(leaves))
@@ -137,6 +145,26 @@ class Catalog:
             self._checked = now
             names |= set(await self._adopt_top_level(names))
         return sorted(names, key=catalog_order)
+
+    async def prepare(self) -> None:
+        """At start: build an index that was never completed (a store written before it existed,
+        or by the reference alone), so no page view waits for the walk. Storage without any
+        repository is left untouched; its first entry will complete the index."""
+        if await self._complete():
+            return
+        async with self._rebuilding:
+            if not await self._complete() and not await self._empty():
+                await self._rebuild()
+
+    async def _empty(self) -> bool:
+        """Whether ``repositories/`` holds no repository directory (then remembered as fresh)."""
+        try:
+            children = await self.driver.list(paths.REPOSITORIES)
+        except PathNotFound:
+            children = []
+        empty = all(paths.leaf(c).startswith("_") for c in children)
+        self._fresh = self._fresh or empty
+        return empty
 
     async def _leaves(self) -> list[str]:
         try:

@@ -111,7 +111,7 @@ def add_routes(app: web.Application, config: Any) -> None:
 
 async def _prepare_catalog(st: UIState) -> None:
     try:
-        await st.store.catalog.names()
+        await st.store.catalog.prepare()
     except Exception:  # a storage hiccup: the first page view tries again
         log.exception("ui: could not prepare the catalog index")
 
