@@ -15,7 +15,10 @@ Writes stream into segments of ``chunksize`` bytes and publish them as one Stati
 1 MiB: smaller segments are served slowly) survive in the ``<key>@writer`` sidecar, so any
 instance resumes an upload. Beyond the cluster's ``max_manifest_segments`` the manifest nests.
 A move is a server-side COPY of the manifest; directory deletes are bulk deletes, with large
-objects deleted with their segments (distribution's Dynamic Large Objects too). Redirects are
+objects deleted with their segments (distribution's Dynamic Large Objects too). A write or move that
+replaces a Static Large Object deletes the replaced segments right after (no leak; a reader
+streaming the old object at that instant is cut short, which for content-addressed blobs means a
+client retry of identical bytes). Redirects are
 TempURLs signed with ``secretkey`` (set as the container's, or on old clusters the account's,
 TempURL key at start; without ``secretkey`` the existing key, else a random one, as
 distribution does).
