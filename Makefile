@@ -9,6 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TOOLS  := .tools
 AZURITE_VERSION := 3.35.0
+AXE_VERSION := 4.14.1
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
   swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
@@ -63,6 +64,9 @@ apt-deps:
 node-deps: apt-deps
 	@[ -f $(TOOLS)/azurite/node_modules/azurite/package.json ] || \
 	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/azurite azurite@$(AZURITE_VERSION)
+	@# axe-core: the accessibility rules the web UI tests run in Chromium
+	@[ -f $(TOOLS)/axe-core/node_modules/axe-core/axe.min.js ] || \
+	  npm install --silent --no-audit --no-fund --prefix $(TOOLS)/axe-core axe-core@$(AXE_VERSION)
 
 test-deps: $(VENV)/.test apt-deps node-deps
 

@@ -363,3 +363,48 @@ def test_phone_and_keyboard(browser: Browser, world: World) -> None:
                       return [(Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05), e.tagName + ' ' + e.textContent.trim().slice(0, 30)]; });""")
     low = [r for r in ratios if r[0] < 4.5]
     assert low == []
+
+
+AXE = Path(__file__).resolve().parent.parent / ".tools" / "axe-core" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def test_axe_finds_no_accessibility_violations(browser: Browser, world: World) -> None:
+    """axe-core (Deque's rules, npm; installed by `make test`) on every kind of page, WCAG 2.1 A
+    and AA, desktop and phone widths."""
+    if not AXE.exists():
+        pytest.skip("axe-core is not installed: `make node-deps`")
+    b = browser
+    source = AXE.read_text()
+    pages = ["login", "", "r/alice/multi", "r/alice/multi/-/manifest/1.0",
+             f"r/alice/multi/-/manifest/{world.multi.children[0].digest}",
+             f"r/alice/multi/-/manifest/{world.signature.digest}", "r/alice/multi/-/delete?ref=1.1",
+             "r/no/such"]
+    found: dict[str, list[str]] = {}
+
+    def violations() -> list[str]:
+        b.driver.execute_script(source)  # through DevTools: the page's CSP does not apply
+        return b.driver.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+               .then(r => done(r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))),
+                     e => done(['axe failed: ' + e]));""")
+
+    # the rules do find what they look for: an unlabelled field, grey on white
+    b.get("data:text/html,<html lang=en><title>t</title><input><p style='color:%23bbb'>faint</p></html>")
+    assert {v.split(":")[0] for v in violations()} >= {"label", "color-contrast"}
+    try:
+        for width, height in (DESKTOP, PHONE):
+            b.driver.set_window_size(width, height)
+            log_in(b, world, "alice")
+            for path in pages:
+                if path == "login":
+                    b.fresh()
+                b.get(world.ui + path)
+                result = violations()
+                if result:
+                    found[f"{width}px {path or '/'}"] = result
+                if path == "login":
+                    log_in(b, world, "alice")
+    finally:
+        b.driver.set_window_size(*DESKTOP)
+    assert found == {}
