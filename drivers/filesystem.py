@@ -73,21 +73,21 @@ _LEFTOVER_RE = re.compile(r"~[0-9a-f]{32}~(?:tmp|del)$")
 _LEFTOVER_MIN_AGE = 600.0
 
 
-def _ensure_root(root: str) -> None:
-    """Create the root directory itself (not missing parents, which usually mean a typo or an
-    unmounted volume) and insist that it is a writable directory."""
+def check_root(root: str) -> bool:
+    """Whether the root directory exists; DriverConfigError when it is not a writable directory
+    or cannot be created. Writes nothing: like distribution, a missing root (with its parents)
+    is created by the first write (``registry serve`` creates it at start)."""
     key = "storage.filesystem.rootdirectory"
-    try:
-        os.mkdir(root)
-    except FileExistsError:
-        if not os.path.isdir(root):
-            raise DriverConfigError(f"{key}: {root} exists but is not a directory") from None
-    except FileNotFoundError:
-        raise DriverConfigError(f"{key}: {root} does not exist and neither does its parent directory") from None
-    except OSError as exc:
-        raise DriverConfigError(f"{key}: cannot create {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise DriverConfigError(f"{key}: {root} is not writable")
+    existing = root
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = f"{root} exists but" if existing == root else f"cannot create {root}: {existing}"
+        raise DriverConfigError(f"{key}: {where} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = f"{root} is" if existing == root else f"cannot create {root}: {existing} is"
+        raise DriverConfigError(f"{key}: {where} not writable")
+    return existing == root
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -215,7 +215,7 @@ class FilesystemDriver(FsspecDriver):
         p = cls.params(params)
         root = p.path("rootdirectory", DEFAULT_ROOT) or DEFAULT_ROOT
         root = os.path.abspath(root)  # relative to the working directory, like ./data
-        _ensure_root(root)
+        check_root(root)
         return cls(root, p.int("maxthreads", 100, minimum=1))
 
     def local_path(self, path: str) -> str | None:

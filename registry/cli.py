@@ -10,6 +10,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, load_config
@@ -58,15 +59,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path)
             _setup_logging(config.log.level, config.log.formatter, config.log.fields)
             _validate_storage(config)
+            _validate_tls(config)
+            from . import provision
+
+            steps = provision.plan(config)
+            if args.command == "serve":
+                provision.apply(steps)  # what distribution creates: the root, an htpasswd file
             from .auth import validate as _validate_auth
 
-            _validate_auth(config)
-        except (ConfigError, ValueError) as exc:
-            print(f"registry: configuration error: {exc}", file=sys.stderr)
+            if args.command == "serve" or not any(step.htpasswd for step in steps):
+                _validate_auth(config)
+        except (ConfigError, ValueError, OSError) as exc:
+            print(f"registry: configuration error: {_one_line(exc)}", file=sys.stderr)
             return 1
-        if args.command == "check-config":
-            print("configuration OK")
+        from .summary import summary_lines
+
+        if args.command == "check-config":  # writes nothing
+            for line in summary_lines(config, path):
+                print(line)
+            for step in steps:
+                print(f"at start, serve will {step.what}")
+            warnings = len(config.warnings)
+            print(f"configuration OK ({warnings} warning{'s' if warnings != 1 else ''})" if warnings
+                  else "configuration OK")
             return 0
+        if args.command == "serve":
+            for line in summary_lines(config, path):
+                log.info("%s", line)
         if args.command == "reindex":
             return asyncio.run(reindex(config, args.repositories))
         return serve(config)
@@ -82,6 +101,26 @@ def _setup_logging(level: str, formatter: str = "text", fields: dict | None = No
 
     logs.configure(level, formatter, fields)
     redact.install()  # no credential in any log line, from any logger (aiohttp's included)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, ConfigError) and exc.strerror:
+        return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror}"
+    return " ".join(str(exc).split())
+
+
+def _validate_tls(config: Config) -> None:
+    """Load the certificate and key, client CAs and cipher list once, so a bad file fails here."""
+    tls = config.http.tls
+    if tls is None:
+        return
+    from .tls import server_context
+
+    server_context(tls, with_certificate=tls.letsencrypt is None)
+    if tls.letsencrypt is not None:
+        from .tls.letsencrypt import check_cache_directory
+
+        check_cache_directory(tls.letsencrypt.cachefile)
 
 
 def _validate_storage(config: Config) -> None:
@@ -215,11 +254,13 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     )
     await runner.setup()
     eventloop.STALL_TIMEOUT = limits.body or eventloop.STALL_TIMEOUT  # a client not reading a sendfile
-    host, port = config.http.host_port
     guard = ConnectionGuard(limits)
-    site = GuardedSite(runner, host, port, guard=guard, handler_args=handler_args, ssl_context=_ssl_context(config),
-                       reuse_port=reuse_port or None, backlog=1024)
+    certificates = _certificate_manager(config)
+    ssl_context = certificates.context if certificates is not None else _ssl_context(config)
+    site = _site(runner, config, ssl_context, reuse_port, guard=guard, handler_args=handler_args)
     await site.start()
+    if certificates is not None:
+        await certificates.start()
     debug_runner = None
     if ROLE.primary and config.http.debug.addr:
         debug_runner = web.AppRunner(debug_app(config, app[HEALTH_KEY]), access_log=None, handle_signals=False)
@@ -236,19 +277,42 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     try:
         await stop.wait()
     finally:
+        if certificates is not None:
+            await certificates.stop()
         if debug_runner is not None:
             await debug_runner.cleanup()
         await runner.cleanup()
 
 
 def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The listener's TLS (http.tls), None for plain HTTP."""
+    from .tls import server_context
+
+    return server_context(config.http.tls) if config.http.tls is not None else None
+
+
+def _certificate_manager(config: Config) -> Any:
+    """The ACME certificate manager when ``http.tls.letsencrypt`` is set, else None."""
     tls = config.http.tls
-    if tls is None:
+    if tls is None or tls.letsencrypt is None:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.certificate, tls.key)
-    if tls.clientcas:
-        for ca in tls.clientcas:
-            ctx.load_verify_locations(ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    from .tls.letsencrypt import CertificateManager
+
+    return CertificateManager(tls)
+
+
+def _site(runner: Any, config: Config, ssl_context: ssl.SSLContext | None, reuse_port: bool, **guarded: Any) -> Any:
+    """Where to listen, as distribution: a socket systemd passed (socket activation), else
+    ``http.net`` tcp (``http.addr`` host:port) or unix (``http.addr`` a socket path); every
+    connection goes through the connection guard (registry.server.connections)."""
+    from .listen import activated_socket, unix_socket
+    from .server.connections import GuardedSite
+
+    sock = activated_socket()
+    if sock is not None:
+        log.info("using the socket systemd passed (socket activation) instead of http.addr")
+    elif config.http.net == "unix":
+        sock = unix_socket(config.http.addr)
+    host, port = config.http.host_port if sock is None else ("", 0)
+    return GuardedSite(runner, host, port, sock=sock, ssl_context=ssl_context, reuse_port=reuse_port or None,
+                       backlog=1024, **guarded)

@@ -446,10 +446,27 @@ class LogConfig(_FromRaw):
 
 
 @dataclasses.dataclass
+class LetsEncryptConfig:
+    """``http.tls.letsencrypt``: certificates from an ACME CA (registry.tls.letsencrypt)."""
+
+    #: a directory (as distribution 3's autocert): the account key and one file per host
+    cachefile: str
+    hosts: list[str]
+    email: str = ""
+    directoryurl: str = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+@dataclasses.dataclass
 class TLSConfig:
-    certificate: str
-    key: str
+    certificate: str = ""
+    key: str = ""
     clientcas: list[str] = dataclasses.field(default_factory=list)
+    #: distribution's ``clientauth`` (None: require-and-verify-client-cert when clientcas is set)
+    clientauth: str | None = None
+    minimumtls: str = "tls1.2"
+    #: distribution's Go names; empty: distribution's default list
+    ciphersuites: list[str] = dataclasses.field(default_factory=list)
+    letsencrypt: LetsEncryptConfig | None = None
 
 
 @dataclasses.dataclass
@@ -503,12 +520,15 @@ class HTTPConfig(_FromRaw):
     @classmethod
     def from_section(cls, s: Section) -> "HTTPConfig":
         addr = s.str("addr", cls.addr)
-        host, sep, port = addr.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise s.bad("addr", "host:port", addr)
         net = s.str("net", "tcp")
-        if net != "tcp":
-            raise s.error(f"http.net: only 'tcp' is supported, got {net!r}")
+        if net not in ("tcp", "unix"):
+            raise s.error(f"http.net: unknown address type {net!r} (tcp or unix)")
+        host, sep, port = addr.rpartition(":")
+        if net == "unix":
+            if not addr.startswith("/"):
+                raise s.bad("addr", "an absolute socket path with http.net unix", addr)
+        elif not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise s.bad("addr", "host:port", addr)
         prefix = s.str("prefix", "/")
         if not prefix.startswith("/"):
             prefix = "/" + prefix
@@ -541,12 +561,19 @@ class HTTPConfig(_FromRaw):
             draintimeout=s.duration("draintimeout", 0),
             headers=headers,
             tls=tls,
-            workers=s.int("workers", 1, minimum=1),
+            workers=_workers(s, net),
             secret_generated=generated,
             debug=_debug_config(s.section("debug")),
             timeouts=HTTPTimeouts.from_section(s.section("timeouts")),
             maxconnections=s.int("maxconnections", 0, minimum=0),
         )
+
+
+def _workers(s: Section, net: str) -> int:
+    workers = s.int("workers", 1, minimum=1)
+    if workers > 1 and net == "unix":
+        raise s.error("http.workers: several workers share a TCP port; with http.net unix use 1")
+    return workers
 
 
 def _debug_config(s: Section) -> Any:
@@ -556,19 +583,65 @@ def _debug_config(s: Section) -> Any:
 
 
 def _tls(s: Section) -> TLSConfig | None:
-    for key in ("minimumtls", "ciphersuites", "clientauth"):
-        s.refuse(key, "not implemented yet, and serving without it would be less secure than configured")
-    s.refuse("letsencrypt", "ACME certificates are not implemented yet; configure certificate and key")
+    """``http.tls`` as distribution reads it: TLS is on when ``certificate`` or
+    ``letsencrypt.cachefile`` is set. Where distribution would then serve plain HTTP although
+    TLS keys are set (client CAs or ACME hosts without a certificate), we refuse."""
+    from .tls import CLIENT_AUTH, GO_CIPHER_SUITES, STRICTER_CLIENT_AUTH, TLS_VERSIONS
+
     cert = s.str("certificate", "")
     key = s.str("key", "")
     cas = s.strings("clientcas")
-    if not cert and not key:
-        if cas:
-            raise s.error("http.tls.clientcas: needs http.tls.certificate and key (client certificates need TLS)")
+    clientauth = s.str("clientauth")
+    if clientauth is not None and clientauth not in CLIENT_AUTH:
+        raise s.bad("clientauth", "one of " + ", ".join(CLIENT_AUTH), clientauth)
+    minimum = s.str("minimumtls", "tls1.2").lower()
+    if minimum not in TLS_VERSIONS:
+        raise s.error(f"http.tls.minimumtls: unknown minimum TLS level {minimum!r} (tls1.2 or tls1.3)")
+    suites = s.strings("ciphersuites")
+    for name in suites:
+        if name not in GO_CIPHER_SUITES:
+            raise s.error(f"http.tls.ciphersuites: unknown TLS cipher suite {name!r} (distribution's Go names, "
+                          "such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)")
+    acme = _letsencrypt(s.section("letsencrypt"))
+    if acme is not None and cert:
+        raise s.error("http.tls: cannot specify both certificate and letsencrypt")
+    if not cert and acme is None:
+        if key or cas:
+            raise s.error("http.tls: clientcas and key need http.tls.certificate (or letsencrypt): "
+                          "without one the registry would serve plain HTTP")
+        if clientauth or suites or s.has("minimumtls"):
+            s.warn("http.tls: minimumtls, ciphersuites and clientauth have no effect without a certificate")
         return None
-    if not cert or not key:
-        raise s.error("http.tls: both certificate and key are required")
-    return TLSConfig(cert, key, cas)
+    if cert and not key:
+        raise s.error("http.tls.key is required with http.tls.certificate")
+    if minimum in ("tls1.0", "tls1.1"):
+        s.warn(f"http.tls.minimumtls {minimum}: OpenSSL refuses TLS 1.0 and 1.1, so the minimum is tls1.2")
+    if suites and minimum == "tls1.3":
+        s.warn("http.tls.ciphersuites is ignored with minimumtls tls1.3: TLS 1.3 suites are not configurable "
+               "(as in distribution)")
+    if clientauth and not cas:
+        s.warn("http.tls.clientauth has no effect without http.tls.clientcas (as in distribution)")
+    elif clientauth in STRICTER_CLIENT_AUTH:
+        s.warn(f"http.tls.clientauth {clientauth}: a client certificate that is given must also chain to "
+               "clientcas (Python's TLS cannot accept it unverified): stricter than distribution")
+    return TLSConfig(cert, key, cas, clientauth, minimum, suites, acme)
+
+
+def _letsencrypt(s: Section) -> LetsEncryptConfig | None:
+    cachefile = s.str("cachefile", "")
+    hosts = s.strings("hosts")
+    email = s.str("email", "")
+    url = s.str("directoryurl", LetsEncryptConfig.directoryurl)
+    if not cachefile:
+        if hosts or email or s.has("directoryurl"):
+            raise s.error("http.tls.letsencrypt.cachefile is required (the directory certificates are kept in): "
+                          "without it the registry would serve plain HTTP")
+        return None
+    if not hosts:
+        raise s.error("http.tls.letsencrypt.hosts: list the names to get certificates for")
+    if not url.startswith("https://"):
+        raise s.bad("directoryurl", "an https:// ACME directory URL", url)
+    return LetsEncryptConfig(cachefile, hosts, email, url)
 
 
 @dataclasses.dataclass

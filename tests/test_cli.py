@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -79,10 +80,24 @@ def test_bad_env_override(tmp_path: Path) -> None:
     _assert_one_clear_line(result, "storage.delete.enabled")
 
 
-def test_missing_root_directory(tmp_path: Path) -> None:
+def test_missing_root_directory_is_created_by_serve_not_by_check_config(tmp_path: Path) -> None:
+    """As distribution: a missing root (parents included) is created; check-config writes nothing."""
     missing = tmp_path / "does" / "not" / "exist"
-    result = run_cli("serve", env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(missing)}, cwd=tmp_path)
-    _assert_one_clear_line(result, str(missing))
+    port = free_port()
+    env = {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(missing), "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"}
+    check = run_cli("check-config", env=env, cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert f"filesystem at {missing} (missing: created at start)" in check.stdout
+    assert f"at start, serve will create the storage root directory {missing}" in check.stdout
+    assert not (tmp_path / "does").exists()
+    proc = _serve(["serve"], env, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        assert missing.is_dir()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert f"storage: filesystem at {missing}" in out  # the start-up summary
 
 
 def test_root_directory_that_is_a_file(tmp_path: Path) -> None:
@@ -113,3 +128,59 @@ def test_port_in_use(tmp_path: Path) -> None:
 def test_check_config_accepts_example(tmp_path: Path) -> None:
     result = run_cli("check-config", str(ROOT / "config.example.yml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert not list(tmp_path.iterdir())  # wrote nothing
+    assert "configuration OK" in result.stdout
+
+
+def test_check_config_prints_the_resolved_configuration_without_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: eu-west-1\n"
+                      "    accesskey: AKIAEXAMPLE\n    secretkey: s3cr3t-v4lue-never-shown\n"
+                      "  delete:\n    enabled: true\n"
+                      "http:\n  addr: 0.0.0.0:5000\n  secret: http-s3cret-never-shown\n"
+                      "auth:\n  htpasswd:\n    realm: Registry\n    path: " + str(tmp_path / "auth" / "htpasswd") + "\n")
+    result = run_cli("check-config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "storage: s3: accesskey=AKIAEXAMPLE, bucket=images, region=eu-west-1, secretkey=<redacted>" in out
+    assert "listen: 0.0.0.0:5000 (tcp)" in out and "tls: off (plain HTTP)" in out
+    assert f"auth: htpasswd {tmp_path / 'auth' / 'htpasswd'} (realm 'Registry')" in out
+    assert "deletes on" in out and "http.secret: set" in out
+    assert "never-shown" not in out + result.stderr
+    assert f"serve will create the htpasswd file {tmp_path / 'auth' / 'htpasswd'} with a user 'docker'" in out
+    assert not (tmp_path / "auth").exists()
+
+
+def test_serve_creates_a_missing_htpasswd_file_with_a_user_printed_once(tmp_path: Path) -> None:
+    import base64
+
+    htpasswd = tmp_path / "auth" / "htpasswd"
+    port = free_port()
+    env = {"REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+           "REGISTRY_AUTH_HTPASSWD_PATH": str(htpasswd), "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+           "REGISTRY_STORAGE": "inmemory"}
+    proc = _serve(["serve"], env, tmp_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        assert oct(htpasswd.stat().st_mode & 0o777) == "0o600" and htpasswd.read_text().startswith("docker:$2")
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+        [line] = [l for l in out.splitlines() if "and password" in l]
+        password = line.split("and password ")[1].split()[0]
+        assert out.count(password) == 1  # printed once, never logged
+        # the generated user works... after a restart too
+        proc = _serve(["serve"], env, tmp_path)
+        wait_http(f"http://127.0.0.1:{port}/v2/", proc=proc)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/", headers={
+            "Authorization": "Basic " + base64.b64encode(f"docker:{password}".encode()).decode()})
+        with urllib.request.urlopen(request) as resp:
+            assert resp.status == 200
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/")
+            raise AssertionError("anonymous request accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "and password" not in out  # not printed again

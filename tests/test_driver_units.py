@@ -59,7 +59,7 @@ def test_each_inmemory_instance_is_separate_unless_shared() -> None:
     [
         ("nosuch", {}, "unknown storage driver 'nosuch'"),
         ("filesystem", {"rootdirectory": 5}, "storage.filesystem.rootdirectory: expected a string"),
-        ("filesystem", {"rootdirectory": "/nonexistent-parent-1a2b/root"}, "does not exist"),
+        ("filesystem", {"rootdirectory": "/etc/hostname/root"}, "/etc/hostname is not a directory"),
         ("filesystem", {"maxthreads": "many"}, "storage.filesystem.maxthreads: expected an integer"),
         ("filesystem", {"maxthreads": 0}, "must be at least 1"),
         ("filesystem", ["rootdirectory"], "expected a mapping"),

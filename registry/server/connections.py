@@ -435,13 +435,15 @@ class GuardedRequestHandler(web.RequestHandler):
 
 
 class GuardedSite(web.TCPSite):
-    """A TCP site whose connections go through a :class:`ConnectionGuard`."""
+    """A TCP site whose connections go through a :class:`ConnectionGuard`; with ``sock``, on that
+    listening socket instead of ``host:port`` (a Unix socket, or one systemd passed)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard,
-                 handler_args: dict[str, Any], **kwargs: Any) -> None:
+                 handler_args: dict[str, Any], sock: Any = None, **kwargs: Any) -> None:
         super().__init__(runner, host, port, **kwargs)
         self.guard = guard
         self.handler_args = handler_args
+        self.sock = sock
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -449,11 +451,18 @@ class GuardedSite(web.TCPSite):
         manager = self._runner.server
         assert manager is not None
         make = lambda: GuardedRequestHandler(manager, self.guard, loop=loop, **self.handler_args)  # noqa: E731
-        self._server = await loop.create_server(
-            self.guard.protocol_factory(make), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-            ssl_handshake_timeout=(self.guard.limits.header or None) if self._ssl_context is not None else None,
-        )
+        handshake = (self.guard.limits.header or None) if self._ssl_context is not None else None
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                self.guard.protocol_factory(make), sock=self.sock, ssl=self._ssl_context, backlog=self._backlog,
+                ssl_handshake_timeout=handshake,
+            )
+        else:
+            self._server = await loop.create_server(
+                self.guard.protocol_factory(make), self._host, self._port, ssl=self._ssl_context,
+                backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+                ssl_handshake_timeout=handshake,
+            )
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
         self.guard.start(loop)
