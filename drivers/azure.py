@@ -1,9 +1,13 @@
 """The ``azure`` driver: Azure Blob Storage through adlfs (azure-storage-blob's async client).
 
-Config keys are distribution's: ``accountname, accountkey, container, realm, serviceurl,
-rootdirectory``; plus ``chunksize`` (bytes per staged block), ``uploadmemorybudget`` and
-``redirectexpiry``. The service URL is ``serviceurl`` when given, else
-``https://<accountname>.blob.<realm>`` (realm ``core.windows.net``).
+Config keys are distribution's (2.8 and 3.x): ``accountname, accountkey, container, realm,
+serviceurl, rootdirectory, connectionstring, credentials: {type, clientid, tenantid, secret},
+max_retries, retry_delay, skipverify``; plus ours: ``chunksize`` (bytes per staged block),
+``uploadmemorybudget`` and ``redirectexpiry``. The service URL is ``serviceurl`` when given, else
+the connection string's ``BlobEndpoint``, else ``https://<accountname>.blob.<realm>`` (realm
+``core.windows.net``). ``credentials.type`` is ``shared_key`` (the account key; the default when
+``accountkey`` is set), ``client_secret`` or ``default_credentials`` (azure-identity's token
+credentials: no SAS redirects then, blobs are served through the registry).
 
 Writes stage blocks (``stage_block``) of ``chunksize`` bytes and publish them with
 ``commit_block_list``. Blocks may be short, so on close the tail is staged too and the sidecar
@@ -33,19 +37,23 @@ class AzureDriver(ObjectStoreDriver):
     """Azure Blob Storage: staged-block writes, server-side moves, SAS redirects."""
 
     name = "azure"
-    secret_params = frozenset({"accountkey"})
+    secret_params = frozenset({"accountkey", "connectionstring", "credentials"})
 
     def __init__(
         self,
         *,
         account: str,
-        key: str,
+        key: str | None,
         container: str,
         service_url: str,
         root: str = "",
         part_size: int = 10 << 20,
         redirect_expiry: int = 1200,
         params: Params | None = None,
+        token_credential: Any = None,
+        retries: int = RETRY_ATTEMPTS,
+        retry_delay: float = 0.25,
+        verify: bool = True,
     ) -> None:
         import adlfs
         from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
@@ -58,23 +66,29 @@ class AzureDriver(ObjectStoreDriver):
         self.redirect_expiry = redirect_expiry
         self.budget = (params or Params(self.name, {})).budget()
         self._account_key = key
+        self._token_credential = token_credential
         scheme = urllib.parse.urlsplit(self.service_url).scheme or "https"
-        conn = (
-            f"DefaultEndpointsProtocol={scheme};AccountName={account};AccountKey={key};"
-            f"BlobEndpoint={self.service_url};"
-        )
-        fs = adlfs.AzureBlobFileSystem(
-            connection_string=conn,
-            asynchronous=True,
-            skip_instance_cache=True,
-            use_listings_cache=False,
-            assume_container_exists=True,
-        )
-        # the SDK's default retry waits 15 s first; back off from a quarter second instead
+        if key:
+            conn = (
+                f"DefaultEndpointsProtocol={scheme};AccountName={account};AccountKey={key};"
+                f"BlobEndpoint={self.service_url};"
+            )
+            fs = adlfs.AzureBlobFileSystem(
+                connection_string=conn, asynchronous=True, skip_instance_cache=True, use_listings_cache=False,
+                assume_container_exists=True,
+            )
+        else:
+            fs = adlfs.AzureBlobFileSystem(
+                account_name=account, credential=token_credential, account_host=urllib.parse.urlsplit(
+                    self.service_url).netloc, asynchronous=True, skip_instance_cache=True, use_listings_cache=False,
+                assume_container_exists=True,
+            )
+        # the SDK's default retry waits 15 s first; back off from ``retry_delay`` (a quarter second) instead
         self.client = BlobServiceClient(
             account_url=self.service_url,
-            credential={"account_name": account, "account_key": key},
-            retry_policy=ExponentialRetry(initial_backoff=0.25, increment_base=2, retry_total=RETRY_ATTEMPTS),
+            credential={"account_name": account, "account_key": key} if key else token_credential,
+            retry_policy=ExponentialRetry(initial_backoff=retry_delay, increment_base=2, retry_total=retries),
+            connection_verify=verify,
         )
         fs.service_client = self.client
         _detach_finalizers(fs)  # we close our client ourselves, on our loop
@@ -87,18 +101,33 @@ class AzureDriver(ObjectStoreDriver):
     def from_params(cls, params: Mapping[str, Any]) -> "AzureDriver":
         p = cls.params(params)
         p.unimplemented("maxconcurrency")
-        account = p.str("accountname", required=True) or ""
-        key = p.str("accountkey", required=True) or ""
-        try:
-            base64.b64decode(key, validate=True)
-        except ValueError:
-            raise DriverConfigError("storage.azure.accountkey: not a base64 account key") from None
+        conn = _connection_string(p.str("connectionstring", "") or "")
+        account = p.str("accountname") or conn.get("accountname") or ""
+        if not account:
+            raise DriverConfigError("storage.azure.accountname is required")
+        creds = p.section("credentials")
+        kind = creds.choice("type", ("shared_key", "client_secret", "default_credentials", "default"), None)
+        key = p.str("accountkey") or conn.get("accountkey")
+        token_credential = None
+        if kind in (None, "shared_key"):
+            if not key:
+                raise DriverConfigError("storage.azure.accountkey is required (or credentials.type "
+                                        "client_secret or default_credentials)")
+            try:
+                base64.b64decode(key, validate=True)
+            except ValueError:
+                raise DriverConfigError("storage.azure.accountkey: not a base64 account key") from None
+        else:
+            key = None  # token credentials: as in distribution, the account key is not used
+            token_credential = _token_credential(kind, creds)
         container = p.str("container", required=True) or ""
         if "/" in container:
             raise DriverConfigError(f"storage.azure.container: not a container name: {container!r}")
-        url = p.str("serviceurl") or f"https://{account}.blob.{p.str('realm', 'core.windows.net')}"
+        url = (p.str("serviceurl") or conn.get("blobendpoint")
+               or f"https://{account}.blob.{p.str('realm', conn.get('endpointsuffix') or 'core.windows.net')}")
         if not urllib.parse.urlsplit(url).scheme.startswith("http"):
             raise DriverConfigError(f"storage.azure.serviceurl: not an http(s) URL: {url!r}")
+        retries = p.int("max_retries", RETRY_ATTEMPTS, minimum=-1)
         return cls(
             account=account,
             key=key,
@@ -108,6 +137,10 @@ class AzureDriver(ObjectStoreDriver):
             part_size=p.int("chunksize", 10 << 20, minimum=1 << 20, maximum=MAX_BLOCK),
             redirect_expiry=p.int("redirectexpiry", 1200, minimum=1),
             params=p,
+            token_credential=token_credential,
+            retries=max(retries, 0),  # distribution: -1 turns retries off
+            retry_delay=p.duration("retry_delay", 0.25),
+            verify=not p.bool("skipverify", False),
         )
 
     def _is_missing(self, exc: Exception) -> bool:
@@ -148,6 +181,9 @@ class AzureDriver(ObjectStoreDriver):
     async def _url_for(self, key: str, method: str) -> str | None:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
+        if not self._account_key:
+            return None  # token credentials: blobs are served through the registry
+
         container, _, name = key.partition("/")
         sas = generate_blob_sas(
             account_name=self.account,
@@ -162,7 +198,37 @@ class AzureDriver(ObjectStoreDriver):
 
     async def close(self) -> None:
         await self.client.close()
+        if self._token_credential is not None:
+            await self._token_credential.close()
         await super().close()
+
+
+def _connection_string(text: str) -> dict[str, str]:
+    """``Key=Value;...`` of an Azure connection string, keys lower-cased."""
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    if text and "accountname" not in out and "blobendpoint" not in out:
+        raise DriverConfigError("storage.azure.connectionstring: not an Azure connection string")
+    return out
+
+
+def _token_credential(kind: str, creds: Any) -> Any:
+    """azure-identity's async credential for ``credentials.type`` client_secret or default_credentials."""
+    try:
+        from azure.identity import aio as identity
+    except ImportError:
+        raise DriverConfigError("storage.azure.credentials: token credentials need the azure-identity package") from None
+    if kind == "client_secret":
+        tenant, client, secret = (creds.str(k) for k in ("tenantid", "clientid", "secret"))
+        if not (tenant and client and secret):
+            raise DriverConfigError("storage.azure.credentials: client_secret needs tenantid, clientid and secret")
+        return identity.ClientSecretCredential(tenant, client, secret)
+    for k in ("tenantid", "clientid", "secret"):
+        creds.raw(k)  # may be set; the environment (workload identity) decides
+    return identity.DefaultAzureCredential()
 
 
 def _body(data: Any) -> Any:

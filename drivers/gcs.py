@@ -49,6 +49,7 @@ class GCSDriver(ObjectStoreDriver):
         part_size: int = 5 << 20,
         redirect_expiry: int = 1200,
         params: Params | None = None,
+        user_agent: str | None = None,
     ) -> None:
         import gcsfs
 
@@ -79,6 +80,10 @@ class GCSDriver(ObjectStoreDriver):
             use_listings_cache=False,
             requests_timeout=120,
         )
+        if user_agent:  # distribution's useragent: every request's User-Agent
+            headers_of = fs._get_headers
+            fs._get_headers = lambda headers=None, *a, **k: headers_of({**(headers or {}), "User-Agent": user_agent},
+                                                                       *a, **k)
         super().__init__(fs, f"{bucket}/{root}" if root else bucket)
 
     def __repr__(self) -> str:
@@ -87,8 +92,7 @@ class GCSDriver(ObjectStoreDriver):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "GCSDriver":
         p = cls.params(params)
-        p.unimplemented("useragent")
-        p.unimplemented("maxconcurrency")
+        p.unimplemented("maxconcurrency", "concurrency is bounded by the client's connection pool")
         account = _service_account(p)
         return cls(
             bucket=_bucket(p),
@@ -99,6 +103,7 @@ class GCSDriver(ObjectStoreDriver):
             part_size=_chunk(p),
             redirect_expiry=p.int("redirectexpiry", 1200, minimum=1),
             params=p,
+            user_agent=p.str("useragent"),
         )
 
     def _part_store(self) -> PartStore:

@@ -33,7 +33,8 @@ class OSSDriver(S3Driver):
         p = cls.params(params)
         region = p.str("region", required=True) or ""
         secure = p.bool("secure", True)
-        endpoint = p.str("endpoint") or f"{region}{'-internal' if p.bool('internal', False) else ''}.aliyuncs.com"
+        internal = p.bool("internal", False)
+        endpoint = p.str("endpoint") or f"{region}{'-internal' if internal else ''}.aliyuncs.com"
         if "://" not in endpoint:
             endpoint = ("https://" if secure else "http://") + endpoint
         key, secret = p.str("accesskeyid"), p.str("accesskeysecret")

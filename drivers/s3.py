@@ -14,6 +14,7 @@ in parallel ranged parts above ``multipartcopythresholdsize``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -76,6 +77,22 @@ def _client_error_code(exc: BaseException) -> str:
     return ""
 
 
+#: distribution's ``objectacl`` values (S3 canned ACLs); unset: none is sent (the bucket's default,
+#: which also works with buckets whose ACLs are disabled)
+OBJECT_ACLS = ("private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read",
+               "bucket-owner-read", "bucket-owner-full-control", "log-delivery-write")
+#: distribution's ``loglevel`` values (the AWS SDK's); anything but off logs the SDK at debug level
+S3_LOG_LEVELS = ("off", "debug", "debugwithsigning", "debugwithhttpbody", "debugwithrequestretries",
+                 "debugwithrequesterrors", "debugwitheventstreambody")
+
+
+def _sdk_log_level(level: str) -> None:
+    """``loglevel``: the SDK's own logs (botocore, s3fs) at debug, secrets still scrubbed."""
+    if level != "off":
+        for name in ("botocore", "aiobotocore", "s3fs"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+
 class S3Driver(ObjectStoreDriver):
     """S3 through s3fs, with native multipart writes, server-side moves and presigned URLs."""
 
@@ -108,6 +125,11 @@ class S3Driver(ObjectStoreDriver):
         kms_key: str | None = None,
         redirect_expiry: int = 1200,
         params: Params | None = None,
+        object_acl: str | None = None,
+        user_agent: str | None = None,
+        dualstack: bool = False,
+        accelerate: bool = False,
+        fips: bool = False,
     ) -> None:
         import s3fs
 
@@ -127,7 +149,17 @@ class S3Driver(ObjectStoreDriver):
             extra["ServerSideEncryption"] = "aws:kms" if kms_key else "AES256"
             if kms_key:
                 extra["SSEKMSKeyId"] = kms_key
+        if object_acl:
+            extra["ACL"] = object_acl
         self._put_extra = extra
+        s3_options: dict[str, Any] = {"addressing_style": "path" if path_style else self.default_addressing}
+        if dualstack:
+            s3_options["use_dualstack_endpoint"] = True
+        if accelerate:
+            s3_options["use_accelerate_endpoint"] = True
+        more: dict[str, Any] = {"user_agent": user_agent} if user_agent else {}
+        if fips:
+            more["use_fips_endpoint"] = True
         client_kwargs: dict[str, Any] = {}
         if region:
             client_kwargs["region_name"] = region
@@ -141,7 +173,8 @@ class S3Driver(ObjectStoreDriver):
             use_ssl=secure,
             client_kwargs=client_kwargs,
             config_kwargs={
-                "s3": {"addressing_style": "path" if path_style else self.default_addressing},
+                "s3": s3_options,
+                **more,
                 "retries": {"max_attempts": RETRY_ATTEMPTS, "mode": "standard"},
                 "connect_timeout": 10,
                 "read_timeout": 120,
@@ -168,9 +201,11 @@ class S3Driver(ObjectStoreDriver):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "S3Driver":
         p = cls.params(params)
-        for unsupported in ("v4auth", "loglevel", "objectacl", "useragent", "usedualstack", "accelerate",
-                            "maxrequestspersecond", "maxretries"):
-            p.unimplemented(unsupported)
+        if not p.bool("v4auth", True):
+            p.warn("storage.s3.v4auth: false is not supported (AWS retired signature version 2): "
+                   "requests are signed with version 4")
+        _sdk_log_level(p.choice("loglevel", S3_LOG_LEVELS, "off", lower=True))
+        acl = p.choice("objectacl", OBJECT_ACLS, None)
         key, secret = p.str("accesskey"), p.str("secretkey")
         if bool(key) != bool(secret):
             raise DriverConfigError("storage.s3: accesskey and secretkey must be given together")
@@ -197,11 +232,17 @@ class S3Driver(ObjectStoreDriver):
             copy_threshold=p.int("multipartcopythresholdsize", 32 << 20, minimum=0, maximum=MAX_PART),
             copy_chunk=p.int("multipartcopychunksize", 32 << 20, minimum=MIN_PART, maximum=MAX_PART),
             copy_concurrency=p.int("multipartcopymaxconcurrency", 100, minimum=1),
-            storage_class=p.choice("storageclass", _STORAGE_CLASSES, "STANDARD"),
+            storage_class=(p.choice("storageclass", tuple(c.lower() for c in _STORAGE_CLASSES), "standard",
+                                    lower=True) or "standard").upper(),  # case as distribution: any
             encrypt=encrypt,
             kms_key=p.str("keyid") if encrypt else None,
             redirect_expiry=p.int("redirectexpiry", 1200, minimum=1),
             params=p,
+            object_acl=acl,
+            user_agent=p.str("useragent"),
+            dualstack=p.bool("usedualstack", False),
+            accelerate=p.bool("accelerate", False),
+            fips=p.bool("usefipsendpoint", False),
         )
 
     # --- backend calls -------------------------------------------------------------------

@@ -714,6 +714,21 @@ class ValidationConfig(_FromRaw):
     manifests_maxsize: int = 4 * 1024 * 1024
     urls_allow: list[str] = dataclasses.field(default_factory=list)
     urls_deny: list[str] = dataclasses.field(default_factory=list)
+    #: False with ``validation.disabled`` (distribution): no URL rules, no index child checks
+    enabled: bool = True
+    #: ``manifests.indexes.platforms``: all (every child must exist), none (sparse indexes), list
+    index_platforms: str = "all"
+    #: with ``list``: the (architecture, os) pairs whose children must exist (empty: all)
+    index_platformlist: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def child_required(self, platform: dict[str, Any] | None) -> bool:
+        """Whether an index child with this ``platform`` must exist in the repository."""
+        if not self.enabled or self.index_platforms == "none":
+            return False
+        if self.index_platforms == "all" or not self.index_platformlist:
+            return True
+        p = platform or {}
+        return (p.get("architecture", ""), p.get("os", "")) in self.index_platformlist
 
     @classmethod
     def from_section(cls, s: Section) -> "ValidationConfig":
@@ -729,13 +744,25 @@ class ValidationConfig(_FromRaw):
                     raise s.error(f"validation.manifests.urls.{key}: bad regular expression {v!r}: {exc}")
             return values
 
-        s.unimplemented("enabled", "deprecated in distribution; use validation.disabled")
-        s.unimplemented("disabled")
-        manifests.unimplemented("indexes", "an index is accepted whatever its children")
+        # distribution: ``enabled`` (deprecated) wins when true, else validation is on unless ``disabled``
+        enabled = s.bool("enabled", False) or not s.bool("disabled", False)
+        indexes = manifests.section("indexes")
+        platforms = indexes.str("platforms", "all").lower()
+        if platforms not in ("all", "none", "list"):
+            raise s.error(f"validation.manifests.indexes.platforms: invalid platforms option {platforms!r} "
+                          "(all, none or list)")
+        platformlist = []
+        for entry in indexes.sections("platformlist"):
+            platformlist.append((entry.str("architecture", ""), entry.str("os", "")))
+        if platformlist and platforms != "list":
+            s.warn("validation.manifests.indexes.platformlist has no effect unless platforms is list")
         return cls(
             manifests_maxsize=manifests.int("maxsize", cls.manifests_maxsize, minimum=1024),
             urls_allow=patterns("allow"),
             urls_deny=patterns("deny"),
+            enabled=enabled,
+            index_platforms=platforms,
+            index_platformlist=platformlist,
         )
 
 

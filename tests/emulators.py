@@ -307,6 +307,7 @@ class Proxy:
         self.dropped = 0
         self.requests: list[tuple[str, str]] = []
         self.queries: list[str] = []  # the query string of each request, in the same order
+        self.user_agents: list[str] = []
         self._codes = itertools.cycle([503, 429])
 
     async def _handle(self, request: Any) -> Any:
@@ -320,6 +321,7 @@ class Proxy:
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=500)  # never sent: the connection is gone
+        self.user_agents.append(request.headers.get("User-Agent", ""))
         if self.fail_every and self.count % self.fail_every == 0:
             await request.read()
             self.failed += 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from api_support import digest_of, driver, loc_of, make_config, push_blob, push_image  # noqa: F401
+from api_support import OCI_MANIFEST, digest_of, driver, loc_of, make_config, push_blob, push_image  # noqa: F401
 from registry.app import create_app
 from registry.store import paths
 from registry.reference import try_digest
@@ -119,3 +120,74 @@ async def test_layer_url_policy(aiohttp_client, driver):
                         ("https://cdn.example.com/a#frag", 400)):
         r = await c.put("/v2/repo/manifests/t", data=manifest(url), headers={"Content-Type": OCI_MANIFEST})
         assert r.status == status, (url, await r.text())
+
+
+async def _index_with_missing_child(c, name: str) -> tuple[bytes, str, str]:
+    """An index of two linux images, amd64 pushed and arm64 not (a sparse index)."""
+    import json
+
+    from api_support import OCI_INDEX, push_image
+
+    amd64, body = await push_image(c, name, None, seed=b"amd64")
+    arm64_missing = digest_of(b"never pushed")
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": amd64, "size": len(body),
+         "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": OCI_MANIFEST, "digest": arm64_missing, "size": 500,
+         "platform": {"architecture": "arm64", "os": "linux"}},
+    ]}).encode()
+    return index, amd64, arm64_missing
+
+
+@pytest.mark.parametrize(("validation", "status"), [
+    ({}, 400),                                                          # default: all children must exist
+    ({"manifests": {"indexes": {"platforms": "all"}}}, 400),
+    ({"manifests": {"indexes": {"platforms": "none"}}}, 201),           # sparse indexes accepted
+    ({"manifests": {"indexes": {"platforms": "List", "platformlist": [{"architecture": "amd64", "os": "linux"}]}}},
+     201),                                                              # only amd64 must exist
+    ({"manifests": {"indexes": {"platforms": "list", "platformlist": [{"architecture": "arm64", "os": "linux"}]}}},
+     400),
+    ({"manifests": {"indexes": {"platforms": "list"}}}, 400),           # an empty list means every platform
+    ({"disabled": True}, 201),                                          # validation off: no child checks
+    ({"disabled": True, "enabled": True}, 400),                         # the deprecated enabled wins
+])
+async def test_index_validation_as_distribution(aiohttp_client, driver, validation, status):
+    from api_support import OCI_INDEX
+
+    c = await aiohttp_client(create_app(make_config(validation=validation), driver))
+    index, _, missing = await _index_with_missing_child(c, "sparse")
+    r = await c.put("/v2/sparse/manifests/multi", data=index, headers={"Content-Type": OCI_INDEX})
+    assert r.status == status, await r.text()
+    if status == 400:
+        body = await r.json()
+        assert body["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN" and missing in json_text(body)
+
+
+def json_text(body) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+async def test_validation_disabled_skips_the_url_rules(aiohttp_client, driver):
+    import json
+
+    cfg = make_config(validation={"disabled": True, "manifests": {"urls": {"allow": ["^https://cdn\\.example\\.com/"]}}})
+    c = await aiohttp_client(create_app(cfg, driver))
+    config = b"{}"
+    await push_blob(c, "repo", config)
+    for url, status in (("https://elsewhere.example.com/layer", 201), ("ftp://cdn.example.com/x", 400)):
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": digest_of(config), "size": 2},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                                       "digest": digest_of(url.encode()), "size": 5, "urls": [url]}]}).encode()
+        r = await c.put("/v2/repo/manifests/t", data=body, headers={"Content-Type": OCI_MANIFEST})
+        assert r.status == status, (url, await r.text())
+
+
+def test_bad_platforms_option_is_refused():
+    from registry.config import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid platforms option 'some'"):
+        make_config(validation={"manifests": {"indexes": {"platforms": "some"}}})

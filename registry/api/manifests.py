@@ -87,7 +87,8 @@ async def put_manifest(request: web.Request) -> web.Response:
     manifest = await asyncio.to_thread(parse) if len(body) > PARSE_INLINE_LIMIT else parse()
     _check_layer_urls(manifest, cfg.validation)
     tags = list(dict.fromkeys(([] if isinstance(ref, Digest) else [ref]) + tag_params))
-    digest = await store(request).manifests.put(name, manifest, tags)
+    digest = await store(request).manifests.put(name, manifest, tags,
+                                                child_required=cfg.validation.child_required)
     headers = CIMultiDict({
         "Location": v2_url(request, f"{name}/manifests/{digest}"),
         "Docker-Content-Digest": str(digest),
@@ -126,7 +127,12 @@ def _expected_digest(request: web.Request, ref: str | Digest) -> Digest | None:
 def _check_layer_urls(manifest: mf.Manifest, policy: ValidationConfig) -> None:
     """``validation.manifests.urls``: each URL of a layer (non-distributable layers carry them)
     must be http(s) without a fragment, match an ``allow`` pattern when any is configured and no
-    ``deny`` pattern -- distribution's rule (patterns search, unanchored, like Go's MatchString)."""
+    ``deny`` pattern -- distribution's rule (patterns search, unanchored, like Go's MatchString).
+    With ``validation.disabled`` only the scheme and fragment rule applies, as in distribution.
+    (distribution also refuses every URL when neither allow nor deny is set; we accept them, see
+    docs/configuration.md.)"""
+    allow = policy.urls_allow if policy.enabled else []
+    deny = policy.urls_deny if policy.enabled else []
     for layer in manifest.layers:
         for u in layer.urls:
             parsed = urllib.parse.urlsplit(u) if isinstance(u, str) else None
@@ -134,8 +140,8 @@ def _check_layer_urls(manifest: mf.Manifest, policy: ValidationConfig) -> None:
                 parsed is not None
                 and parsed.scheme in ("http", "https")
                 and not parsed.fragment
-                and (not policy.urls_allow or any(re.search(p, u) for p in policy.urls_allow))
-                and not any(re.search(p, u) for p in policy.urls_deny)
+                and (not allow or any(re.search(p, u) for p in allow))
+                and not any(re.search(p, u) for p in deny)
             )
             if not ok:
                 raise RegistryError(

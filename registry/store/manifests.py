@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from drivers.base import PathNotFound, StorageDriver
@@ -118,9 +118,11 @@ class ManifestStore:
                 pass
         return StoredManifest(d, body, media_type)
 
-    async def put(self, repo: str, manifest: mf.Manifest, tags: Sequence[str] = ()) -> Digest:
+    async def put(self, repo: str, manifest: mf.Manifest, tags: Sequence[str] = (), *,
+                  child_required: Callable[[dict[str, Any] | None], bool] | None = None) -> Digest:
         """Store a validated manifest after checking what it references exists in ``repo``, and
-        point every tag of ``tags`` at it, all or none (:meth:`TagStore.point_all`).
+        point every tag of ``tags`` at it, all or none (:meth:`TagStore.point_all`). Index children
+        must exist unless ``child_required`` (validation.manifests.indexes) says otherwise.
 
         Writes go in stages; within a stage they are independent and run concurrently (each
         small write may cost an fsync): [bytes, signed bytes, reverse-index entries or marker]
@@ -131,7 +133,8 @@ class ManifestStore:
         assert d is not None
         tags = list(dict.fromkeys(tags))
         async with self.locks.shared(repo, *(tag_key(t) for t in tags)):
-            exists, _ = await asyncio.gather(self.exists(repo, d), self._check_references(repo, manifest))
+            exists, _ = await asyncio.gather(self.exists(repo, d),
+                                             self._check_references(repo, manifest, child_required))
             for attempt in range(WRITE_ROUNDS):
                 moved = await self._write(repo, manifest, d, tags, exists, rewrite=attempt > 0)
                 if not moved or await self._intact(repo, d, moved):
@@ -198,7 +201,10 @@ class ManifestStore:
                 raise outcome
         return list(moves)
 
-    async def _check_references(self, repo: str, manifest: mf.Manifest) -> None:
+    async def _check_references(self, repo: str, manifest: mf.Manifest,
+                                child_required: Callable[[dict[str, Any] | None], bool] | None = None) -> None:
+        """Blobs must be linked here; index children must be manifests here, those whose platform
+        ``child_required`` (validation.manifests.indexes) names when given (sparse indexes)."""
         limit = asyncio.Semaphore(16)
 
         async def blob_missing(desc: mf.Descriptor) -> str | None:
@@ -217,7 +223,8 @@ class ManifestStore:
 
         missing = await asyncio.gather(
             *(blob_missing(b) for b in manifest.required_blobs()),
-            *(child_missing(m) for m in manifest.required_manifests()),
+            *(child_missing(m) for m in manifest.required_manifests()
+              if child_required is None or child_required(m.platform)),
         )
         unknown = [m for m in missing if m is not None]
         if unknown:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -118,10 +119,11 @@ def server_context(tls: TLSConfig, *, with_certificate: bool = True) -> ssl.SSLC
 def load_certificate(ctx: ssl.SSLContext, certificate: str, key: str) -> None:
     """Load the pair into ``ctx``; a ConfigError when a file is missing, unreadable or the key does
     not match; a warning when the certificate has expired or expires within 14 days."""
+    for name, path in (("certificate", certificate), ("key", key)):
+        if not os.path.isfile(path):
+            raise ConfigError(f"http.tls.{name}: {path} does not exist or is not a file")
     try:
         ctx.load_cert_chain(certificate, key)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"http.tls: {exc.filename} does not exist") from None
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"http.tls: cannot use certificate {certificate} with key {key}: {_reason(exc)}") from None
     expires = certificate_expiry(certificate)
