@@ -1,5 +1,6 @@
 # Set-up and everyday commands. Each target creates the virtualenv it needs.
-#   make run    install and start the registry on the embedded default (./data, 127.0.0.1:5000)
+#   make run [CONFIG=config.yml]  install into .venv and serve (no CONFIG: ./data, 127.0.0.1:5000)
+#   make install [PREFIX=/usr/local]  a venv in $(PREFIX)/lib/pyregistry, `registry` in $(PREFIX)/bin
 #   make test   install everything the tests need (pip, apt, npm) and run the whole suite
 #   make bench  run the side-by-side benchmark against the reference registry
 
@@ -14,10 +15,15 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
   swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
   keystone python3-keystonemiddleware \
-  chromium chromium-driver
+  chromium chromium-driver \
+  pebble nginx mmdebstrap buildah systemd
+#: services those packages start on install; the tests start their own instances
+APT_SERVICES := docker-registry memcached keystone nginx
+PREFIX ?= /usr/local
+EXTRAS ?= fast,s3,gcs,azure,acme
 PYTEST_ARGS ?=
 
-.PHONY: run test deps test-deps apt-deps node-deps bench clean
+.PHONY: run install test deps test-deps apt-deps node-deps bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +34,7 @@ $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[fast,s3,gcs,azure,otel,test]'
+	$(PIP) install -q -e '.[fast,s3,gcs,azure,acme,otel,test]'
 	touch $@
 
 deps: $(VENV)/.runtime
@@ -36,10 +42,20 @@ deps: $(VENV)/.runtime
 run: deps
 	$(PY) -m registry serve $(CONFIG)
 
+install:
+	$(PYTHON) -m venv $(PREFIX)/lib/pyregistry
+	$(PREFIX)/lib/pyregistry/bin/pip install -q --upgrade pip
+	$(PREFIX)/lib/pyregistry/bin/pip install -q '.[$(EXTRAS)]'
+	mkdir -p $(PREFIX)/bin
+	ln -sf $(PREFIX)/lib/pyregistry/bin/registry $(PREFIX)/bin/registry
+	@echo "installed $(PREFIX)/bin/registry"
+
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
 # e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
 # eatmydata to skip fsyncs in the test cluster) and Keystone (+ keystonemiddleware for Swift), Chromium
-# and its driver (the web UI tests), and Node.js for azurite. Installed only when missing.
+# and its driver (the web UI tests), pebble (an ACME CA), nginx (the reverse-proxy test), mmdebstrap +
+# buildah (make image), systemd (systemd-analyze, systemd-socket-activate), and Node.js for azurite.
+# Installed only when missing.
 apt-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -49,16 +65,13 @@ apt-deps:
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing && \
-	  case "$$missing" in *docker-registry*) \
-	    echo "stopping the packaged docker-registry service (it takes port 5000; the tests start their own)"; \
-	    $(SUDO) systemctl disable --now docker-registry >/dev/null 2>&1 || \
-	    $(SUDO) service docker-registry stop >/dev/null 2>&1 || true;; \
-	  esac; \
-	  for svc in memcached keystone; do case "$$missing" in *" $$svc"*) \
-	    echo "stopping the packaged $$svc service (the Swift and Keystone fixtures start their own)"; \
-	    $(SUDO) systemctl disable --now $$svc >/dev/null 2>&1 || \
-	    $(SUDO) service $$svc stop >/dev/null 2>&1 || true;; \
-	  esac; done; \
+	  for service in $(APT_SERVICES); do \
+	    case " $$missing " in *" $$service "*) \
+	      echo "stopping the packaged $$service service (the tests start their own)"; \
+	      $(SUDO) systemctl disable --now $$service >/dev/null 2>&1 || \
+	      $(SUDO) service $$service stop >/dev/null 2>&1 || true;; \
+	    esac; \
+	  done; \
 	fi
 
 node-deps: apt-deps

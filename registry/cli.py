@@ -118,8 +118,9 @@ def _validate_tls(config: Config) -> None:
 
     server_context(tls, with_certificate=tls.letsencrypt is None)
     if tls.letsencrypt is not None:
-        from .tls.letsencrypt import check_cache_directory
+        from .tls.letsencrypt import check_cache_directory, require_client
 
+        require_client()
         check_cache_directory(tls.letsencrypt.cachefile)
 
 

@@ -56,6 +56,7 @@ class CertificateManager:
         self.acme: LetsEncryptConfig = tls.letsencrypt
         self.directory = Path(self.acme.cachefile)
         self.hosts = [h.lower().rstrip(".") for h in self.acme.hosts]
+        require_client()
         check_cache_directory(self.acme.cachefile)
         self.context = server_context(tls, with_certificate=False)
         _load_pair(self.context, *_self_signed("unknown.invalid"))  # for names outside hosts
@@ -239,7 +240,10 @@ def _register_challenge() -> Any:
     return TLSALPN01Challenge
 
 
-TLSALPN01 = _register_challenge()
+try:
+    TLSALPN01 = _register_challenge()
+except ImportError:  # without the acme extra; require_client() says so
+    TLSALPN01 = None
 
 
 def _challenge_certificate(host: str, key_authorization: str) -> tuple[bytes, bytes]:
@@ -264,6 +268,16 @@ def _challenge_context(certfile_pem: bytes, keyfile_pem: bytes) -> ssl.SSLContex
 
 
 # --------------------------------------------------------------------------- keys and files
+
+
+def require_client() -> None:
+    """The ACME client library must be installed (the ``acme`` extra)."""
+    try:
+        import acme  # noqa: F401
+        import josepy  # noqa: F401
+    except ImportError:
+        raise ConfigError("http.tls.letsencrypt needs the acme and josepy packages: "
+                          "pip install 'pyregistry[acme]'") from None
 
 
 def check_cache_directory(path: str) -> None:
