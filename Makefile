@@ -1,6 +1,7 @@
 # Set-up and everyday commands. Each target creates the virtualenv it needs.
 #   make run [CONFIG=config.yml]  install into .venv and serve (no CONFIG: ./data, 127.0.0.1:5000)
 #   make install [PREFIX=/usr/local]  a venv in $(PREFIX)/lib/pyregistry, `registry` in $(PREFIX)/bin
+#   make image  the container image, offline: mmdebstrap + buildah (deploy/build-image; IMAGE=name)
 #   make test   install everything the tests need (pip, apt, npm) and run the whole suite
 #   make bench  run the side-by-side benchmark against the reference registry
 
@@ -21,9 +22,11 @@ APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
 APT_SERVICES := docker-registry memcached keystone nginx
 PREFIX ?= /usr/local
 EXTRAS ?= fast,s3,gcs,azure,acme
+IMAGE  ?= localhost/pyregistry:latest
+BUILD_DIR ?= build
 PYTEST_ARGS ?=
 
-.PHONY: run install test deps test-deps apt-deps node-deps bench clean
+.PHONY: run install image test deps test-deps apt-deps node-deps bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,11 @@ install:
 	mkdir -p $(PREFIX)/bin
 	ln -sf $(PREFIX)/lib/pyregistry/bin/registry $(PREFIX)/bin/registry
 	@echo "installed $(PREFIX)/bin/registry"
+
+# needs root, mmdebstrap and buildah (make apt-deps); IMAGE_ARCHIVE=file.tar also writes an OCI archive
+image: | $(VENV)/bin/python
+	IMAGE='$(IMAGE)' IMAGE_ARCHIVE='$(IMAGE_ARCHIVE)' BUILD_DIR='$(BUILD_DIR)/image' PIP='$(PIP)' \
+	  EXTRAS='$(EXTRAS)' BUILDAH_FLAGS='$(BUILDAH_FLAGS)' deploy/build-image
 
 # Debian packages the tests use as real peers and clients: the reference registry, skopeo, umoci, podman,
 # e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
