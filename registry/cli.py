@@ -231,7 +231,7 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     from .observe import logs
     from .observe.process import ROLE
     from .observe.setup import HEALTH_KEY, debug_app
-    from .server.connections import ConnectionGuard, GuardedSite, connection_limits
+    from .server.connections import ConnectionGuard, connection_limits
 
     app = create_app(config)
     metrics_on = config.http.debug.prometheus_enabled

@@ -463,7 +463,7 @@ class GuardedSite(web.TCPSite):
                 backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port,
                 ssl_handshake_timeout=handshake,
             )
-        if self._server.sockets:
+        if self._server.sockets and self.sock is None:
             self._bound_port = self._server.sockets[0].getsockname()[1]
         self.guard.start(loop)
 
