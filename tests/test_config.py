@@ -340,3 +340,53 @@ def test_listing_page_sizes(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     for bad, needle in (("tags: {maxtags: -1}\n", "tags.maxtags"), ("catalog: {maxentries: many}\n", "catalog.maxentries")):
         with pytest.raises(ConfigError, match=needle):
             load_config(write(tmp_path, base + bad), environ={})
+
+
+# --------------------------------------------------------------------------- the environment cases of distribution's docs
+
+IMAGE_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "config.yml"
+
+
+def test_docs_env_rootdirectory() -> None:
+    config = load_config(IMAGE_CONFIG, environ={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/somewhere"})
+    assert config.storage.params == {"rootdirectory": "/somewhere"}
+
+
+def test_docs_env_listen_address() -> None:
+    assert load_config(IMAGE_CONFIG, environ={"REGISTRY_HTTP_ADDR": "0.0.0.0:5001"}).http.host_port == ("0.0.0.0", 5001)
+
+
+def test_docs_env_tls_and_basic_auth_recipe() -> None:
+    """The deploying guide's `docker run -e ...` for TLS plus native basic auth."""
+    env = {"REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+           "REGISTRY_AUTH_HTPASSWD_PATH": "/auth/htpasswd", "REGISTRY_HTTP_ADDR": "0.0.0.0:443",
+           "REGISTRY_HTTP_TLS_CERTIFICATE": "/certs/domain.crt", "REGISTRY_HTTP_TLS_KEY": "/certs/domain.key"}
+    config = load_config(IMAGE_CONFIG, environ=env)
+    assert config.auth == {"htpasswd": {"realm": "Registry Realm", "path": "/auth/htpasswd"}}
+    assert config.http.tls is not None and config.http.tls.certificate == "/certs/domain.crt"
+    assert config.http.tls.key == "/certs/domain.key" and config.http.host_port == ("0.0.0.0", 443)
+
+
+def test_docs_env_list_element(tmp_path: Path) -> None:
+    """The configuration reference's list example: REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS_0."""
+    text = ("version: 0.1\nstorage: inmemory\nhttp:\n  tls:\n    letsencrypt:\n"
+            f"      cachefile: {tmp_path / 'acme'}\n      hosts: [myregistryaddress.org]\n")
+    config = load_config(write(tmp_path, text), environ={"REGISTRY_HTTP_TLS_LETSENCRYPT_HOSTS_0": "registry.example.com"})
+    assert config.http.tls is not None and config.http.tls.letsencrypt is not None
+    assert config.http.tls.letsencrypt.hosts == ["registry.example.com"]
+
+
+@pytest.mark.parametrize(("http", "expected"), [
+    ("  http2:\n    disabled: false\n", "HTTP/2 is not served"),
+    ("  h2c:\n    enabled: true\n", "HTTP/2 cleartext is not served"),
+])
+def test_http2_and_h2c_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture, http: str, expected: str) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_config(write(tmp_path, "version: 0.1\nstorage: inmemory\nhttp:\n" + http), environ={})
+    assert expected in warnings_of(caplog)
+
+
+def test_http2_disabled_needs_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        load_config(write(tmp_path, "version: 0.1\nstorage: inmemory\nhttp:\n  http2:\n    disabled: true\n"), environ={})
+    assert not warnings_of(caplog)
