@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode
@@ -187,8 +188,8 @@ def safe_path(request: Any) -> str:
 def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessLogger]:
     """The aiohttp access-logger class: records the HTTP metrics and/or writes the access line."""
 
-    requests = METRICS.http_requests.values  # inline Counter.inc (every request)
-    duration_observe = METRICS.http_duration.observe
+    durations = METRICS.http_duration  # requests_total is derived from its counts
+    bounds = durations.buckets
     received_inc = METRICS.http_received.inc
     sent_inc = METRICS.http_sent.inc
 
@@ -220,8 +221,9 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                     if method not in _METHODS:
                         method = "other"
                     key = (route, method, status)  # the code becomes a label string at exposition
-                    requests[key] = requests.get(key, 0) + 1
-                    duration_observe((route, method), duration)
+                    series = durations.values.get(key) or durations.new(key)  # Histogram.observe, inline
+                    series[bisect_left(bounds, duration)] += 1
+                    series[-1] += duration
                     if method in _BODY_METHODS and request.body_exists:
                         received = request.content.total_bytes
                         if received:

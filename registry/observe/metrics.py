@@ -115,6 +115,35 @@ class Histogram(Metric):
         return list(b) if a is None else [x + y for x, y in zip(a, b)]
 
 
+class DerivedCount(Counter):
+    """A counter read off a histogram's counts at exposition (``registry_http_requests_total`` from
+    the latency histogram): the request path records one sample, not two."""
+
+    def __init__(self, name: str, help: str, source: Histogram) -> None:
+        self.source = source
+        super().__init__(name, help, source.labelnames)
+
+    @property  # type: ignore[override]
+    def values(self) -> dict[Labels, Any]:
+        return {k: sum(v[:-1]) for k, v in list(self.source.values.items())}
+
+    @values.setter
+    def values(self, _: Any) -> None:
+        pass
+
+    def snapshot(self) -> list[list[Any]]:
+        return []  # derived again from the (merged) histogram
+
+    def merge(self, samples: list[list[Any]]) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def inc(self, labels: Labels = (), amount: float = 1) -> None:
+        raise TypeError(f"{self.name} is derived from {self.source.name}")
+
+
 class Metrics:
     """Every metric the registry records, in one place (the docs list them from here)."""
 
@@ -122,11 +151,11 @@ class Metrics:
         self.all: list[Metric] = []
         m = self._add
         # HTTP (recorded once per request, after the response is sent)
-        self.http_requests = m(Counter("registry_http_requests_total", "HTTP requests by route, method and status code",
-                                       ("route", "method", "code")))
         self.http_duration = m(Histogram("registry_http_request_duration_seconds",
                                          "Time from the request's arrival to the end of its response",
-                                         ("route", "method")))
+                                         ("route", "method", "code")))
+        self.http_requests = m(DerivedCount("registry_http_requests_total",
+                                            "HTTP requests by route, method and status code", self.http_duration))
         self.http_received = m(Counter("registry_http_request_bytes_total", "Request body bytes received", ("route",)))
         self.http_sent = m(Counter("registry_http_response_bytes_total", "Response body bytes sent", ("route",)))
         # storage driver calls (the MeteredDriver decorator)
@@ -218,22 +247,22 @@ class Collector:
             labels = list(metric.labelnames)
             if isinstance(metric, Histogram):
                 family = HistogramMetricFamily(metric.name, metric.help, labels=labels)
-                for key, series in sorted(metric.values.items()):
+                for key, series in sorted(metric.values.items(), key=lambda kv: [str(x) for x in kv[0]]):
                     cumulative, buckets = 0, []
                     for bound, count in zip(metric.buckets, series):
                         cumulative += count
                         buckets.append((_float_text(bound), cumulative))
                     cumulative += series[len(metric.buckets)]
                     buckets.append(("+Inf", cumulative))
-                    family.add_metric(list(key), buckets, series[-1])
+                    family.add_metric([str(x) for x in key], buckets, series[-1])
             elif isinstance(metric, Counter):
                 family = CounterMetricFamily(metric.name, metric.help, labels=labels)
                 for key, value in sorted(metric.values.items(), key=lambda kv: [str(x) for x in kv[0]]):
                     family.add_metric([str(x) for x in key], value)
             else:
                 family = GaugeMetricFamily(metric.name, metric.help, labels=labels)
-                for key, value in sorted(metric.values.items()):
-                    family.add_metric(list(key), value)
+                for key, value in sorted(metric.values.items(), key=lambda kv: [str(x) for x in kv[0]]):
+                    family.add_metric([str(x) for x in key], value)
             yield family
 
 
