@@ -102,6 +102,9 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     from .ui import setup_ui  # the web UI under http.prefix + ui.path (after auth: it reuses it)
 
     setup_ui(app, config)
+    from .proxy import setup_proxy  # the pull-through cache: after auth, under the store
+
+    setup_proxy(app, config)
     return app
 
 

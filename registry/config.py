@@ -808,6 +808,8 @@ class Config:
     notifications: Any = None
     #: ``ui:`` (ours; registry.ui.config.UIConfig): the web UI
     ui: Any = None
+    #: ``proxy:`` (registry.proxy.config.ProxyConfig): the pull-through cache's upstreams
+    proxy: Any = None
     #: every warning the configuration gave (``check-config`` repeats them)
     warnings: list[str] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -823,6 +825,10 @@ class Config:
             from .ui.config import UIConfig
 
             self.ui = UIConfig()
+        if self.proxy is None:
+            from .proxy.config import ProxyConfig
+
+            self.proxy = ProxyConfig()
         if self.http.debug is None:
             self.http.debug = DebugConfig()
 
@@ -860,6 +866,7 @@ class Config:
             health=_health_config(s.section("health")),
             notifications=_notifications_config(s.section("notifications")),
             ui=_ui_config(s.section("ui")),
+            proxy=_proxy_config(s.section("proxy")),
         )
         for name, why in UNIMPLEMENTED_SECTIONS.items():
             s.unimplemented(name, why)
@@ -874,7 +881,6 @@ UNIMPLEMENTED_SECTIONS: dict[str, str] = {
     "middleware": "registry, repository and storage middlewares (cloudfront, redirect...) are distribution's",
     "reporting": "bugsnag and newrelic reporting are not available",
     "redis": "there is no Redis cache yet",
-    "proxy": "the pull-through cache is not implemented yet: this registry accepts pushes",
     "policy": "repository classes are not enforced",
 }
 
@@ -883,6 +889,12 @@ def _health_config(s: Section) -> Any:
     from .observe.config import HealthConfig
 
     return HealthConfig.from_section(s)
+
+
+def _proxy_config(s: Section) -> Any:
+    from .proxy.config import ProxyConfig
+
+    return ProxyConfig.from_section(s)
 
 
 def _notifications_config(s: Section) -> Any:

@@ -119,10 +119,13 @@ class ManifestStore:
         return StoredManifest(d, body, media_type)
 
     async def put(self, repo: str, manifest: mf.Manifest, tags: Sequence[str] = (), *,
-                  child_required: Callable[[dict[str, Any] | None], bool] | None = None) -> Digest:
+                  child_required: Callable[[dict[str, Any] | None], bool] | None = None,
+                  check_references: bool = True) -> Digest:
         """Store a validated manifest after checking what it references exists in ``repo``, and
         point every tag of ``tags`` at it, all or none (:meth:`TagStore.point_all`). Index children
         must exist unless ``child_required`` (validation.manifests.indexes) says otherwise.
+        ``check_references=False``: the pull-through cache stores a manifest before the blobs
+        and children it names, which it fetches when they are asked for.
 
         Writes go in stages; within a stage they are independent and run concurrently (each
         small write may cost an fsync): [bytes, signed bytes, reverse-index entries or marker]
@@ -133,8 +136,9 @@ class ManifestStore:
         assert d is not None
         tags = list(dict.fromkeys(tags))
         async with self.locks.shared(repo, *(tag_key(t) for t in tags)):
-            exists, _ = await asyncio.gather(self.exists(repo, d),
-                                             self._check_references(repo, manifest, child_required))
+            exists, _ = await asyncio.gather(
+                self.exists(repo, d),
+                self._check_references(repo, manifest, child_required) if check_references else asyncio.sleep(0))
             for attempt in range(WRITE_ROUNDS):
                 moved = await self._write(repo, manifest, d, tags, exists, rewrite=attempt > 0)
                 if not moved or await self._intact(repo, d, moved):

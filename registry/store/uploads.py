@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from drivers import digest as digests
@@ -273,21 +273,27 @@ class UploadStore:
         await self._discard(s)
         return BlobInfo(expected, s.size, paths.blob_data(expected))
 
-    async def put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch]) -> BlobInfo:
+    async def put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch],
+                        verified: Callable[[], None] | None = None) -> BlobInfo:
         """A blob in one request (``POST ?digest=`` with a body): no session files, the data
         streams into a fresh upload file while it is hashed. When the blob is already stored,
-        the body is only hashed (nothing written) and the repository link added."""
-        info = await self._put_whole(repo, expected, chunks)
+        the body is only hashed (nothing written) and the repository link added.
+        ``verified`` is called once the bytes are known to match ``expected``, before they are
+        committed (the pull-through cache then releases the blob's last bytes to its clients)."""
+        info = await self._put_whole(repo, expected, chunks, verified)
         if self.events.active:
             await self.events.blob_pushed(repo, str(info.digest), info.size)
         return info
 
-    async def _put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch]) -> BlobInfo:
+    async def _put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch],
+                         verified: Callable[[], None] | None = None) -> BlobInfo:
         existing = await self.blobs.stat_data(expected)
         if existing is not None:
             hasher = digests.ResumableHash(expected.algorithm)
             await pump(chunks, _NullWriter(), hasher)
             self._verify(hasher, expected)
+            if verified is not None:
+                verified()
             await self.blobs.link(repo, expected)
             return BlobInfo(expected, hasher.size, existing.path)
         s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339())
@@ -299,8 +305,9 @@ class UploadStore:
         hasher = digests.ResumableHash(expected.algorithm)
         try:
             await pump(chunks, w, hasher)
-            if direct:
-                self._verify(hasher, expected)
+            self._verify(hasher, expected)  # before the commit: a wrong blob costs no durable write
+            if verified is not None:
+                verified()
             await w.commit()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -310,9 +317,6 @@ class UploadStore:
         if direct:
             await self.blobs.link(repo, expected)
             return BlobInfo(expected, hasher.size, paths.blob_data(expected))
-        if hasher.hexdigest() != expected.hex:
-            await self._discard(s)
-            self._verify(hasher, expected)
         await self.driver.move(data_path, paths.blob_data(expected))
         await self.blobs.link(repo, expected)
         await self._discard(s)

@@ -1,0 +1,235 @@
+"""One upstream GET of a blob, written into storage while every waiting client reads it.
+
+A :class:`BlobFetch` is the single flight for one digest in this process: the first request for
+an uncached blob starts it, every request for the same digest meanwhile joins it, and none of them
+asks the upstream again. The fetch runs as its own task (a client that goes away does not stop
+it: the blob is cached anyway) and does three things with each batch of bytes it receives:
+
+1. appends it to a *spool* file (an unlinked temporary file): clients read from there, each at its
+   own pace and from its own offset (a client that joins late starts from byte 0, a ranged GET
+   from its offset), so memory stays flat whatever the size and the number of clients;
+2. hands it to the store's ordinary blob write path (:meth:`UploadStore.put_whole`), which hashes
+   it and writes it to the storage driver, and commits only when the digest matches;
+3. tells the readers how far they may read.
+
+The last byte is released only once the digest has been verified: when the upstream sends
+different bytes, every client's response ends short of its ``Content-Length`` (the connection is
+cut, so no client can take a damaged blob for a complete one), and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from ..errors import ErrorCode, RegistryError
+from ..reference import Digest
+from ..store.blobs import BlobInfo
+from .upstream import Upstream, UpstreamError
+
+if TYPE_CHECKING:
+    from ..store.blobs import BlobStore
+    from ..store.uploads import UploadStore
+
+log = logging.getLogger(__name__)
+
+#: bytes gathered from the upstream before they are spooled and handed to the store
+BATCH = 1 << 20
+
+
+class BlobFetch:
+    def __init__(self, *, blobs: "BlobStore", uploads: "UploadStore", upstream: Upstream, remote: str,
+                 digest: Digest, size: int, repo: str, spool_dir: str, error_for: Callable[[UpstreamError], RegistryError],
+                 on_finished: Callable[["BlobFetch"], None]) -> None:
+        self.blobs = blobs
+        self.uploads = uploads
+        self.upstream = upstream
+        self.remote = remote
+        self.digest = digest
+        self.size = size
+        #: local repositories to link the blob into once stored (the first one writes it)
+        self.repos: list[str] = [repo]
+        self.spool_dir = spool_dir
+        self._error_for = error_for
+        self._on_finished = on_finished
+        #: bytes the readers may read from the spool (the last one waits for the digest check)
+        self.readable = 0
+        self.received = 0
+        self.error: RegistryError | None = None
+        self.finished = False
+        self.stored = False
+        self._fd: int | None = None
+        self._readers = 0
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"proxy fetch {self.digest}")
+
+    def add_repo(self, repo: str) -> None:
+        if repo not in self.repos:
+            self.repos.append(repo)
+
+    # --- the producer ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        resp: aiohttp.ClientResponse | None = None
+        label = self.upstream.config.label
+        try:
+            self._fd = await loop.run_in_executor(None, _open_spool, self.spool_dir)
+            resp = await self.upstream.open_blob(self.remote, self.digest)
+            if resp.content_length is not None and resp.content_length != self.size:
+                raise UpstreamError("invalid", f"the upstream announced {resp.content_length} bytes for "
+                                    f"{self.digest}, its HEAD said {self.size}")
+            write = self.uploads.put_whole(self.repos[0], self.digest, self._batches(resp),
+                                                 verified=self._verified)
+            timeout = self.upstream.config.cachewritetimeout
+            if timeout:
+                try:
+                    await asyncio.wait_for(write, timeout)
+                except asyncio.TimeoutError:
+                    raise UpstreamError("unavailable", f"fetching {self.digest} took longer than "
+                                        f"cachewritetimeout ({timeout:g}s)") from None
+            else:
+                await write
+            self.readable = self.size
+            self.stored = True
+            for repo in self.repos[1:]:
+                await self.blobs.link(repo, self.digest)
+            log.info("proxy %s: cached %s (%d bytes) for %s", label, self.digest, self.size, self.repos[0])
+        except RegistryError as err:
+            if err.code is ErrorCode.DIGEST_INVALID:
+                log.error("proxy %s: the upstream sent %s with another digest (%s): not stored, clients aborted",
+                          label, self.digest, (err.detail or {}).get("computed") if isinstance(err.detail, dict)
+                          else "?")
+                self.error = RegistryError(ErrorCode.BLOB_UNKNOWN, "the upstream sent this blob with another "
+                                           "digest: it was not stored", detail={"digest": str(self.digest)},
+                                           status=502)
+            else:
+                self.error = err
+        except UpstreamError as exc:
+            log.warning("proxy %s: fetching %s failed: %s", label, self.digest, exc)
+            self.error = self._error_for(exc)
+        except asyncio.CancelledError:
+            self.error = RegistryError(ErrorCode.UNAVAILABLE, "the registry is shutting down")
+            raise
+        except Exception:
+            log.exception("proxy %s: fetching %s failed", label, self.digest)
+            self.error = RegistryError(ErrorCode.UNKNOWN, "fetching the blob from the upstream failed")
+        finally:
+            if resp is not None:
+                resp.close()  # a connection left mid-body must not be reused
+            self.finished = True
+            self._notify()
+            self._on_finished(self)
+            self._close_spool_if_idle()
+
+    async def _batches(self, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+        """The upstream body in batches of about :data:`BATCH` bytes, each spooled before it is
+        handed on; too many or too few bytes are an error (nothing is then stored)."""
+        loop = asyncio.get_running_loop()
+        content = resp.content
+        fd = self._fd
+        assert fd is not None
+        while True:
+            parts: list[bytes] = []
+            n = 0
+            try:
+                while n < BATCH:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    n += len(chunk)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise UpstreamError("unavailable", f"the upstream's blob body broke off after "
+                                    f"{self.received + n} of {self.size} bytes ({type(exc).__name__})") from None
+            if not parts:
+                break
+            if self.received + n > self.size:
+                raise UpstreamError("invalid", f"the upstream sent more than the {self.size} bytes of {self.digest}")
+            await loop.run_in_executor(None, _write_at, fd, parts, self.received)
+            self.received += n
+            self.readable = min(self.received, self.size - 1)
+            self._notify()
+            yield parts
+        if self.received != self.size:
+            raise UpstreamError("unavailable", f"the upstream's blob ended after {self.received} of {self.size} bytes")
+
+    def _verified(self) -> None:
+        self.readable = self.size
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- the readers ----------------------------------------------------------------------------
+
+    async def read(self, start: int, length: int, chunk_size: int) -> AsyncIterator[bytes]:
+        """``length`` bytes from ``start`` as they become readable; raises the fetch's
+        :class:`RegistryError` if it fails first."""
+        loop = asyncio.get_running_loop()
+        pos, end = start, start + length
+        self._readers += 1
+        try:
+            while pos < end:
+                if self.error is not None:
+                    raise self.error
+                fd = self._fd
+                if pos < self.readable and fd is not None:
+                    n = min(chunk_size, self.readable - pos, end - pos)
+                    data = await loop.run_in_executor(None, os.pread, fd, n, pos)
+                    if not data:
+                        raise RegistryError(ErrorCode.UNKNOWN, "the proxy's spool file is shorter than announced")
+                    pos += len(data)
+                    yield data
+                    continue
+                if self.stored and fd is None:  # finished before this reader came: the stored blob
+                    info = BlobInfo(self.digest, self.size, _blob_path(self.digest))
+                    async for chunk in self.blobs.read(info, pos, end - pos, chunk_size=chunk_size):
+                        yield chunk
+                    return
+                if self.finished and self.error is None and not self.stored:
+                    raise RegistryError(ErrorCode.UNKNOWN, "the blob fetch ended without storing the blob")
+                await self._changed.wait()
+        finally:
+            self._readers -= 1
+            self._close_spool_if_idle()
+
+    def _close_spool_if_idle(self) -> None:
+        if self.finished and self._readers == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _blob_path(d: Digest) -> str:
+    from ..store import paths
+
+    return paths.blob_data(d)
+
+
+def _open_spool(directory: str) -> int:
+    """An unlinked temporary file (nothing to clean up after a crash)."""
+    f = tempfile.TemporaryFile(dir=directory, prefix="registry-proxy-")
+    fd = os.dup(f.fileno())
+    f.close()
+    return fd
+
+
+def _write_at(fd: int, parts: list[bytes], offset: int) -> None:
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            offset += written
+            view = view[written:]
