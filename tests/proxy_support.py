@@ -139,7 +139,7 @@ def blob_gets(reg: RunningRegistry, digest: str) -> int:
 @dataclass
 class Tamper:
     """An HTTP forwarder to ``target`` (in a thread of the test process). ``corrupt`` holds
-    digests whose blob or manifest bodies get one byte flipped; ``limited`` path fragments are
+    path fragments (a digest, ``/manifests/v1``) whose answers get one byte flipped; ``limited`` path fragments are
     answered ``429`` with ``Retry-After: 42``; ``seen`` counts the requests by path."""
 
     target: str

@@ -91,7 +91,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory, ref_upstream, token_upstream
          "ns": ["hub.test.example", token_upstream.hostport]},
         {"prefix": "anon", "remoteurl": token_upstream.url, "ns": ["anon.test.example"]},
         {"prefix": "evil", "remoteurl": tamper.url, "credentials": creds, "ns": ["evil.test.example"]},
-        {"prefix": "spare", "remoteurl": spare_upstream.url, "ttl": "1h", "ns": ["spare.test.example"]},
+        {"prefix": "spare", "remoteurl": spare_upstream.url, "ns": ["spare.test.example"]},
     ]}
     reg = start("ours", config, work, "cache")
     yield reg
@@ -133,3 +133,372 @@ def cached(c: Client, repo: str, digest: str, timeout: float = 10.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def test_local_repositories_stay_pushable_and_mirrors_refuse_pushes(cache):
+    c = cache.client
+    image = make_image("oci", label="local-beside-mirrors")
+    push_image(c, "local/app", image, "v1")
+    assert_pulls(c, "local/app", image, "v1")
+    for name in ("hub/team/x", "ref/team/x"):
+        start = c.request("POST", f"/v2/{name}/blobs/uploads/")
+        assert start.status == 405 and start.error_codes() == ["UNSUPPORTED"], start
+        put = c.put_manifest(name, "v1", image.manifest, image.media_type)
+        assert put.status == 405 and put.error_codes() == ["UNSUPPORTED"], put
+
+
+def test_tag_moved_upstream_is_seen_after_ttl(cache, token_upstream):
+    """hub/ trusts a cached tag for 3 s: within it the old digest (HIT), after it the new one."""
+    c = cache.client
+    old, new = make_image("oci", label="moving-old"), make_image("oci", label="moving-new")
+    steady = make_image("docker", label="steady")
+    seed(token_upstream, "team/moving", old, "v1")
+    seed(token_upstream, "team/steady", steady, "v1")
+    first = c.get_manifest("hub/team/moving", "v1")
+    assert first.header("Docker-Content-Digest") == old.digest and first.header("X-Cache-Status") == "MISS", first
+    fetched_at = time.monotonic()
+    assert c.get_manifest("hub/team/steady", "v1").header("X-Cache-Status") == "MISS"
+    seed(token_upstream, "team/moving", new, "v1")
+    within = c.get_manifest("hub/team/moving", "v1")
+    assert time.monotonic() - fetched_at < 3, "the machine is too slow for this ttl"
+    assert within.header("Docker-Content-Digest") == old.digest and within.header("X-Cache-Status") == "HIT", within
+    time.sleep(max(0.0, fetched_at + 3.2 - time.monotonic()))
+    after = c.get_manifest("hub/team/moving", "v1")
+    assert after.status == 200 and after.header("Docker-Content-Digest") == new.digest, after
+    assert after.header("X-Cache-Status") == "MISS", after
+    assert_pulls(c, "hub/team/moving", new, "v1")
+    unchanged = c.get_manifest("hub/team/steady", "v1")  # asked with a HEAD, kept
+    assert unchanged.header("Docker-Content-Digest") == steady.digest, unchanged
+    assert unchanged.header("X-Cache-Status") == "REVALIDATED", unchanged
+    assert c.get_manifest("hub/team/steady", "v1").header("X-Cache-Status") == "HIT"
+    # the old manifest stays reachable by digest (fetched once, never revalidated)
+    assert c.get_manifest("hub/team/moving", old.digest).header("X-Cache-Status") == "HIT"
+
+
+def test_upstream_errors_are_clear_oci_errors(cache, ref_upstream, tamper):
+    c = cache.client
+    missing = c.get_manifest("ref/team/does-not-exist", "v1")
+    assert missing.status == 404 and missing.error_codes() == ["MANIFEST_UNKNOWN"], missing
+    image = make_image("oci", label="errors")
+    seed(ref_upstream, "team/errors", image, "v1")
+    unknown_blob = c.request("GET", f"/v2/ref/team/errors/blobs/{sha256(b'never pushed')}")
+    assert unknown_blob.status == 404 and unknown_blob.error_codes() == ["BLOB_UNKNOWN"], unknown_blob
+    head = c.request("HEAD", f"/v2/ref/team/errors/blobs/{sha256(b'never pushed')}")
+    assert head.status == 404, head
+    tamper.limited.add("/team/limited/")
+    try:
+        limited = c.get_manifest("evil/team/limited", "v1")
+        assert limited.status == 429 and limited.error_codes() == ["TOOMANYREQUESTS"], limited
+        assert limited.header("Retry-After") == "42", limited
+    finally:
+        tamper.limited.discard("/team/limited/")
+
+
+def test_anonymous_upstream_access_follows_the_upstreams_rules(cache, token_upstream):
+    """anon/ has no credentials: the token server grants anonymous pulls of public/** only."""
+    c = cache.client
+    image = make_image("oci", label="public-image")
+    seed(token_upstream, "public/tool", image, "v1")
+    seed(token_upstream, "private/tool", image, "v1")
+    assert_pulls(c, "anon/public/tool", image, "v1")
+    refused = c.get_manifest("anon/private/tool", "v1")
+    assert refused.status == 403 and refused.error_codes() == ["DENIED"], refused
+    # the same private image through the upstream that has credentials
+    assert_pulls(c, "hub/private/tool", image, "v1")
+
+
+def test_rate_limited_upstream_serves_the_cached_copy_stale(cache, ref_upstream, tamper):
+    c = cache.client
+    image = make_image("oci", label="survives-limits")
+    seed(ref_upstream, "team/popular", image, "v1")
+    assert_pulls(c, "evil/team/popular", image, "v1")
+    tamper.limited.add("/team/popular/")
+    try:
+        stale = c.get_manifest("evil/team/popular", "v1")
+        assert stale.status == 200 and stale.body == image.manifest, stale
+        assert stale.header("X-Cache-Status") == "STALE" and "Stale" in (stale.header("Warning") or ""), stale
+        uncached = c.get_manifest("evil/team/popular", "v2")
+        assert uncached.status == 429 and uncached.header("Retry-After") == "42", uncached
+    finally:
+        tamper.limited.discard("/team/popular/")
+    assert "serving the cached" in cache.log_tail(20000)
+
+
+def test_containerd_ns_parameter_selects_the_upstream(cache, token_upstream):
+    """containerd's hosts.toml mirror asks ``/v2/<upstream name>/...?ns=<upstream host>``."""
+    c = cache.client
+    image = make_image("oci", label="containerd-mirror")
+    seed(token_upstream, "team/via-ns", image, "v1")
+    resp = c.request("GET", "/v2/team/via-ns/manifests/v1", query={"ns": "hub.test.example"},
+                     headers=[("Accept", a) for a in ALL_MANIFEST_TYPES])
+    assert resp.status == 200 and resp.body == image.manifest, resp
+    for digest, data in image.blobs.items():
+        blob = c.request("GET", f"/v2/team/via-ns/blobs/{digest}", query={"ns": token_upstream.hostport})
+        assert blob.status == 200 and blob.body == data, blob
+    # the same cache entry as the prefix form
+    assert c.get_manifest("hub/team/via-ns", "v1").header("X-Cache-Status") in ("HIT", "REVALIDATED")
+    assert "_manifests" in "".join(repo_tree(cache.root, "hub/team/via-ns"))
+    # an ns no upstream answers for: local repositories, as without ns
+    assert c.request("GET", "/v2/team/via-ns/manifests/v1", query={"ns": "quay.io"}).status == 404
+
+
+def test_concurrent_pulls_of_one_uncached_blob_share_one_upstream_fetch(cache, ref_upstream):
+    """8 clients GET one uncached 256 MiB blob at once: the upstream's access log shows one GET,
+    every client gets the right bytes, and the cache's memory stays flat."""
+    import hashlib
+    import http.client
+
+    import psutil
+
+    size = 256 << 20
+    data = os.urandom(size)
+    digest = sha256(data)
+    resp = basic_client(ref_upstream).push_blob("team/big", data, digest)
+    assert resp.status == 201, resp
+    del data
+    proc = psutil.Process(cache.proc.pid)
+    baseline = proc.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    barrier = threading.Barrier(8)
+    results: list[tuple[int, int, str]] = []
+
+    def pull() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", cache.port, timeout=300)
+        barrier.wait()
+        conn.request("GET", f"/v2/ref/team/big/blobs/{digest}")
+        r = conn.getresponse()
+        h, n = hashlib.sha256(), 0
+        while chunk := r.read(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        results.append((r.status, n, "sha256:" + h.hexdigest()))
+        conn.close()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    threads = [threading.Thread(target=pull) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    done.set()
+    sampler.join(5)
+    assert results == [(200, size, digest)] * 8, results
+    assert blob_gets(ref_upstream, digest) == 1, "the upstream served the blob more than once"
+    grown = (peak[0] - baseline) >> 20
+    assert grown < 96, f"the cache grew by {grown} MiB while serving a 256 MiB blob 8 times"
+    assert cached(cache.client, "ref/team/big", digest)
+    assert blob_gets(ref_upstream, digest) == 1
+
+
+def test_concurrent_requests_for_one_uncached_tag_share_one_upstream_request(cache, ref_upstream):
+    image = make_image("oci", label="tag-flight")
+    seed(ref_upstream, "team/flight", image, "v1")
+    barrier = threading.Barrier(8)
+    answers: list[int] = []
+
+    def get() -> None:
+        barrier.wait()
+        answers.append(cache.client.get_manifest("ref/team/flight", "v1").status)
+
+    threads = [threading.Thread(target=get) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [200] * 8
+    log = ref_upstream.log_path.read_text(errors="replace")
+    assert log.count('"GET /v2/team/flight/manifests/v1 HTTP/1.1" 200') == 1, "more than one upstream GET"
+
+
+def test_upstream_that_corrupts_a_byte_gets_nothing_stored(cache, ref_upstream, tamper, skopeo_env, tmp_path):
+    c = cache.client
+    layer = os.urandom(3 << 20)
+    image = make_image("oci", label="corrupted")
+    seed(ref_upstream, "team/corrupted", image, "v1")
+    assert basic_client(ref_upstream).push_blob("team/corrupted", layer).status == 201
+    bad = sha256(layer)
+    tamper.corrupt.add(bad)
+    try:
+        resp = c.request("GET", f"/v2/evil/team/corrupted/blobs/{bad}")
+        assert resp.status == 200 and len(resp.body) < len(layer), "the client got a complete body"
+        assert sha256(resp.body) != bad
+        time.sleep(0.5)
+        assert not blob_stored(cache.root, bad)
+        assert not [p for p in repo_tree(cache.root, "evil/team/corrupted") if bad.split(":")[1] in p]
+        tamper.corrupt.add("/team/corrupted/manifests/v1")
+        manifest = c.get_manifest("evil/team/corrupted", "v1")
+        assert manifest.status >= 400, manifest
+        assert "_manifests" not in "".join(repo_tree(cache.root, "evil/team/corrupted"))
+        assert not blob_stored(cache.root, image.digest)
+        proc = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
+                               f"docker://{cache.hostport}/evil/team/corrupted:v1", f"dir:{tmp_path / 'out'}"],
+                              capture_output=True, text=True, env=skopeo_env, timeout=120)
+        assert proc.returncode != 0, proc.stdout
+    finally:
+        tamper.corrupt.clear()
+    # the damage was not cached: the honest bytes come through now
+    good = c.request("GET", f"/v2/evil/team/corrupted/blobs/{bad}")
+    assert good.status == 200 and good.body == layer
+    assert_pulls(c, "evil/team/corrupted", image, "v1")
+
+
+# --------------------------------------------------------------------------- real clients
+
+
+@pytest.fixture(scope="module")
+def skopeo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
+    home = tmp_path_factory.mktemp("proxy-skopeo-home")
+    (home / "auth.json").write_text("{}")
+    (home / "registries.conf").write_text("unqualified-search-registries = []\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(HOME=str(home), REGISTRY_AUTH_FILE=str(home / "auth.json"), TMPDIR=str(home),
+               CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"), XDG_RUNTIME_DIR=str(home))
+    return env
+
+
+def skopeo_pull(env: dict[str, str], ref: str, dest: Path, *extra: str) -> None:
+    """``skopeo copy`` into a ``dir:`` layout (it keeps every manifest kind byte for byte)."""
+    proc = subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", *extra,
+                           f"docker://{ref}", f"dir:{dest}"], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def assert_dir_layout(dest: Path, image) -> None:
+    assert (dest / "manifest.json").read_bytes() == image.manifest
+    for child in image.children:
+        assert (dest / f"{child.digest.split(':')[1]}.manifest.json").read_bytes() == child.manifest
+    for d, data in image.all_blobs().items():
+        assert (dest / d.split(":")[1]).read_bytes() == data
+
+
+def test_skopeo_pulls_images_and_multi_arch_indexes_through_the_cache(cache, ref_upstream, token_upstream,
+                                                                      skopeo_env, tmp_path):
+    cases = [
+        (ref_upstream, "ref", make_image("oci", label="skopeo-oci")),
+        (ref_upstream, "ref", make_index("docker", label="skopeo-list")),
+        (token_upstream, "hub", make_image("docker", label="skopeo-docker")),
+        (token_upstream, "hub", make_index("oci", label="skopeo-index")),
+    ]
+    for i, (upstream, prefix, image) in enumerate(cases):
+        seed(upstream, f"team/skopeo{i}", image, "v1")
+        dest = tmp_path / f"pulled{i}"
+        skopeo_pull(skopeo_env, f"{cache.hostport}/{prefix}/team/skopeo{i}:v1", dest, "--all")
+        assert_dir_layout(dest, image)
+    # a second pull is served from the cache (the upstream is not asked for blobs again)
+    gets = {d: blob_gets(ref_upstream, d) for d in cases[0][2].blobs}
+    skopeo_pull(skopeo_env, f"{cache.hostport}/ref/team/skopeo0:v1", tmp_path / "again")
+    assert_dir_layout(tmp_path / "again", cases[0][2])
+    assert {d: blob_gets(ref_upstream, d) for d in cases[0][2].blobs} == gets
+
+
+@pytest.fixture(scope="module")
+def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if shutil.which("podman") is None:
+        pytest.skip("podman (Debian package) is not installed: `make apt-deps`")
+    home = tmp_path_factory.mktemp("proxy-podman-home")
+    (home / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{home}/graph"\n'
+                                       f'runroot = "{home}/run"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(HOME=str(home), REGISTRY_AUTH_FILE=str(home / "auth.json"), XDG_RUNTIME_DIR=str(home),
+               CONTAINERS_REGISTRIES_CONF=str(home / "registries.conf"), TMPDIR=str(home),
+               CONTAINERS_STORAGE_CONF=str(home / "storage.conf"))
+    (home / "auth.json").write_text("{}")
+    return env
+
+
+def podman(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_podman_pulls_through_the_cache_and_as_a_registries_conf_mirror(cache, ref_upstream, token_upstream,
+                                                                         podman_env):
+    home = Path(podman_env["HOME"])
+    (home / "registries.conf").write_text(
+        'unqualified-search-registries = []\n'
+        f'[[registry]]\nlocation = "{cache.hostport}"\ninsecure = true\n'
+        # the upstream itself needs credentials podman does not have: only the mirror can serve it
+        f'[[registry]]\nlocation = "{ref_upstream.hostport}"\ninsecure = true\n'
+        f'[[registry.mirror]]\nlocation = "{cache.hostport}/ref"\ninsecure = true\n')
+    mirrored = make_image("oci", label="podman-mirror")
+    seed(ref_upstream, "team/podman-mirror", mirrored, "v1")
+    pulled = podman(podman_env, "pull", f"{ref_upstream.hostport}/team/podman-mirror:v1")
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert "_manifests" in "".join(repo_tree(cache.root, "ref/team/podman-mirror"))
+    multi = make_index("docker", label="podman-multi", arches=("amd64", "arm64"))
+    seed(token_upstream, "team/podman-multi", multi, "v1")
+    pulled = podman(podman_env, "pull", f"{cache.hostport}/hub/team/podman-multi:v1")
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    inspect = podman(podman_env, "image", "inspect", "--format", "{{.Digest}}", f"{cache.hostport}/hub/team/podman-multi:v1")
+    assert inspect.returncode == 0 and inspect.stdout.strip() == multi.digest, inspect
+    # the amd64 image's layers were fetched, the arm64 ones were not
+    amd64, arm64 = multi.children
+    assert all(blob_stored(cache.root, d) for d in amd64.blobs)
+    assert not any(blob_stored(cache.root, d) for d in arm64.blobs if d not in amd64.blobs)
+
+
+def test_cached_pulls_work_while_the_upstream_is_down(cache, spare_upstream, skopeo_env, tmp_path):
+    image = make_index("oci", label="survives-outage")
+    seed(spare_upstream, "team/outage", image, "v1")
+    skopeo_pull(skopeo_env, f"{cache.hostport}/spare/team/outage:v1", tmp_path / "before", "--all")
+    spare_upstream.stop()
+    skopeo_pull(skopeo_env, f"{cache.hostport}/spare/team/outage:v1", tmp_path / "after", "--all")
+    assert_dir_layout(tmp_path / "after", image)
+    c = cache.client
+    assert_pulls(c, "spare/team/outage", image, "v1")
+    stale = c.get_manifest("spare/team/outage", "v1")
+    assert stale.status == 200 and stale.header("X-Cache-Status") == "STALE", stale
+    missing = c.get_manifest("spare/team/never-cached", "v1")
+    assert missing.status == 503 and missing.error_codes() == ["UNAVAILABLE"], missing
+    tags = c.request("GET", "/v2/spare/team/outage/tags/list")
+    assert tags.status == 200 and tags.json()["tags"] == ["v1"], tags
+
+
+# --------------------------------------------------------------------------- distribution's form
+
+
+@pytest.fixture(scope="module")
+def single_cache(tmp_path_factory: pytest.TempPathFactory, token_upstream) -> Iterator[RunningRegistry]:
+    """distribution's ``proxy:`` block: the whole registry mirrors one upstream (Docker Hub's
+    ``library/`` mapping turned on, as it is by default for Docker Hub)."""
+    work = tmp_path_factory.mktemp("single-cache")
+    config = base_config(work / "data", free_port())
+    config["proxy"] = {"remoteurl": token_upstream.url, "username": MIRROR_USER, "password": MIRROR_PASSWORD,
+                       "library": True}
+    reg = start("ours", config, work, "single-cache")
+    yield reg
+    reg.stop()
+
+
+def test_distribution_form_mirrors_everything_and_refuses_pushes(single_cache, token_upstream):
+    c = single_cache.client
+    official = make_image("oci", label="official-image")
+    seed(token_upstream, "library/busybox", official, "1.36")
+    assert_pulls(c, "busybox", official, "1.36")  # a single name is Docker Hub's library/ image
+    nested = make_image("docker", label="nested-image")
+    seed(token_upstream, "team/tool", nested, "v1")
+    assert_pulls(c, "team/tool", nested, "v1")
+    start_upload = c.request("POST", "/v2/team/tool/blobs/uploads/")
+    assert start_upload.status == 405 and start_upload.error_codes() == ["UNSUPPORTED"], start_upload
+    put = c.put_manifest("anything", "v1", nested.manifest, nested.media_type)
+    assert put.status == 405 and put.error_codes() == ["UNSUPPORTED"], put
+    # containerd naming another registry than the one mirrored: not this registry's content
+    other = c.request("GET", "/v2/team/tool/manifests/v1", query={"ns": "quay.io"})
+    assert other.status == 404 and other.error_codes() == ["NAME_UNKNOWN"], other
+    same = c.request("GET", "/v2/team/tool/manifests/v1", query={"ns": token_upstream.hostport},
+                     headers=[("Accept", a) for a in ALL_MANIFEST_TYPES])
+    assert same.status == 200 and same.body == nested.manifest, same
+    catalog = c.request("GET", "/v2/_catalog").json()["repositories"]
+    assert "busybox" in catalog and "team/tool" in catalog, catalog

@@ -384,6 +384,7 @@ class ProxyCache:
         if exc.kind == "unavailable":
             return RegistryError(ErrorCode.UNAVAILABLE, "the upstream is unreachable and this content is not cached",
                                  detail=detail, headers={"Retry-After": "10"})
+        log.warning("proxy: an unusable answer from the upstream for %s %s: %s", what, ref, exc)
         return RegistryError(ErrorCode.UNKNOWN, f"the upstream's answer was unusable: {exc}"[:300], detail=detail,
                              status=502)
 

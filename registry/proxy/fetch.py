@@ -3,18 +3,19 @@
 A :class:`BlobFetch` is the single flight for one digest in this process: the first request for
 an uncached blob starts it, every request for the same digest meanwhile joins it, and none of them
 asks the upstream again. The fetch runs as its own task (a client that goes away does not stop
-it: the blob is cached anyway) and does three things with each batch of bytes it receives:
+it: the blob is cached anyway). Its bytes go two ways:
 
-1. appends it to a *spool* file (an unlinked temporary file): clients read from there, each at its
-   own pace and from its own offset (a client that joins late starts from byte 0, a ranged GET
-   from its offset), so memory stays flat whatever the size and the number of clients;
-2. hands it to the store's ordinary blob write path (:meth:`UploadStore.put_whole`), which hashes
-   it and writes it to the storage driver, and commits only when the digest matches;
-3. tells the readers how far they may read.
+1. the **spool**, an unlinked temporary file (its blocks allocated upfront) the upstream's body
+   is appended to as it arrives: clients read from there, each at its own pace and from its own
+   offset (a client that joins late starts from byte 0, a ranged GET from its offset), so memory
+   stays flat whatever the size and the number of clients;
+2. the **store**: a second task hands the spooled bytes, as they arrive, to the store's ordinary
+   blob write path (:meth:`UploadStore.put_whole`), which hashes them and commits only a blob that
+   matches its digest. It tells the fetch when the digest matched (before its commit's fsync).
 
-The last byte is released only once the digest has been verified: when the upstream sends
-different bytes, every client's response ends short of its ``Content-Length`` (the connection is
-cut, so no client can take a damaged blob for a complete one), and nothing is stored.
+The last byte is released to the clients only then: when the upstream sends different bytes,
+every client's response ends short of its ``Content-Length`` (the connection is cut, so no client
+can take a damaged blob for a complete one), and nothing is stored.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -41,7 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: bytes gathered from the upstream before they are spooled and handed to the store
-BATCH = 1 << 20
+BATCH = 2 << 20
+#: bytes a client's reader takes from the spool at a time (one piece in flight per client)
+READ_CHUNK = 1 << 20
+#: bytes the store's writer takes from the spool at a time
+STORE_CHUNK = 4 << 20
 
 
 class BlobFetch:
@@ -82,39 +87,36 @@ class BlobFetch:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         resp: aiohttp.ClientResponse | None = None
+        store: asyncio.Task[None] | None = None
         label = self.upstream.config.label
         try:
-            self._fd = await loop.run_in_executor(None, _open_spool, self.spool_dir)
+            self._fd = await loop.run_in_executor(None, _open_spool, self.spool_dir, self.size)
             resp = await self.upstream.open_blob(self.remote, self.digest)
             if resp.content_length is not None and resp.content_length != self.size:
                 raise UpstreamError("invalid", f"the upstream announced {resp.content_length} bytes for "
                                     f"{self.digest}, its HEAD said {self.size}")
-            write = self.uploads.put_whole(self.repos[0], self.digest, self._batches(resp),
-                                                 verified=self._verified)
+            store = asyncio.create_task(self._store(), name=f"proxy store {self.digest}")
             timeout = self.upstream.config.cachewritetimeout
-            if timeout:
-                try:
-                    await asyncio.wait_for(write, timeout)
-                except asyncio.TimeoutError:
-                    raise UpstreamError("unavailable", f"fetching {self.digest} took longer than "
-                                        f"cachewritetimeout ({timeout:g}s)") from None
-            else:
-                await write
-            self.readable = self.size
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._receive(resp)
+                    resp.close()
+                    resp = None
+                    await asyncio.shield(store)
+            except TimeoutError:
+                raise UpstreamError("unavailable", f"fetching {self.digest} took longer than cachewritetimeout "
+                                    f"({timeout:g}s)") from None
             self.stored = True
             for repo in self.repos[1:]:
                 await self.blobs.link(repo, self.digest)
             log.info("proxy %s: cached %s (%d bytes) for %s", label, self.digest, self.size, self.repos[0])
+        except _Mismatch as exc:
+            log.error("proxy %s: the upstream sent %s with another digest (%s): not stored, clients aborted",
+                      label, self.digest, exc)
+            self.error = RegistryError(ErrorCode.BLOB_UNKNOWN, "the upstream sent this blob with another digest: "
+                                       "it was not stored", detail={"digest": str(self.digest)}, status=502)
         except RegistryError as err:
-            if err.code is ErrorCode.DIGEST_INVALID:
-                log.error("proxy %s: the upstream sent %s with another digest (%s): not stored, clients aborted",
-                          label, self.digest, (err.detail or {}).get("computed") if isinstance(err.detail, dict)
-                          else "?")
-                self.error = RegistryError(ErrorCode.BLOB_UNKNOWN, "the upstream sent this blob with another "
-                                           "digest: it was not stored", detail={"digest": str(self.digest)},
-                                           status=502)
-            else:
-                self.error = err
+            self.error = err
         except UpstreamError as exc:
             log.warning("proxy %s: fetching %s failed: %s", label, self.digest, exc)
             self.error = self._error_for(exc)
@@ -127,46 +129,88 @@ class BlobFetch:
         finally:
             if resp is not None:
                 resp.close()  # a connection left mid-body must not be reused
+            if store is not None and not store.done():
+                store.cancel()  # nothing of a failed fetch is committed
+                await asyncio.gather(store, return_exceptions=True)
             self.finished = True
             self._notify()
             self._on_finished(self)
             self._close_spool_if_idle()
 
-    async def _batches(self, resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
-        """The upstream body in batches of about :data:`BATCH` bytes, each spooled before it is
-        handed on; too many or too few bytes are an error (nothing is then stored)."""
+    async def _receive(self, resp: aiohttp.ClientResponse) -> None:
+        """The upstream body into the spool, hashed on the way, one batch of about :data:`BATCH`
+        bytes in flight while the next arrives; too many or too few bytes, or another digest, are
+        an error (then nothing is stored)."""
         loop = asyncio.get_running_loop()
         content = resp.content
         fd = self._fd
         assert fd is not None
-        while True:
-            parts: list[bytes] = []
-            n = 0
-            try:
-                while n < BATCH:
-                    chunk = await content.readany()
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    n += len(chunk)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise UpstreamError("unavailable", f"the upstream's blob body broke off after "
-                                    f"{self.received + n} of {self.size} bytes ({type(exc).__name__})") from None
-            if not parts:
-                break
-            if self.received + n > self.size:
-                raise UpstreamError("invalid", f"the upstream sent more than the {self.size} bytes of {self.digest}")
-            await loop.run_in_executor(None, _write_at, fd, parts, self.received)
-            self.received += n
-            self.readable = min(self.received, self.size - 1)
-            self._notify()
-            yield parts
+        pending: asyncio.Future[Any] | None = None
+        offset = 0  # bytes handed to the spool so far (``received`` once written)
+        try:
+            while True:
+                parts: list[bytes] = []
+                n = 0
+                try:
+                    while n < BATCH:
+                        chunk = await content.readany()
+                        if not chunk:
+                            break
+                        parts.append(chunk)
+                        n += len(chunk)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    raise UpstreamError("unavailable", f"the upstream's blob body broke off after "
+                                        f"{offset + n} of {self.size} bytes ({type(exc).__name__})") from None
+                if pending is not None:
+                    await pending
+                    pending = None
+                if not parts:
+                    break
+                if offset + n > self.size:
+                    raise UpstreamError("invalid", f"the upstream sent more than the {self.size} bytes of {self.digest}")
+                pending = asyncio.ensure_future(self._spool_batch(loop, fd, parts, offset))
+                offset += n
+        finally:
+            if pending is not None:
+                await asyncio.wait([pending])
         if self.received != self.size:
             raise UpstreamError("unavailable", f"the upstream's blob ended after {self.received} of {self.size} bytes")
 
-    def _verified(self) -> None:
-        self.readable = self.size
+    async def _spool_batch(self, loop: asyncio.AbstractEventLoop, fd: int, parts: list[bytes], offset: int) -> None:
+        await loop.run_in_executor(None, _write_at, fd, parts, offset)
+        self.received = offset + sum(len(p) for p in parts)
+        self.readable = min(self.received, self.size - 1)
         self._notify()
+
+    async def _store(self) -> None:
+        """The spooled bytes through the store's blob write path, as they arrive."""
+        try:
+            await self.uploads.put_whole(self.repos[0], self.digest, self._spooled(), verified=self._verified)
+        except RegistryError as err:
+            if err.code is ErrorCode.DIGEST_INVALID:
+                computed = err.detail.get("computed") if isinstance(err.detail, dict) else None
+                raise _Mismatch(str(computed)) from None
+            raise
+
+    def _verified(self) -> None:
+        self.readable = self.size  # the clients may have the last byte
+        self._notify()
+
+    async def _spooled(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        pos = 0
+        while pos < self.size:
+            fd = self._fd
+            if self.error is not None or fd is None:
+                raise RuntimeError("the fetch failed: nothing is stored")
+            if pos < self.received:
+                data = await loop.run_in_executor(None, os.pread, fd, min(STORE_CHUNK, self.received - pos), pos)
+                if not data:
+                    raise RuntimeError("the proxy's spool file is shorter than its writes")
+                pos += len(data)
+                yield data
+                continue
+            await self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -186,7 +230,7 @@ class BlobFetch:
                     raise self.error
                 fd = self._fd
                 if pos < self.readable and fd is not None:
-                    n = min(chunk_size, self.readable - pos, end - pos)
+                    n = min(max(chunk_size, READ_CHUNK), self.readable - pos, end - pos)
                     data = await loop.run_in_executor(None, os.pread, fd, n, pos)
                     if not data:
                         raise RegistryError(ErrorCode.UNKNOWN, "the proxy's spool file is shorter than announced")
@@ -212,24 +256,38 @@ class BlobFetch:
                 os.close(fd)
 
 
+class _Mismatch(Exception):
+    """The upstream's bytes have another digest (the computed one is the message)."""
+
+
 def _blob_path(d: Digest) -> str:
     from ..store import paths
 
     return paths.blob_data(d)
 
 
-def _open_spool(directory: str) -> int:
-    """An unlinked temporary file (nothing to clean up after a crash)."""
+def _open_spool(directory: str, size: int) -> int:
+    """An unlinked temporary file (nothing to clean up after a crash), its blocks allocated at
+    once (appending into allocated blocks costs half the CPU of growing a file)."""
     f = tempfile.TemporaryFile(dir=directory, prefix="registry-proxy-")
     fd = os.dup(f.fileno())
     f.close()
+    if size > 0:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            os.close(fd)
+            raise UpstreamError("unavailable", f"no room to spool {size} bytes in {directory}: {exc}") from None
     return fd
 
 
 def _write_at(fd: int, parts: list[bytes], offset: int) -> None:
-    for part in parts:
-        view = memoryview(part)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            offset += written
-            view = view[written:]
+    total = sum(len(p) for p in parts)
+    written = os.pwritev(fd, parts, offset)
+    if written < total:  # a short write (rare): the rest one piece at a time
+        rest = b"".join(parts)[written:]
+        offset += written
+        while rest:
+            n = os.pwrite(fd, rest, offset)
+            offset += n
+            rest = rest[n:]
