@@ -1,19 +1,27 @@
 """``python -m benchmarks.proxy``: the pull-through cache against direct pulls, in one run.
 
-Three servers on free loopback ports, fresh directories, filesystem driver: the **upstream** (the
+Servers on free loopback ports, fresh directories, filesystem driver: the **upstream** (the
 reference registry, distribution 2.8.2), the **cache** (ours, ``proxy.upstreams`` mirroring the
-upstream under ``up/``) and a **local** registry (ours, no proxy). Each repetition pushes a fresh
-image (untimed) to the upstream and to the local registry, then measures, in alternating order:
+upstream), a **local** registry (ours, no proxy), and for each ``--link-rates`` value a **link**
+(benchmarks/shaper.py: a TCP forwarder in front of the upstream whose answers share that many
+bytes per second, as a network link to a remote registry does). The cache mirrors the upstream
+twice: ``up/`` over loopback and ``link<N>/`` through each link.
 
-- **cold**: the image (manifest by tag, then its blobs, ``--parallel`` at a time as docker and
-  containerd do) pulled through the cache while it is not cached yet: the cache fetches from the
-  upstream and streams to the client at once;
-- **upstream**: the same image pulled directly from the upstream;
-- **warm**: the same image pulled through the cache again (served from its storage);
-- **local**: the same image pulled from the local registry.
+Each repetition pushes fresh images (untimed) to the upstream and to the local registry, then
+measures, alternating which goes first:
 
-Goals: cold >= 0.9 x upstream, warm >= 0.95 x local (throughput, median over repetitions). The
-machine is shared: the load average before and after is in the result, with the cache's peak RSS.
+- **cold** vs **direct**, per path (loopback, each link): a fresh image (manifest by tag, then
+  its blobs ``--parallel`` at a time, as docker and containerd pull) through the cache while it
+  is not cached (the cache fetches and streams to the client at once), and the same image
+  pulled directly from the upstream over the same path;
+- **warm** vs **local**: the loopback image again through the cache (from its storage), and
+  the same image from the local registry.
+
+Goals: cold >= 0.9 x direct, warm >= 0.95 x local (throughput, medians). Over loopback the
+upstream serves with zero-copy ``sendfile`` from Go while the cache must receive, spool, hash
+and store every byte in Python, so that ratio measures the cache's CPU; over a link it measures
+what a user of a remote upstream sees. The machine is shared: the load average before and after
+is in the result, with the cache's peak RSS.
 """
 
 from __future__ import annotations
@@ -56,14 +64,23 @@ def _server(parent: Path, name: str, command_for: Any, config: dict[str, Any], e
                   parent / name / "server.log", env)
 
 
-def start(workdir: Path | None, reference: str) -> tuple[dict[str, Server], Path]:
+def start(workdir: Path | None, reference: str, link_rates: list[int]) -> tuple[dict[str, Server], Path]:
     parent = Path(tempfile.mkdtemp(prefix="registry-proxy-bench-", dir=workdir))
     ours = lambda path: [sys.executable, "-m", "registry", "serve", str(path)]  # noqa: E731
     upstream_config = registry_config(parent / "upstream" / "data", free_port(), True)
     servers = {"upstream": _server(parent, "upstream", lambda p: [reference, "serve", str(p)], upstream_config, {})}
+    upstreams = [{"prefix": "up", "remoteurl": f"http://127.0.0.1:{servers['upstream'].port}", "ttl": "1h"}]
+    for rate in link_rates:
+        name = f"link{rate // MiB}"
+        port = free_port()
+        (parent / name).mkdir()
+        servers[name] = Server(name, [sys.executable, "-m", "benchmarks.shaper", "--listen", str(port), "--target",
+                                      f"127.0.0.1:{servers['upstream'].port}", "--rate", str(rate)],
+                               parent / name, port, parent / name / "server.log", {})
+        upstreams.append({"prefix": name, "remoteurl": f"http://127.0.0.1:{port}", "ttl": "1h",
+                          "ns": [f"{name}.bench.example"]})
     cache_config = registry_config(parent / "cache" / "data", free_port(), False)
-    cache_config["proxy"] = {"upstreams": [{
-        "prefix": "up", "remoteurl": f"http://127.0.0.1:{servers['upstream'].port}", "ttl": "1h"}]}
+    cache_config["proxy"] = {"upstreams": upstreams}
     servers["cache"] = _server(parent, "cache", ours, cache_config, {})
     servers["local"] = _server(parent, "local", ours, registry_config(parent / "local" / "data", free_port(), False), {})
     try:
@@ -173,53 +190,61 @@ def settle(cache: Server, repo: str, image: Image, timeout: float = 120) -> None
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     reference = ensure_reference()
-    servers, parent = start(args.workdir, reference)
+    servers, parent = start(args.workdir, reference, args.link_rates)
     load_before = os.getloadavg()
     payload = Payload(max(args.layers))
-    times: dict[str, list[float]] = {k: [] for k in ("cold", "upstream", "warm", "local")}
+    paths = [("loopback", "up", servers["upstream"])] + [
+        (f"link {r // MiB} MiB/s", f"link{r // MiB}", servers[f"link{r // MiB}"]) for r in args.link_rates]
+    times: dict[str, list[float]] = {}
     peak_rss = 0
+    serial = 0
     try:
         for rep in range(args.reps):
-            image = Image(payload, args.layers, rep)
-            tag = f"r{rep}"
-            push(servers["upstream"], "bench/app", tag, image)
-            push(servers["local"], "bench/app", tag, image)
-            cold_first = rep % 2 == 0
-            order = ["cold", "upstream"] if cold_first else ["upstream", "cold"]
+            first = rep % 2 == 0
             with Monitor(servers["cache"].process.pid) as monitor:  # type: ignore[union-attr]
-                for what in order:
-                    if what == "cold":
-                        times["cold"].append(pull(servers["cache"], "up/bench/app", tag, image, args.parallel))
-                        settle(servers["cache"], "up/bench/app", image)
-                    else:
-                        times["upstream"].append(pull(servers["upstream"], "bench/app", tag, image, args.parallel))
-                for what in (["warm", "local"] if cold_first else ["local", "warm"]):
-                    server, repo = (servers["cache"], "up/bench/app") if what == "warm" else (servers["local"], "bench/app")
-                    times[what].append(pull(server, repo, tag, image, args.parallel))
+                warm_image = None
+                for label, prefix, direct in paths:
+                    serial += 1
+                    image, tag = Image(payload, args.layers, serial), f"r{serial}"
+                    push(servers["upstream"], "bench/app", tag, image)
+                    for what in (["cold", "direct"] if first else ["direct", "cold"]):
+                        if what == "cold":
+                            seconds = pull(servers["cache"], f"{prefix}/bench/app", tag, image, args.parallel)
+                            settle(servers["cache"], f"{prefix}/bench/app", image)
+                        else:
+                            seconds = pull(direct, "bench/app", tag, image, args.parallel)
+                        times.setdefault(f"{label}: {what}", []).append(seconds)
+                    if prefix == "up":
+                        warm_image, warm_tag = image, tag
+                assert warm_image is not None
+                push(servers["local"], "bench/app", warm_tag, warm_image)
+                for what in (["warm", "local"] if first else ["local", "warm"]):
+                    server, repo = (servers["cache"], "up/bench/app") if what == "warm" else \
+                        (servers["local"], "bench/app")
+                    times.setdefault(what, []).append(pull(server, repo, warm_tag, warm_image, args.parallel))
             peak_rss = max(peak_rss, monitor.peak_rss)
-            size = image.size
+            total = sum(args.layers)
             print(f"rep {rep + 1}/{args.reps}: " + ", ".join(
-                f"{k} {size / MiB / v[-1]:.0f} MiB/s" for k, v in times.items()), file=sys.stderr)
+                f"{k} {total / MiB / v[-1]:.0f} MiB/s" for k, v in times.items()), file=sys.stderr)
     finally:
         for server in servers.values():
             server.stop()
     load_after = os.getloadavg()
     total = sum(args.layers)
-    rates = {k: total / MiB / statistics.median(v) for k, v in times.items()}
-    result = {
+    rates = {k: round(total / MiB / statistics.median(v), 1) for k, v in times.items()}
+    ratios = {f"{label}: cold vs direct": round(rates[f"{label}: cold"] / rates[f"{label}: direct"], 3)
+              for label, _, _ in paths}
+    ratios["warm vs local"] = round(rates["warm"] / rates["local"], 3)
+    return {
         "image": {"layers": [size_label(s) for s in args.layers], "parallel": args.parallel, "reps": args.reps},
-        "mib_per_s": {k: round(v, 1) for k, v in rates.items()},
-        "ratios": {
-            "cold_vs_upstream": round(rates["cold"] / rates["upstream"], 3),
-            "warm_vs_local": round(rates["warm"] / rates["local"], 3),
-        },
+        "mib_per_s": rates,
+        "ratios": ratios,
         "goals": GOALS,
         "cache_peak_rss_mib": round(peak_rss / MiB, 1),
         "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after],
                  "nproc": os.cpu_count()},
         "workdir": str(parent),
     }
-    return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -228,6 +253,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="layer sizes of the image, comma-separated (default: %(default)s)")
     p.add_argument("--parallel", type=int, default=3, help="blobs pulled at once, as docker does (default 3)")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--link-rates", default="100MiB",
+                   help="rates of the simulated links to the upstream, comma-separated; '' for none "
+                        "(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="smoke test: small image, 2 repetitions")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--workdir", type=Path, default=None, help="parent of the servers' directories")
@@ -235,17 +263,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.layers, args.reps = "4MiB,1MiB", 2
     args.layers = [parse_size(s) for s in args.layers.split(",") if s.strip()]
+    args.link_rates = [parse_size(s) for s in args.link_rates.split(",") if s.strip()]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    r = result["ratios"]
-    print(f"cold pull through the cache: {result['mib_per_s']['cold']} MiB/s, direct from the upstream "
-          f"{result['mib_per_s']['upstream']} MiB/s: {r['cold_vs_upstream']}x (goal {GOALS['cold_vs_upstream']}x)")
-    print(f"warm pull through the cache: {result['mib_per_s']['warm']} MiB/s, direct local "
-          f"{result['mib_per_s']['local']} MiB/s: {r['warm_vs_local']}x (goal {GOALS['warm_vs_local']}x)")
+    for key, ratio in result["ratios"].items():
+        goal = GOALS["warm_vs_local"] if key.startswith("warm") else GOALS["cold_vs_upstream"]
+        print(f"{key}: {ratio}x (goal {goal}x)")
+    for key, rate in result["mib_per_s"].items():
+        print(f"  {key}: {rate} MiB/s")
     print(f"cache peak RSS {result['cache_peak_rss_mib']} MiB; load average {result['load']['before']} before, "
           f"{result['load']['after']} after, {result['load']['nproc']} CPUs")
     if args.json:
