@@ -94,6 +94,12 @@ def features_line(config: Config) -> str:
     checks = getattr(config.health, "checks", [])
     if checks:
         parts.append(f"{len(checks)} health check{'s' if len(checks) > 1 else ''}")
+    proxy = getattr(config, "proxy", None)
+    if proxy is not None and proxy.enabled:
+        if proxy.single:
+            parts.append(f"pull-through cache of {proxy.upstreams[0].remoteurl} (pushes refused)")
+        else:
+            parts.append("pull-through cache: " + ", ".join(f"{u.prefix}/ -> {u.remoteurl}" for u in proxy.upstreams))
     debug = config.http.debug
     if getattr(debug, "addr", ""):
         parts.append(f"debug server on {debug.addr}" + (" with metrics" if debug.prometheus_enabled else ""))

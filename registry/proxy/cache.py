@@ -18,17 +18,16 @@ Semantics (docs/proxy.md has the operator's view):
 - upstream failures become OCI errors: 404 -> MANIFEST_UNKNOWN / BLOB_UNKNOWN / NAME_UNKNOWN,
   429 -> TOOMANYREQUESTS with the upstream's Retry-After, refused -> DENIED, down -> UNAVAILABLE.
 
-What is cached is ordinary storage: links, revisions and tags as a push would write them, plus a
-small record per tag under ``_proxy/`` (when it was last checked). The collector reclaims it by
-its rules like any other content; blobs are shared by digest, so expiring one repository's copy
-never removes a blob another repository uses.
+What is cached is ordinary storage: links, revisions and tags as a push would write them (a
+tag's link rewritten when the upstream confirms it, so its time says when it was last checked).
+The collector reclaims it by its rules like any other content; blobs are shared by digest, so
+expiring one repository's copy never removes a blob another repository uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,7 @@ from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from ..store import paths
 from ..store.blobs import BlobInfo
+from ..store.locks import tag_key
 from . import status
 from .config import UpstreamConfig
 from .fetch import BlobFetch
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: a tag's check record in storage is rewritten at most this often when its digest is unchanged
+#: a cached tag's link is rewritten at most this often while the upstream confirms it unchanged
 RECORD_INTERVAL = 60.0
 #: tag check records remembered per process
 MAX_REMEMBERED = 100_000
@@ -235,7 +235,7 @@ class ProxyCache:
                 return "REVALIDATED"
             if current is not None:
                 if await self.manifests.exists(repo, current) and await self._retag(repo, tag, current):
-                    await self._mark_checked(up.config, repo, tag, current)
+                    await self._mark_checked(up.config, repo, tag, current, written=True)
                     return "REVALIDATED"
                 await self._fetch_manifest(route, repo, current, tag)
                 return "MISS"
@@ -275,7 +275,7 @@ class ProxyCache:
         assert d is not None
         await self.manifests.put(repo, manifest, [tag] if tag else [], check_references=False)
         if tag:
-            await self._mark_checked(route.upstream.config, repo, tag, d)
+            await self._mark_checked(route.upstream.config, repo, tag, d, written=True)
         log.info("proxy %s: cached %s%s for %s", route.upstream.config.label, d, f" ({tag})" if tag else "", repo)
         return d
 
@@ -296,37 +296,45 @@ class ProxyCache:
         status.note("MISS")
         return sorted(set(tags))
 
-    # --- tag check records ------------------------------------------------------------------------
+    # --- when tags were checked -----------------------------------------------------------------
+    # A tag's current link is (re)written when the tag was last confirmed against the upstream (at
+    # most every max(ttl, RECORD_INTERVAL) while it is unchanged): its modification time tells
+    # every instance how fresh the tag is, and tells the collector's age rules when the cached tag
+    # was last in use.
 
     async def _fresh(self, up: UpstreamConfig, repo: str, tag: str, local: Digest) -> bool:
         if up.ttl <= 0:
             return False
         record = self._checked.get((repo, tag))
-        if record is None:
-            record = await self._read_record(repo, tag)
+        if record is None or record[0] != str(local):
+            record = await self._link_time(repo, tag, local)
             if record is not None:
                 self._remember(repo, tag, record)
         return record is not None and record[0] == str(local) and time.time() - record[1] < up.ttl
 
-    async def _mark_checked(self, up: UpstreamConfig, repo: str, tag: str, d: Digest) -> None:
+    async def _mark_checked(self, up: UpstreamConfig, repo: str, tag: str, d: Digest, *, written: bool = False) -> None:
+        """The upstream confirmed ``repo:tag`` is ``d`` now; ``written``: its link was just written."""
         now = time.time()
         previous = self._checked.get((repo, tag))
+        if previous is None and not written:
+            previous = await self._link_time(repo, tag, d)
         self._remember(repo, tag, (str(d), now))
-        if previous is not None and previous[0] == str(d) and now - previous[1] < max(up.ttl, RECORD_INTERVAL):
+        if written or (previous is not None and previous[0] == str(d)
+                       and now - previous[1] < max(up.ttl, RECORD_INTERVAL)):
             return
-        record = json.dumps({"digest": str(d), "checked": now}).encode()
         try:
-            await self.driver.put_content(paths.proxy_tag_record(repo, tag), record)
+            async with self.manifests.locks.shared(repo, tag_key(tag)):
+                if await self.tags.current(repo, tag) == d:  # not moved or deleted meanwhile
+                    await self.tags.point(repo, tag, d)
         except Exception as exc:  # only a hint: the next check is merely earlier
-            log.warning("proxy: could not write the check record of %s:%s: %s", repo, tag, exc)
+            log.warning("proxy: could not refresh the link of %s:%s: %s", repo, tag, exc)
 
-    async def _read_record(self, repo: str, tag: str) -> tuple[str, float] | None:
+    async def _link_time(self, repo: str, tag: str, d: Digest) -> tuple[str, float] | None:
         try:
-            raw = json.loads(await self.driver.get_content(paths.proxy_tag_record(repo, tag)))
-            digest, checked = raw["digest"], float(raw["checked"])
-        except (PathNotFound, ValueError, KeyError, TypeError):
+            info = await self.driver.stat(paths.tag_current_link(repo, tag))
+        except PathNotFound:
             return None
-        return (digest, checked) if isinstance(digest, str) else None
+        return (str(d), info.modified.timestamp()) if info.modified is not None else None
 
     def _remember(self, repo: str, tag: str, record: tuple[str, float]) -> None:
         if len(self._checked) >= MAX_REMEMBERED:

@@ -163,11 +163,6 @@ def catalog_entry(entry: str) -> str:
     """An entry of the catalog index (see :mod:`registry.store.catalog` for the encoding)."""
     return f"{REPOSITORIES}/_catalog/{entry}"
 
-def proxy_tag_record(name: str, tag: str) -> str:
-    """Ours, for a repository that mirrors an upstream: when ``tag`` was last checked against the
-    upstream, and the digest it had then (JSON); the reference ignores ``_proxy``."""
-    return f"{repo(name)}/_proxy/tags/{tag}"
-
 
 # --- notifications outbox and health probes (ours; outside repositories/, ignored by the reference) ---
 
