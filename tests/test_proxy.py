@@ -502,3 +502,18 @@ def test_distribution_form_mirrors_everything_and_refuses_pushes(single_cache, t
     assert same.status == 200 and same.body == nested.manifest, same
     catalog = c.request("GET", "/v2/_catalog").json()["repositories"]
     assert "busybox" in catalog and "team/tool" in catalog, catalog
+
+
+def test_blob_head_fetches_nothing_and_a_ranged_get_of_an_uncached_blob(cache, ref_upstream):
+    c = cache.client
+    data = os.urandom(3 << 20)
+    digest = sha256(data)
+    assert basic_client(ref_upstream).push_blob("team/ranged", data, digest).status == 201
+    head = c.request("HEAD", f"/v2/ref/team/ranged/blobs/{digest}")
+    assert head.status == 200 and head.header("Content-Length") == str(len(data)), head
+    assert head.header("X-Cache-Status") == "MISS" and blob_gets(ref_upstream, digest) == 0
+    assert not blob_stored(cache.root, digest)
+    part = c.request("GET", f"/v2/ref/team/ranged/blobs/{digest}", headers={"Range": "bytes=1000000-1999999"})
+    assert part.status == 206 and part.body == data[1000000:2000000], part
+    assert part.header("Content-Range") == f"bytes 1000000-1999999/{len(data)}"
+    assert cached(c, "ref/team/ranged", digest) and blob_gets(ref_upstream, digest) == 1
