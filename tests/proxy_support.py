@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -39,8 +40,6 @@ def basic(user: str, password: str) -> str:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
 
 
@@ -217,9 +216,18 @@ class Tamper:
 
 
 def repo_tree(root: Path, repo: str) -> dict[str, bytes]:
-    """Every file of repository ``repo`` under a registry root (for "nothing was stored")."""
+    """Every file of repository ``repo`` under a registry root (for "nothing was stored"); files
+    that vanish while it is read (an upload being finished) are left out."""
     base = root / "docker" / "registry" / "v2" / "repositories" / repo
-    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()} if base.exists() else {}
+    out: dict[str, bytes] = {}
+    for dirpath, _dirs, files in os.walk(base):
+        for name in files:
+            path = Path(dirpath) / name
+            try:
+                out[str(path.relative_to(base))] = path.read_bytes()
+            except FileNotFoundError:
+                pass
+    return out
 
 
 def blob_stored(root: Path, digest: str) -> bool:

@@ -21,6 +21,7 @@ can take a damaged blob for a complete one), and nothing is stored.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 #: bytes gathered from the upstream before they are spooled and handed to the store
 BATCH = 2 << 20
-#: bytes a client's reader takes from the spool at a time (one piece in flight per client)
+#: batches being written to the spool at once
+SPOOL_IN_FLIGHT = 3
+#: bytes a client's reader takes from the spool at a time (one more read ahead per client)
 READ_CHUNK = 1 << 20
 #: bytes the store's writer takes from the spool at a time
 STORE_CHUNK = 4 << 20
@@ -138,15 +141,26 @@ class BlobFetch:
             self._close_spool_if_idle()
 
     async def _receive(self, resp: aiohttp.ClientResponse) -> None:
-        """The upstream body into the spool, hashed on the way, one batch of about :data:`BATCH`
-        bytes in flight while the next arrives; too many or too few bytes, or another digest, are
-        an error (then nothing is stored)."""
+        """The upstream body into the spool, in batches of about :data:`BATCH` bytes, up to
+        :data:`SPOOL_IN_FLIGHT` of them being written while the next arrives; too many or too few
+        bytes are an error (then nothing is stored)."""
         loop = asyncio.get_running_loop()
         content = resp.content
         fd = self._fd
         assert fd is not None
-        pending: asyncio.Future[Any] | None = None
-        offset = 0  # bytes handed to the spool so far (``received`` once written)
+        writes: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
+
+        def advance(_done: object) -> None:
+            """Readers may read up to the end of the written batches that precede every unwritten one."""
+            moved = False
+            while writes and writes[0][0].done() and not writes[0][0].cancelled() and writes[0][0].exception() is None:
+                self.received = writes.popleft()[1]
+                moved = True
+            if moved:
+                self.readable = min(self.received, self.size - 1)
+                self._notify()
+
+        offset = 0  # bytes handed to the spool so far
         try:
             while True:
                 parts: list[bytes] = []
@@ -161,26 +175,25 @@ class BlobFetch:
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     raise UpstreamError("unavailable", f"the upstream's blob body broke off after "
                                         f"{offset + n} of {self.size} bytes ({type(exc).__name__})") from None
-                if pending is not None:
-                    await pending
-                    pending = None
                 if not parts:
                     break
                 if offset + n > self.size:
                     raise UpstreamError("invalid", f"the upstream sent more than the {self.size} bytes of {self.digest}")
-                pending = asyncio.ensure_future(self._spool_batch(loop, fd, parts, offset))
+                write = loop.run_in_executor(None, _write_at, fd, parts, offset)
                 offset += n
+                writes.append((write, offset))
+                write.add_done_callback(advance)
+                while len(writes) >= SPOOL_IN_FLIGHT:
+                    await writes[0][0]  # raises a failed write
+                    advance(None)
+            while writes:
+                await writes[0][0]
+                advance(None)
         finally:
-            if pending is not None:
-                await asyncio.wait([pending])
+            if writes:
+                await asyncio.wait([w for w, _ in writes])
         if self.received != self.size:
             raise UpstreamError("unavailable", f"the upstream's blob ended after {self.received} of {self.size} bytes")
-
-    async def _spool_batch(self, loop: asyncio.AbstractEventLoop, fd: int, parts: list[bytes], offset: int) -> None:
-        await loop.run_in_executor(None, _write_at, fd, parts, offset)
-        self.received = offset + sum(len(p) for p in parts)
-        self.readable = min(self.received, self.size - 1)
-        self._notify()
 
     async def _store(self) -> None:
         """The spooled bytes through the store's blob write path, as they arrive."""
@@ -223,6 +236,7 @@ class BlobFetch:
         :class:`RegistryError` if it fails first."""
         loop = asyncio.get_running_loop()
         pos, end = start, start + length
+        ahead: tuple[int, asyncio.Future[bytes]] | None = None
         self._readers += 1
         try:
             while pos < end:
@@ -230,11 +244,17 @@ class BlobFetch:
                     raise self.error
                 fd = self._fd
                 if pos < self.readable and fd is not None:
-                    n = min(max(chunk_size, READ_CHUNK), self.readable - pos, end - pos)
-                    data = await loop.run_in_executor(None, os.pread, fd, n, pos)
+                    if ahead is None or ahead[0] != pos:
+                        ahead = (pos, self._pread(loop, fd, pos, min(max(chunk_size, READ_CHUNK),
+                                                                     self.readable - pos, end - pos)))
+                    data = await ahead[1]
+                    ahead = None
                     if not data:
                         raise RegistryError(ErrorCode.UNKNOWN, "the proxy's spool file is shorter than announced")
                     pos += len(data)
+                    if pos < min(self.readable, end):  # the next piece is read while this one is sent
+                        ahead = (pos, self._pread(loop, fd, pos, min(max(chunk_size, READ_CHUNK),
+                                                                     self.readable - pos, end - pos)))
                     yield data
                     continue
                 if self.stored and fd is None:  # finished before this reader came: the stored blob
@@ -246,8 +266,14 @@ class BlobFetch:
                     raise RegistryError(ErrorCode.UNKNOWN, "the blob fetch ended without storing the blob")
                 await self._changed.wait()
         finally:
+            if ahead is not None:  # the spool stays open until the read in flight ends
+                await asyncio.wait([ahead[1]])
             self._readers -= 1
             self._close_spool_if_idle()
+
+    @staticmethod
+    def _pread(loop: asyncio.AbstractEventLoop, fd: int, pos: int, n: int) -> asyncio.Future[bytes]:
+        return loop.run_in_executor(None, os.pread, fd, n, pos)
 
     def _close_spool_if_idle(self) -> None:
         if self.finished and self._readers == 0 and self._fd is not None:
