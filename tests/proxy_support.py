@@ -139,13 +139,18 @@ def blob_gets(reg: RunningRegistry, digest: str) -> int:
 class Tamper:
     """An HTTP forwarder to ``target`` (in a thread of the test process). ``corrupt`` holds
     path fragments (a digest, ``/manifests/v1``) whose answers get one byte flipped; ``limited`` path fragments are
-    answered ``429`` with ``Retry-After: 42``; ``seen`` counts the requests by path."""
+    answered ``429`` with ``Retry-After: 42``; ``seen`` counts the requests by path. A blob GET
+    whose path holds a digest of ``redirect`` is answered ``307`` to ``http://localhost:<port>/cdn/...``
+    (another origin, as Docker Hub's CDN is), which serves the upstream's bytes and records the
+    headers it got in ``cdn_headers``."""
 
     target: str
     port: int = 0
     corrupt: set[str] = field(default_factory=set)
     limited: set[str] = field(default_factory=set)
+    redirect: set[str] = field(default_factory=set)
     seen: list[tuple[str, str]] = field(default_factory=list)
+    cdn_headers: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -158,8 +163,20 @@ class Tamper:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
 
+        cdn: dict[str, bytes] = {}
+
         async def handle(request: web.Request) -> web.StreamResponse:
             self.seen.append((request.method, request.path))
+            if request.path.startswith("/cdn/"):
+                self.cdn_headers.append(dict(request.headers))
+                return web.Response(body=cdn[request.path[5:]])
+            moved = [d for d in self.redirect if d in request.path and "/blobs/" in request.path]
+            if moved and request.method == "GET":
+                headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+                async with self._session.get(self.target + request.path, headers=headers) as up:
+                    if up.status == 200:
+                        cdn[moved[0]] = await up.read()
+                        return web.Response(status=307, headers={"Location": f"http://localhost:{self.port}/cdn/{moved[0]}"})
             if any(part in request.path for part in self.limited):
                 return web.Response(status=429, headers={"Retry-After": "42"},
                                     text=json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}))

@@ -517,3 +517,18 @@ def test_blob_head_fetches_nothing_and_a_ranged_get_of_an_uncached_blob(cache, r
     assert part.status == 206 and part.body == data[1000000:2000000], part
     assert part.header("Content-Range") == f"bytes 1000000-1999999/{len(data)}"
     assert cached(c, "ref/team/ranged", digest) and blob_gets(ref_upstream, digest) == 1
+
+
+def test_redirects_to_another_origin_never_carry_the_upstream_credentials(cache, ref_upstream, tamper):
+    """Docker Hub sends blob GETs to a CDN: the cache follows, without its Authorization header."""
+    data = os.urandom(1 << 20)
+    digest = sha256(data)
+    assert basic_client(ref_upstream).push_blob("team/cdn", data, digest).status == 201
+    tamper.redirect.add(digest)
+    try:
+        resp = cache.client.request("GET", f"/v2/evil/team/cdn/blobs/{digest}")
+    finally:
+        tamper.redirect.discard(digest)
+    assert resp.status == 200 and resp.body == data, resp
+    assert tamper.cdn_headers, "the CDN was not asked"
+    assert not any(k.lower() == "authorization" for h in tamper.cdn_headers for k in h), tamper.cdn_headers
