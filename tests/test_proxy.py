@@ -532,3 +532,26 @@ def test_redirects_to_another_origin_never_carry_the_upstream_credentials(cache,
     assert resp.status == 200 and resp.body == data, resp
     assert tamper.cdn_headers, "the CDN was not asked"
     assert not any(k.lower() == "authorization" for h in tamper.cdn_headers for k in h), tamper.cdn_headers
+
+
+def test_a_credential_helper_gives_the_upstream_credentials(tmp_path_factory, ref_upstream):
+    """distribution 3.x's ``proxy.exec``: a docker-credential-helpers program, run once per
+    lifetime, with the upstream's host on stdin."""
+    work = tmp_path_factory.mktemp("helper-cache")
+    calls = work / "calls"
+    helper = work / "docker-credential-test"
+    helper.write_text("#!/bin/sh\n"
+                      f'[ "$1" = get ] || exit 3\nread -r host || true\necho "$host" >> {calls}\n'
+                      f'printf \'{{"ServerURL":"%s","Username":"{MIRROR_USER}","Secret":"{MIRROR_PASSWORD}"}}\' "$host"\n')
+    helper.chmod(0o755)
+    config = base_config(work / "data", free_port())
+    config["proxy"] = {"remoteurl": ref_upstream.url, "exec": {"command": str(helper), "lifetime": "1h"}}
+    reg = start("ours", config, work, "helper-cache")
+    try:
+        image = make_image("oci", label="helper-creds")
+        seed(ref_upstream, "team/helper", image, "v1")
+        assert_pulls(reg.client, "team/helper", image, "v1")
+        assert calls.read_text().split() == ["127.0.0.1"], calls.read_text()  # once, for the upstream's host
+        assert MIRROR_PASSWORD not in reg.log_tail(100000)
+    finally:
+        reg.stop()

@@ -64,13 +64,11 @@ def test_a_password_never_shows_in_a_message():
     assert "s3cr3t" not in str(err.value)
 
 
-def test_unknown_and_unimplemented_keys_are_named():
+def test_unknown_keys_are_named():
     c = config({"upstreams": [{"prefix": "a", "remoteurl": HUB, "ttll": "1m",
                                "credentials": {"username": "u", "password": "p", "pasword": "x"}}]})
     assert any("proxy.upstreams[0].ttll" in w and "ttl" in w for w in c.warnings), c.warnings
     assert any("proxy.upstreams[0].credentials.pasword" in w for w in c.warnings), c.warnings
-    c = config({"remoteurl": HUB, "exec": {"command": "docker-credential-x"}})
-    assert any("proxy.exec" in w for w in c.warnings), c.warnings
 
 
 def test_no_proxy_section_means_an_ordinary_registry():
@@ -120,3 +118,15 @@ def test_token_answers():
     for bad in ({}, {"token": ""}, [], "x"):
         with pytest.raises(ValueError):
             token_from_response(bad)
+
+
+def test_credential_helper_keys():
+    c = config({"remoteurl": HUB, "exec": {"command": "/usr/bin/docker-credential-pass", "lifetime": "10m"}})
+    [up] = c.proxy.upstreams
+    assert up.exec_command == "/usr/bin/docker-credential-pass" and up.exec_lifetime == 600
+    c = config({"remoteurl": HUB, "username": "u", "password": "p", "exec": {"command": "helper"}})
+    assert c.proxy.upstreams[0].username == "" and any("ignored" in w for w in c.warnings)
+    c = config({"upstreams": [{"prefix": "a", "remoteurl": HUB, "credentials": {"exec": {"command": "h"}}}]})
+    assert c.proxy.upstreams[0].exec_command == "h" and c.proxy.upstreams[0].exec_lifetime is None
+    with pytest.raises(ConfigError):
+        config({"remoteurl": HUB, "exec": {"lifetime": "1m"}})

@@ -67,6 +67,10 @@ class UpstreamConfig:
     timeout: float = DEFAULT_TIMEOUT
     #: seconds a blob's fetch into the cache may take in all (None: no limit)
     cachewritetimeout: float | None = None
+    #: a credential helper (docker-credential-helpers protocol) instead of username/password
+    exec_command: str = ""
+    #: seconds its answer is kept (None: for the life of the process, 0: not at all)
+    exec_lifetime: float | None = None
 
     @property
     def host(self) -> str:
@@ -113,7 +117,6 @@ class ProxyConfig:
 
     @classmethod
     def from_section(cls, s: Section) -> "ProxyConfig":
-        s.unimplemented("exec", "credential helpers are not run; set username and password")
         spool = s.str("spooldirectory", "")
         lists = s.sections("upstreams")
         if s.has("remoteurl"):
@@ -121,9 +124,10 @@ class ProxyConfig:
                 raise s.error("proxy: set either remoteurl (one upstream for the whole registry) or upstreams, not both")
             if s.has("ttl"):
                 s.warn(TTL_NOTE)
-            upstream = _upstream(s, prefix="", username=s.str("username", ""), password=_password(s, "password"))
+            upstream = _upstream(s, prefix="", username=s.str("username", ""), password=_password(s, "password"),
+                                 helper=s.section("exec"))
             return cls([upstream], single=True, spooldirectory=spool)
-        for key in ("username", "password", "ttl"):
+        for key in ("username", "password", "ttl", "exec"):
             if s.has(key):
                 raise s.error(f"{s.where(key)}: needs proxy.remoteurl (with proxy.upstreams, set it per upstream)")
         upstreams: list[UpstreamConfig] = []
@@ -133,7 +137,7 @@ class ProxyConfig:
             if not prefix or not is_valid_name(prefix):
                 raise entry.bad("prefix", "a repository name prefix such as dockerhub or mirrors/ghcr", prefix)
             upstreams.append(_upstream(entry, prefix=prefix, username=creds.str("username", ""),
-                                       password=_password(creds, "password")))
+                                       password=_password(creds, "password"), helper=creds.section("exec")))
         _check_distinct(s, upstreams)
         return cls(upstreams, single=False, spooldirectory=spool)
 
@@ -148,7 +152,7 @@ def _password(s: Section, key: str) -> str:
     return str(value)
 
 
-def _upstream(s: Section, *, prefix: str, username: str, password: str) -> UpstreamConfig:
+def _upstream(s: Section, *, prefix: str, username: str, password: str, helper: Section) -> UpstreamConfig:
     url = s.str("remoteurl", required=True).strip()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
@@ -156,6 +160,13 @@ def _upstream(s: Section, *, prefix: str, username: str, password: str) -> Upstr
         raise s.error(f"{s.where('remoteurl')}: expected an http(s) URL such as https://registry-1.docker.io "
                       "(no credentials, query or fragment in it)")
     remoteurl = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    command = helper.str("command", "")
+    lifetime = helper.duration("lifetime", None)
+    if helper.keys() and not command:
+        raise helper.error(f"{helper.where('command')} is required")
+    if command and username:
+        s.warn(f"{helper.name}: a credential helper is set, so username and password are ignored (as in distribution)")
+        username, password = "", ""
     if bool(username) != bool(password):
         raise s.error(f"{s.where('username' if not prefix else 'credentials')}: username and password go together")
     hub = (parts.hostname or "").lower() in DOCKER_HUB_HOSTS
@@ -175,6 +186,8 @@ def _upstream(s: Section, *, prefix: str, username: str, password: str) -> Upstr
         library=s.bool("library", hub),
         timeout=timeout,
         cachewritetimeout=cachewrite if cachewrite else None,
+        exec_command=command,
+        exec_lifetime=lifetime,
     )
 
 
@@ -192,4 +205,4 @@ def _check_distinct(s: Section, upstreams: list[UpstreamConfig]) -> None:
 def describe(config: ProxyConfig) -> list[dict[str, Any]]:
     """The upstreams without secrets (for logs and check-config)."""
     return [{"prefix": u.prefix, "remoteurl": u.remoteurl, "ttl": u.ttl, "ns": list(u.ns),
-             "credentials": bool(u.username)} for u in config.upstreams]
+             "credentials": "helper" if u.exec_command else bool(u.username)} for u in config.upstreams]

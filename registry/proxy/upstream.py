@@ -26,6 +26,7 @@ from .. import mediatypes as mt
 from ..reference import Digest
 from . import auth
 from .config import UpstreamConfig
+from .credentials import Credentials, HelperCredentials
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Upstream:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.tokens = auth.TokenCache()
+        self.credentials = HelperCredentials(config.exec_command, config.exec_lifetime) if config.exec_command \
+            else Credentials(config.username, config.password)
         self._session: aiohttp.ClientSession | None = None
         #: the upstream's last challenge (scheme, realm, service): later requests authenticate upfront
         self._challenge: auth.Challenge | None = None
@@ -237,11 +240,11 @@ class Upstream:
 
     async def _authorization(self, repo: str) -> str | None:
         challenge = self._challenge
-        cfg = self.config
         if challenge is None:
             return None
         if challenge.scheme == "basic":
-            return auth.basic_header(cfg.username, cfg.password) if cfg.username else None
+            pair = await self.credentials.get(self.config.host)
+            return auth.basic_header(*pair) if pair else None
         key = self._token_key(challenge, repo)
         token = await self.tokens.shared(key, lambda: self._fetch_token(challenge, key))
         return f"Bearer {token}"
@@ -254,9 +257,13 @@ class Upstream:
             query.insert(0, ("service", service))
         url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         headers = {}
-        if cfg.username:
+        sent = False
+        if self.credentials.configured:
             if auth.realm_allowed(cfg.remoteurl, realm):
-                headers["Authorization"] = auth.basic_header(cfg.username, cfg.password)
+                pair = await self.credentials.get(urllib.parse.urlsplit(realm).hostname or "")
+                if pair is not None:
+                    headers["Authorization"] = auth.basic_header(*pair)
+                    sent = True
             else:
                 log.warning("proxy %s: token realm %s is not on the upstream's site: asking it anonymously "
                             "(credentials are not sent there)", cfg.label, urllib.parse.urlsplit(realm).netloc)
@@ -267,7 +274,7 @@ class Upstream:
                                         status=429, retry_after=_retry_after(resp.headers.get("Retry-After")))
                 if resp.status in (401, 403):
                     raise UpstreamError("denied", "the upstream's token service refused the proxy's credentials"
-                                        if cfg.username else "the upstream's token service refused an anonymous token",
+                                        if sent else "the upstream's token service refused an anonymous token",
                                         status=resp.status)
                 if resp.status != 200:
                     raise UpstreamError("unavailable", f"the upstream's token service answered {resp.status}",
