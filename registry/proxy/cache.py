@@ -30,7 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from drivers.base import PathNotFound
@@ -113,21 +113,19 @@ class ProxyCache:
         """A blob ``repo`` does not hold: join a fetch of it, or confirm it upstream (HEAD) and
         link the copy another repository cached, or prepare a fetch that starts on first read
         (a client's HEAD costs the upstream a HEAD, not the blob)."""
-        key = str(d)
-        fetch = self._flights.get(key)
+        fetch = self._flights.get(str(d))
         if fetch is not None and repo in fetch.repos and not fetch.finished:
-            status.note("MISS")
-            return RemoteBlobInfo(d, fetch.size, paths.blob_data(d), join=lambda: self._join(route, repo, d, fetch.size))
-        try:
-            size = await route.upstream.head_blob(route.remote, d)
-        except UpstreamError as exc:
-            raise self.error_for(exc, "blob", d) from None
-        blobs = self.blobs
-        existing = await blobs.stat_data(d)
-        if existing is not None and existing.size == size:
-            await blobs.link(repo, d)
-            status.note("HIT")
-            return await blobs.open(repo, d)
+            size = fetch.size  # this repository's fetch is running: the upstream was asked already
+        else:
+            try:
+                size = await route.upstream.head_blob(route.remote, d)
+            except UpstreamError as exc:
+                raise self.error_for(exc, "blob", d) from None
+            existing = await self.blobs.stat_data(d)
+            if existing is not None and existing.size == size:
+                await self.blobs.link(repo, d)
+                status.note("HIT")
+                return await self.blobs.open(repo, d)
         status.note("MISS")
         if self.events.active:
             await self.events.blob_pulled(repo, str(d), size)
@@ -161,7 +159,7 @@ class ProxyCache:
         if self._flights.get(str(fetch.digest)) is fetch:
             del self._flights[str(fetch.digest)]
 
-    async def read(self, info: RemoteBlobInfo, start: int, length: int, chunk_size: int):  # -> AsyncIterator[bytes]
+    async def read(self, info: RemoteBlobInfo, start: int, length: int, chunk_size: int) -> AsyncIterator[bytes]:
         """The bytes of a blob being fetched. A failure before the first byte is the fetch's
         error; after it the response can only be cut short (see :func:`status.abort`)."""
         assert info.join is not None
