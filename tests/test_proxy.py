@@ -555,3 +555,25 @@ def test_a_credential_helper_gives_the_upstream_credentials(tmp_path_factory, re
         assert MIRROR_PASSWORD not in reg.log_tail(100000)
     finally:
         reg.stop()
+
+
+def test_read_only_mode_serves_what_is_cached_and_fetches_nothing(cache, ref_upstream, tmp_path):
+    image, other = make_image("oci", label="ro-cached"), make_image("oci", label="ro-uncached")
+    seed(ref_upstream, "team/readonly", image, "v1")
+    seed(ref_upstream, "team/readonly", other, "v2")
+    assert_pulls(cache.client, "ref/team/readonly", image, "v1")
+    for d in image.blobs:
+        assert cached(cache.client, "ref/team/readonly", d)
+    config = base_config(cache.root, free_port())  # a second instance on the cache's storage
+    config["storage"]["maintenance"]["readonly"] = {"enabled": True}
+    config["proxy"] = {"upstreams": [{"prefix": "ref", "remoteurl": ref_upstream.url,
+                                      "credentials": {"username": MIRROR_USER, "password": MIRROR_PASSWORD}}]}
+    ro = start("ours", config, tmp_path, "readonly-cache")
+    try:
+        before = ref_upstream.log_path.read_text(errors="replace").count("/team/readonly/")
+        assert_pulls(ro.client, "ref/team/readonly", image, "v1")
+        assert ro.client.get_manifest("ref/team/readonly", "v2").status == 404
+        assert ro.client.request("GET", f"/v2/ref/team/readonly/blobs/{next(iter(other.blobs))}").status == 404
+        assert ref_upstream.log_path.read_text(errors="replace").count("/team/readonly/") == before
+    finally:
+        ro.stop()

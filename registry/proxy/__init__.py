@@ -83,7 +83,7 @@ def setup_proxy(app: web.Application, config: Any) -> None:
 
     async def ctx(app: web.Application) -> Any:
         store = app[STORE_KEY]
-        cache = app[CACHE_KEY] = ProxyCache(router, store)
+        cache = app[CACHE_KEY] = ProxyCache(router, store, readonly=config.storage.readonly)
         await cache.start()
         wrap(store, cache)
         for entry in describe(proxy_config):

@@ -72,9 +72,12 @@ class RemoteBlobInfo(BlobInfo):
 
 
 class ProxyCache:
-    def __init__(self, router: Router, store: "Store") -> None:
-        """``store`` before its parts are wrapped: the cache reads and writes the local parts."""
+    def __init__(self, router: Router, store: "Store", *, readonly: bool = False) -> None:
+        """``store`` before its parts are wrapped: the cache reads and writes the local parts.
+        ``readonly`` (storage.maintenance.readonly): only what is cached is served, nothing is
+        written, the upstream is not asked."""
         self.router = router
+        self.readonly = readonly
         self.config = router.config
         self.driver = store.driver
         self.events = store.events
@@ -113,6 +116,9 @@ class ProxyCache:
         """A blob ``repo`` does not hold: join a fetch of it, or confirm it upstream (HEAD) and
         link the copy another repository cached, or prepare a fetch that starts on first read
         (a client's HEAD costs the upstream a HEAD, not the blob)."""
+        if self.readonly:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, "not cached, and the registry is read-only: nothing is "
+                                "fetched", detail={"digest": str(d)})
         fetch = self._flights.get(str(d))
         if fetch is not None and repo in fetch.repos and not fetch.finished:
             size = fetch.size  # this repository's fetch is running: the upstream was asked already
@@ -188,7 +194,7 @@ class ProxyCache:
                 status.note("HIT")
                 return stored
             except RegistryError as err:
-                if err.code is not ErrorCode.MANIFEST_UNKNOWN:
+                if err.code is not ErrorCode.MANIFEST_UNKNOWN or self.readonly:
                     raise
             try:
                 await self._shared(("manifest", repo, str(ref)), lambda: self._fetch_manifest(route, repo, ref, None))
@@ -198,6 +204,10 @@ class ProxyCache:
             return await manifests.get(repo, ref)
         tag = ref
         local = await self.tags.current(repo, tag)
+        if self.readonly:  # the cached copy as it is, however old
+            stored = await manifests.get(repo, tag)
+            status.note("HIT")
+            return stored
         if local is not None and await self._fresh(route.upstream.config, repo, tag, local):
             try:
                 stored = await manifests.get(repo, tag)
