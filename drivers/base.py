@@ -18,6 +18,7 @@ import abc
 import dataclasses
 import datetime as dt
 import enum
+import errno
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar
@@ -64,6 +65,81 @@ class InvalidOffset(StorageError):
 
 class Unsupported(StorageError):
     kind = "unsupported operation"
+
+
+class StorageFull(StorageError):
+    """The backend has no room left: a full disk or quota (ENOSPC, EDQUOT), HTTP 507."""
+
+    kind = "out of space"
+
+
+class StorageUnavailable(StorageError):
+    """A fault that may pass: a timeout, a refused or reset connection, a throttling or 5xx
+    answer the backend's own retries did not get past. Retrying later may succeed."""
+
+    kind = "backend unavailable"
+
+
+#: errno values of a full disk or an exhausted quota
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: errno values of network faults that may pass
+_TRANSIENT_ERRNOS = frozenset({
+    errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ENETRESET,
+})
+#: SDK exception classes (by name, so the contract imports no SDK) of connection faults and timeouts:
+#: botocore, aiohttp's client, azure-core, google-auth/requests
+_TRANSIENT_CLASSES = frozenset({
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "ProxyConnectionError", "ClientConnectionError", "ServerDisconnectedError", "ServerTimeoutError",
+    "ClientPayloadError", "ServiceRequestError", "ServiceResponseError", "TransportError",
+})
+#: backend error codes of throttling and server faults (S3, OSS, Azure, GCS)
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError", "Throttling",
+    "ThrottlingException", "ServerBusy", "OperationTimedOut", "InternalServerError",
+})
+_FULL_CODES = frozenset({"InsufficientStorage", "InsufficientAccountStorage"})
+
+
+def classify(exc: BaseException) -> type[StorageError]:
+    """The :class:`StorageError` subclass a backend exception stands for: :class:`StorageFull`,
+    :class:`StorageUnavailable`, or plain :class:`StorageError`. Looks through the exception's
+    causes (SDKs and fsspec wrap the original error)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, StorageError):
+            return type(current) if isinstance(current, (StorageFull, StorageUnavailable)) else StorageError
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return StorageFull
+        if isinstance(current, (TimeoutError, ConnectionError)):
+            return StorageUnavailable
+        if isinstance(current, OSError) and current.errno in _TRANSIENT_ERRNOS:
+            return StorageUnavailable
+        if any(cls.__name__ in _TRANSIENT_CLASSES for cls in type(current).__mro__):
+            return StorageUnavailable
+        status, code = _http_status_and_code(current)
+        if status == 507 or code in _FULL_CODES:
+            return StorageFull
+        if status in (429, 500, 502, 503, 504) or code in _TRANSIENT_CODES:
+            return StorageUnavailable
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return StorageError
+
+
+def _http_status_and_code(exc: BaseException) -> tuple[int | None, str]:
+    """The HTTP status and error code an SDK exception carries, whatever the SDK calls them."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore ClientError
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return (status if isinstance(status, int) else None), str(response.get("Error", {}).get("Code", ""))
+    for attr in ("status_code", "status", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value, str(getattr(exc, "error_code", "") or "")
+    return None, str(getattr(exc, "error_code", "") or "")
 
 
 class DriverConfigError(ValueError):
@@ -139,7 +215,17 @@ class FileWriter(abc.ABC):
     process) or :meth:`cancel` (data and any upload state removed). After that, ``write``,
     ``commit`` and ``cancel`` raise :class:`StorageError`; ``close`` is always allowed and
     does nothing more. ``async with`` closes, so an exception leaves the upload resumable.
+
+    A writer whose ``write``, ``commit`` or ``close`` raised is *failed* (:attr:`failed`): it may
+    still hold a file or a multipart upload, so ``close`` then releases it (keeping what the
+    backend persisted, for a resume from its real size) and ``cancel`` removes it all; ``write``
+    and ``commit`` raise. :attr:`size` of a failed writer may count bytes that never arrived.
     """
+
+    @property
+    def failed(self) -> bool:
+        """Whether an operation of this writer raised (see the class docstring)."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import FileWriter, PathNotFound, StorageError
+from .base import FileWriter, PathNotFound, StorageError, classify
 from .generic import _MISSING, FsspecDriver
 from .params import Params as BaseParams
 from .multipart import SIDECAR_SUFFIX, MemoryBudget, PartStore, PartWriter, memory_budget, set_memory_budget
@@ -127,7 +127,7 @@ class ObjectStoreDriver(FsspecDriver):
             if self._is_missing(exc):
                 raise PathNotFound(self.name, path) from None
             # no chaining: the SDK exception may carry request details we do not want logged
-            raise StorageError(self.name, path, redact(f"{type(exc).__name__}: {exc}")) from None
+            raise classify(exc)(self.name, path, redact(f"{type(exc).__name__}: {exc}")) from None
 
     def _is_missing(self, exc: Exception) -> bool:
         """Whether an SDK exception means "no such object" (backends extend this)."""

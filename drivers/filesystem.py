@@ -178,7 +178,8 @@ class _LocalFileWriter(FileObjectWriter):
             try:
                 await self._write_pieces()
             except BaseException:
-                await super().close()
+                self._state = "failed"
+                await super().close()  # releases the file
                 raise
         await super().commit()
 
@@ -186,6 +187,9 @@ class _LocalFileWriter(FileObjectWriter):
         if self._state == "open" and self._pieces:
             try:
                 await self._write_pieces()
+            except BaseException:
+                self._state = "failed"
+                raise
             finally:
                 await super().close()
             return
@@ -407,6 +411,8 @@ class FilesystemDriver(FsspecDriver):
                 return
             except FileNotFoundError:
                 _remove_quietly(tmp)  # a directory on our way was deleted meanwhile: start over
+                if top is None and posixpath.dirname(os_path) == self.root:
+                    os.makedirs(self.root, exist_ok=True)  # the root itself (never pruned) is missing
             except OSError as exc:
                 _remove_quietly(tmp)
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and top is not None:

@@ -52,6 +52,7 @@ from .base import (
     StorageError,
     Unsupported,
     check_dir,
+    classify,
     is_valid_component,
     walk_key,
 )
@@ -102,6 +103,10 @@ class BufferedFileWriter(FileWriter):
         """Remove the data and any upload state; release resources."""
         raise NotImplementedError
 
+    async def _release(self) -> None:
+        """Release the resources of a writer that failed (a flush or a finish raised), keeping
+        whatever the backend already persisted; must not raise. Default: nothing to release."""
+
     # -- FileWriter --------------------------------------------------------------------
     @property
     def size(self) -> int:
@@ -130,9 +135,14 @@ class BufferedFileWriter(FileWriter):
     async def close(self) -> None:
         if self._state == "open":
             await self._finish("closed", self._close)
+        elif self._state == "failed":
+            await self._give_up()
 
     async def cancel(self) -> None:
-        self._require_open("cancel")
+        """Allowed while open and after a failure (a failed writer still holds its file or
+        multipart upload, which only cancel or close release)."""
+        if self._state != "failed":
+            self._require_open("cancel")
         self._state = "cancelled"
         with contextlib.suppress(Exception):
             await self._wait_pending()
@@ -141,10 +151,23 @@ class BufferedFileWriter(FileWriter):
 
     async def _finish(self, state: str, hook: Callable[[bytearray], Any]) -> None:
         self._state = state
-        await self._wait_pending()
-        tail, self._buf = self._buf, bytearray()
-        self._flushed += len(tail)
-        await hook(tail)
+        try:
+            await self._wait_pending()
+            tail, self._buf = self._buf, bytearray()
+            self._flushed += len(tail)
+            await hook(tail)
+        except BaseException:
+            self._state = "failed"
+            await self._give_up()
+            raise
+
+    async def _give_up(self) -> None:
+        """A failed writer's resources go (its data stays for a resume or a cancel)."""
+        self._buf = bytearray()
+        try:
+            await self._release()
+        except Exception:  # noqa: BLE001 - releasing is best effort; the first error is what counts
+            pass
 
     async def _wait_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -158,6 +181,12 @@ class BufferedFileWriter(FileWriter):
     def _require_open(self, op: str) -> None:
         if self._state != "open":
             raise StorageError(self.driver, self.path, f"cannot {op}: writer is {self._state}")
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write, flush or finish of this writer raised (its size may then count
+        bytes that never reached the backend)."""
+        return self._state == "failed"
 
 
 class FileObjectWriter(BufferedFileWriter):
@@ -188,6 +217,9 @@ class FileObjectWriter(BufferedFileWriter):
             with contextlib.suppress(FileNotFoundError):
                 await self._driver._call("rm_file", self._key)
             await self._driver._prune_parents(self._key)
+
+    async def _release(self) -> None:
+        await self._driver._run(self._file.close)
 
     def _write_and_close(self, tail: bytearray, durable: bool) -> None:
         try:
@@ -262,7 +294,7 @@ class FsspecDriver(StorageDriver):
         except _MISSING as exc:
             raise PathNotFound(self.name, path) from exc
         except Exception as exc:  # noqa: BLE001 - every backend failure becomes a StorageError
-            raise StorageError(self.name, path, f"{type(exc).__name__}: {exc}") from exc
+            raise classify(exc)(self.name, path, f"{type(exc).__name__}: {exc}") from exc
 
     async def _info(self, path: str) -> dict[str, Any]:
         with self._errors(path):

@@ -375,6 +375,9 @@ class PartWriter(FileWriter):
     async def close(self) -> None:
         """Persist the state (and the short tail) so any instance can append later."""
         async with self._lock:
+            if self._status == "failed":
+                self._buffer.clear()  # a failed writer gives its memory (or spill file) back
+                return
             if self._status != "open":
                 return
             self._status = "closed"
@@ -387,6 +390,9 @@ class PartWriter(FileWriter):
                     await self._send_part()
                     await self._wait_pending()
                 await self._with_content(self._buffer, self._save, files=False)
+            except BaseException:
+                self._status = "failed"
+                raise
             finally:
                 self._buffer.clear()
 
@@ -405,13 +411,19 @@ class PartWriter(FileWriter):
                         self._uploaded += len(self._buffer)
                         await self._upload(self._buffer, offset, final=True)
                     await self._store.mpu_complete(self._key, self._state, self._uploaded)
+            except BaseException:
+                self._status = "failed"  # cancel still aborts the multipart upload
+                raise
             finally:
                 self._buffer.clear()
             await self._store.delete_key(sidecar_key(self._key))
 
     async def cancel(self) -> None:
+        """Allowed while open and after a failure: the multipart upload a failed writer started
+        is aborted here, or its parts would stay (and be billed) on the store."""
         async with self._lock:
-            self._require("cancel")
+            if self._status != "failed":
+                self._require("cancel")
             self._status = "cancelled"
             self._final_size = self.size
             with contextlib.suppress(Exception):
@@ -426,6 +438,11 @@ class PartWriter(FileWriter):
     def _require(self, op: str) -> None:
         if self._status != "open":
             raise StorageError(self._store.name, self._path, f"cannot {op}: writer is {self._status}")
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write, part upload or finish of this writer raised."""
+        return self._status == "failed"
 
     async def _send_part(self) -> None:
         """Start uploading the full buffer; the previous part must finish first."""

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import ClientError
 
-from .base import DriverConfigError, InvalidOffset, PathNotFound, StorageError
+from .base import DriverConfigError, InvalidOffset, PathNotFound, StorageError, StorageUnavailable
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
 from .multipart import BufferReader, PartStore
 
@@ -325,7 +325,7 @@ class S3Driver(ObjectStoreDriver):
                     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
                         failures += 1
                         if failures >= RETRY_ATTEMPTS:
-                            raise StorageError(self.name, path, f"read failed: {type(exc).__name__}") from None
+                            raise StorageUnavailable(self.name, path, f"read failed: {type(exc).__name__}") from None
                         await asyncio.sleep(min(0.2 * 2**failures, 5))
                         break  # reconnect from pos
                     if not chunk:

@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 
-from .base import DriverConfigError, FileWriter, InvalidOffset, PathNotFound, StorageError
+from .base import DriverConfigError, FileWriter, InvalidOffset, PathNotFound, StorageError, StorageUnavailable
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params, register_secret
 from .multipart import SIDECAR_SUFFIX, PartStore
 from .swiftfs import AuthConfig, SwiftAuth, SwiftError, SwiftFileSystem, iter_file
@@ -346,7 +346,7 @@ class SwiftDriver(ObjectStoreDriver):
                     except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
                         failures += 1
                         if failures >= RETRY_ATTEMPTS:
-                            raise StorageError(self.name, path, f"read failed: {type(exc).__name__}") from None
+                            raise StorageUnavailable(self.name, path, f"read failed: {type(exc).__name__}") from None
                         await asyncio.sleep(min(0.2 * 2**failures, 5))
                         break  # reconnect from pos
                     if not chunk:
