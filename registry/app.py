@@ -8,11 +8,11 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from drivers.base import StorageDriver
+from drivers.base import StorageDriver, StorageError
 
 from . import api
 from .config import Config
-from .errors import ErrorCode, RegistryError
+from .errors import ErrorCode, RegistryError, storage_error
 
 log = logging.getLogger("registry")
 
@@ -51,6 +51,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except ConnectionResetError:
         raise
+    except StorageError as exc:  # one line, no traceback: the fault is the backend's, not ours
+        answer = storage_error(exc)
+        level = logging.WARNING if answer.status == 503 else logging.ERROR
+        log.log(level, "%s %s: %d %s: %s", request.method, request.rel_url.path, answer.status, answer.code.name, exc)
+        return error_response(answer)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.rel_url.path)
         return error_response(RegistryError(ErrorCode.UNKNOWN, "internal server error"))

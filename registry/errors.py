@@ -1,13 +1,27 @@
 """The OCI distribution error codes, their HTTP statuses, and the one exception that carries them.
 
 Handlers and the store raise :class:`RegistryError`; a middleware turns it into the JSON envelope
-``{"errors": [{"code", "message", "detail"}]}``.
+``{"errors": [{"code", "message", "detail"}]}``. A storage fault that reaches the middleware (the
+drivers' typed :class:`~drivers.base.StorageError`) becomes one through :func:`storage_error`, the
+one place that maps them:
+
+- out of space (ENOSPC, EDQUOT, HTTP 507): 507 ``STORAGE_FULL``;
+- a fault that may pass (timeout, connection refused or reset, throttling, 5xx): 503
+  ``UNAVAILABLE`` with ``Retry-After``;
+- a path that vanished during the request (a concurrent delete the store did not expect): 503
+  ``UNAVAILABLE`` with ``Retry-After``;
+- any other storage error: 500 ``UNKNOWN`` naming the kind of storage error.
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any
+
+from drivers.base import PathNotFound, StorageError, StorageFull, StorageUnavailable
+
+#: seconds a client is told to wait before retrying after a storage fault that may pass
+STORAGE_RETRY_AFTER = 5
 
 
 class ErrorCode(enum.Enum):
@@ -32,6 +46,7 @@ class ErrorCode(enum.Enum):
     MANIFEST_TOO_LARGE = (413, "manifest too large")  # no spec code; sent as SIZE_INVALID-like 413
     UNKNOWN = (500, "unknown error")
     UNAVAILABLE = (503, "service unavailable")  # distribution's code: a failing health check, too many connections
+    STORAGE_FULL = (507, "insufficient storage")  # ours: the storage backend is out of space
 
     @property
     def status(self) -> int:
@@ -67,3 +82,20 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return {"errors": [entry]}
+
+
+def storage_error(exc: StorageError) -> RegistryError:
+    """The OCI error answering a storage fault (see the module docstring). Its detail names the
+    driver and the kind of fault, never a storage path or a backend's message."""
+    detail = {"driver": exc.driver, "fault": exc.kind}
+    retry = {"Retry-After": str(STORAGE_RETRY_AFTER)}
+    if isinstance(exc, StorageFull):
+        return RegistryError(ErrorCode.STORAGE_FULL, "the registry's storage is out of space; nothing was stored",
+                             detail=detail)
+    if isinstance(exc, StorageUnavailable):
+        return RegistryError(ErrorCode.UNAVAILABLE, "the registry's storage is unavailable (timeout or connection "
+                             "failure); retry later", detail=detail, headers=retry)
+    if isinstance(exc, PathNotFound):
+        return RegistryError(ErrorCode.UNAVAILABLE, "the storage changed while the request ran; retry",
+                             detail=detail, headers=retry)
+    return RegistryError(ErrorCode.UNKNOWN, f"storage error: {exc.kind}", detail=detail)

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..errors import ErrorCode, RegistryError
-from ..reference import parse_name
+from ..reference import parse_content_range, parse_name
 from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,53 @@ async def body_chunks(request: web.Request, batch: int = BODY_BATCH) -> AsyncIte
             parts, size = [], 0
     if parts:
         yield parts
+
+
+async def exactly(chunks: AsyncIterator[list[bytes]], length: int, declared: str) -> AsyncIterator[list[bytes]]:
+    """``chunks`` held to exactly ``length`` bytes (what a ``Content-Range`` declared): one batch is
+    held back until the next one or the end shows the total, so a body of one batch (4 MiB) with
+    a byte too many or too few is refused before any of it is written, and no byte beyond
+    ``length`` is ever written (a longer body may have had its earlier batches appended)."""
+    held: list[bytes] | None = None
+    total = 0
+    async for batch in chunks:
+        size = sum(len(p) for p in batch)
+        if not size:
+            continue
+        total += size
+        if total > length:
+            raise _length_mismatch(declared, length, f"more than {length}")
+        if held is not None:
+            yield held
+        held = batch
+    if total != length:
+        raise _length_mismatch(declared, length, str(total))
+    if held is not None:
+        yield held
+
+
+def _length_mismatch(declared: str, length: int, received: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.SIZE_INVALID,
+        f"the body is not the {length} bytes its Content-Range declares",
+        detail={"Content-Range": declared[:100], "received": received},
+    )
+
+
+def chunk_of(request: web.Request) -> tuple[AsyncIterator[list[bytes]], int | None, int | None]:
+    """The body of an upload PATCH or closing PUT: (chunks, start, length). With a
+    ``Content-Range`` the body must be exactly the range's length: a ``Content-Length`` that
+    says otherwise is refused before a byte is read (400 SIZE_INVALID), a chunked body is held to
+    it (:func:`exactly`). ``start`` is the range's first byte (None without one), ``length`` the
+    body's size when known."""
+    header = request.headers.get("Content-Range")
+    if header is None:
+        return body_chunks(request), None, request.content_length
+    start, end = parse_content_range(header)
+    length = end - start + 1
+    if request.content_length is not None and request.content_length != length:
+        raise _length_mismatch(header, length, f"Content-Length {request.content_length}")
+    return exactly(body_chunks(request), length, header), start, length
 
 
 async def read_limited(request: web.Request, limit: int, check: Callable[[int], None]) -> bytes:

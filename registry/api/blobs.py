@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+
+from drivers.base import StorageError
 
 from ..reference import parse_byte_range, parse_digest
 from ..store import BlobInfo
 from .base import config, repo_name, require_delete, require_writable, store
+
+log = logging.getLogger(__name__)
 
 #: how much a non-local blob stream reads from the driver at a time
 STREAM_CHUNK = 1 << 20
@@ -59,10 +65,21 @@ async def _stream(
     chunks = store(request).blobs.read(info, start, end - start + 1, chunk_size=STREAM_CHUNK)
     first = await anext(chunks, None)  # a missing blob fails here, before the status is sent
     await resp.prepare(request)
-    if first is not None:
-        await resp.write(first)
-        async for chunk in chunks:
-            await resp.write(chunk)
+    sent = 0
+    try:
+        if first is not None:
+            await resp.write(first)
+            sent += len(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+                sent += len(chunk)
+    except StorageError as exc:
+        # the status is out: the only honest answer left is a short body and a closed connection
+        # (the client sees the truncation against Content-Length and retries)
+        log.warning("%s %s: storage failed after %d of %d bytes; connection closed: %s",
+                    request.method, request.rel_url.path, sent, resp.content_length, exc)
+        resp.force_close()
+        return resp
     await resp.write_eof()
     return resp
 

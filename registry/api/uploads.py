@@ -8,14 +8,13 @@ from .. import access
 from ..errors import ErrorCode, RegistryError
 from ..reference import (
     is_valid_name,
-    parse_content_range,
     parse_digest,
     parse_digest_algorithm,
     parse_upload_id,
     try_digest,
 )
 from ..store import BlobInfo, UploadSession
-from .base import body_chunks, has_body, quote_query, repo_name, require_writable, store, v2_url
+from .base import body_chunks, chunk_of, has_body, quote_query, repo_name, require_writable, store, v2_url
 
 
 def _location(request: web.Request, s: UploadSession) -> str:
@@ -102,9 +101,8 @@ async def patch_upload(request: web.Request) -> web.Response:
     """Append a chunk (streamed, chunked transfer too); ``Content-Range`` must continue the data."""
     s = await _resume(request)
     require_writable(request)
-    content_range = request.headers.get("Content-Range")
-    start = parse_content_range(content_range)[0] if content_range is not None else None
-    await store(request).uploads.append(s, body_chunks(request), start)
+    chunks, start, _ = chunk_of(request)
+    await store(request).uploads.append(s, chunks, start)
     return _session_response(request, s, 202)
 
 
@@ -113,10 +111,8 @@ async def finish_upload(request: web.Request) -> web.Response:
     s = await _resume(request)
     require_writable(request)
     expected = parse_digest(request.query.get("digest", ""))
-    chunks = body_chunks(request) if has_body(request) else None
-    content_range = request.headers.get("Content-Range")
-    start = parse_content_range(content_range)[0] if content_range is not None and chunks else None
-    info = await store(request).uploads.commit(s, expected, chunks, start)
+    chunks, start, length = chunk_of(request) if has_body(request) else (None, None, None)
+    info = await store(request).uploads.commit(s, expected, chunks, start, length)
     return _created(request, s.repo, info)
 
 

@@ -14,6 +14,18 @@ The state token has the reference registry's format (base64url of HMAC-SHA256 th
 other's ``Location``. A session in another algorithm adds ``DigestAlgorithm`` (Go's decoder
 ignores unknown keys) and keeps its initial hash state at offset 0, which tells the algorithm to a
 request that comes without the token.
+
+Commit is idempotent across a crash at any point (kill -9 included), so a client retrying its
+``PUT ?digest=`` gets 201 for the right digest without sending the data again:
+
+- before the data is final, the retry simply does the commit again; a closing chunk the earlier
+  attempt already appended completely (the data ends exactly where the retried chunk would) is
+  recognised and not appended twice (a partial one: 416 with the current ``Range``);
+- before the move of the data to the blob, commit saves the final hash state (when the last request
+  did not already), so after the move the session holds the proof that the blob at the digest's
+  path is this session's data: the retry then only adds the link and removes the session;
+- the move, the link and the session's removal are each one step; every state in between is one
+  of the above.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from drivers import crashpoints
 from drivers import digest as digests
 from drivers.base import FileWriter, PathNotFound, StorageDriver
 
@@ -57,6 +70,8 @@ class UploadSession:
     size: int = 0
     #: what the PATCHed bytes are hashed with (``digest-algorithm`` of the POST)
     algorithm: str = CANONICAL
+    #: the size the state token says the upload had when it was issued (None: no token)
+    token_offset: int | None = None
 
 
 def _upload_unknown(upload_id: str) -> RegistryError:
@@ -121,7 +136,7 @@ class UploadStore:
             raise invalid
         if algorithm not in digests.ALGORITHMS:
             raise invalid
-        return UploadSession(repo, upload_id, started, offset, algorithm)
+        return UploadSession(repo, upload_id, started, offset, algorithm, token_offset=offset)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self, repo: str, algorithm: str | None = None) -> UploadSession:
@@ -129,11 +144,15 @@ class UploadStore:
         bytes are hashed with ``algorithm`` (sha256 when None); another one leaves its state at 0."""
         algorithm = algorithm or CANONICAL
         s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339(), algorithm=algorithm)
-        await self.driver.put_content(paths.upload_started_at(repo, s.id), s.started_at.encode())
-        w = await self.driver.writer(paths.upload_data(repo, s.id))
-        await w.close()
-        if algorithm != CANONICAL:
-            await self._save_hash(s, digests.ResumableHash(algorithm))
+        try:
+            await self.driver.put_content(paths.upload_started_at(repo, s.id), s.started_at.encode())
+            w = await self.driver.writer(paths.upload_data(repo, s.id))
+            await w.close()
+            if algorithm != CANONICAL:
+                await self._save_hash(s, digests.ResumableHash(algorithm))
+        except BaseException:
+            await self._discard_quietly(s)  # no half-made session (a full disk, a storage fault)
+            raise
         return s
 
     async def resume(self, repo: str, upload_id: str, token: str | None) -> UploadSession:
@@ -190,7 +209,8 @@ class UploadStore:
 
     # --- data --------------------------------------------------------------------------------------
     async def append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None = None) -> int:
-        """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size.
+        """Stream ``chunks`` onto the upload; ``start`` (a Content-Range) must equal its size (the
+        spec's MUST: a chunk sent again is out of order too, 416 with the current ``Range``).
         Requests on one upload are serialised in this process; across processes a client that
         races two PATCHes on one session gets what it asked for (see docs/api.md)."""
         async with self._exclusive(s):
@@ -199,49 +219,74 @@ class UploadStore:
     async def _append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None) -> int:
         w = await self._open(s)
         hasher: digests.ResumableHash | None = None
+        done = False
         try:
             self._check_start(start, w.size)
             hasher = await self._saved_hash(s, s.algorithm, w.size)
             await pump(chunks, w, hasher)
+            done = True
         finally:
             s.size = w.size
             await w.close()
-            if hasher is not None and 0 < hasher.size == s.size:
-                await self._save_hash(s, hasher)
+        # the state only after a complete request: a failed one's size may count lost bytes
+        if done and hasher is not None and 0 < hasher.size == s.size and not w.failed:
+            await self._save_hash(s, hasher)
         return s.size
 
     async def commit(
-        self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None, start: int | None = None
+        self,
+        s: UploadSession,
+        expected: Digest,
+        chunks: AsyncIterator[Batch] | None,
+        start: int | None = None,
+        length: int | None = None,
     ) -> BlobInfo:
-        """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order.
-        ``start`` (a Content-Range on the PUT) must equal the current size, as for :meth:`append`."""
+        """Finish the upload: the final chunks, digest check, then data, link, cleanup in that order
+        (idempotent across a crash: see the module docstring). A final chunk must continue at the
+        current size: ``start`` is its Content-Range, else the offset the state token names (as
+        distribution checks); ``length`` its size in bytes, when known."""
         async with self._exclusive(s):
-            info = await self._commit(s, expected, chunks, start)
+            info = await self._commit(s, expected, chunks, start, length)
         if self.events.active:
             await self.events.blob_pushed(s.repo, str(info.digest), info.size)
         return info
 
     async def _commit(
-        self, s: UploadSession, expected: Digest, chunks: AsyncIterator[Batch] | None, start: int | None
+        self,
+        s: UploadSession,
+        expected: Digest,
+        chunks: AsyncIterator[Batch] | None,
+        start: int | None,
+        length: int | None,
     ) -> BlobInfo:
         data_path = paths.upload_data(s.repo, s.id)
+        if chunks is not None and start is None:
+            start = s.token_offset
         try:
             w = await self.driver.writer(data_path, append=True)
         except PathNotFound:
-            w = None  # committed by an earlier attempt that crashed before the move
+            w = None  # an earlier attempt got past its writer's commit (and maybe the move)
+        hasher: digests.ResumableHash | None
         if w is None:
-            info = await self._stat_committed(s)
-            s.size = info.size
-            hasher = await self._saved_hash(s, expected.algorithm, s.size)
+            size = await self._size(data_path)
+            if size is None:  # moved already: the session must prove the blob is its data
+                info = await self._moved_earlier(s, expected)
+                if info is None:
+                    raise _upload_unknown(s.id)
+                if chunks is not None:
+                    await _drain(chunks)
+                return await self._publish(s, expected, info.size)
+            s.size = size
             if chunks is not None:
-                async for batch in chunks:
-                    if len(batch):
-                        raise _upload_unknown(s.id)
-        elif w.size == 0 and chunks is not None and getattr(self.driver, "commits_atomically", False):
+                if not _replayed(start, length, size):
+                    raise self._range_invalid(size, start)  # committed data cannot grow
+                await _drain(chunks)
+            hasher = await self._saved_hash(s, expected.algorithm, s.size)
+        elif w.size == 0 and chunks is not None and start in (None, 0) \
+                and getattr(self.driver, "commits_atomically", False):
             # nothing was PATCHed: the digest came before the bytes, as in a one-request push, so
             # they go straight to the blob's key (no upload object, no copy)
             await w.close()
-            self._check_start(start, 0)
             try:
                 info = await self._put_whole(s.repo, expected, chunks)
             except RegistryError as exc:
@@ -252,7 +297,11 @@ class UploadStore:
             return info
         else:
             try:
-                self._check_start(start, w.size)
+                if chunks is not None and _replayed(start, length, w.size):
+                    await _drain(chunks)  # an earlier attempt appended this very chunk
+                    chunks = None
+                elif chunks is not None:
+                    self._check_start(start, w.size)
                 hasher = await self._saved_hash(s, expected.algorithm, w.size)
                 if chunks is not None:
                     await pump(chunks, w, hasher)
@@ -261,17 +310,39 @@ class UploadStore:
                 await w.close()
                 raise
             await w.commit()
+        saved = hasher is not None and hasher.size == s.size and chunks is None
         if hasher is None or hasher.size != s.size:
             hasher = await self._rehash(s, expected.algorithm)
         if hasher.hexdigest() != expected.hex:
             await self._discard(s)
             self._verify(hasher, expected)
+        if not saved:
+            await self._save_hash(s, hasher)  # the proof a retry needs once the data is moved
         info = await self.blobs.stat_data(expected)
         if info is None or info.size != s.size:
+            crashpoints.reached("upload.commit.before_move", s.id)
             await self.driver.move(data_path, paths.blob_data(expected))
+            crashpoints.reached("upload.commit.after_move", s.id)
+        return await self._publish(s, expected, s.size)
+
+    async def _publish(self, s: UploadSession, expected: Digest, size: int) -> BlobInfo:
+        """The blob's data is in place: link it into the repository, then forget the session."""
         await self.blobs.link(s.repo, expected)
+        crashpoints.reached("upload.commit.after_link", s.id)
         await self._discard(s)
-        return BlobInfo(expected, s.size, paths.blob_data(expected))
+        return BlobInfo(expected, size, paths.blob_data(expected))
+
+    async def _moved_earlier(self, s: UploadSession, expected: Digest) -> BlobInfo | None:
+        """The blob ``expected`` if this session's data became it: its size matches a hash state the
+        session saved, and that state's digest is ``expected`` (a session never claims a blob it
+        did not upload, so no one links a blob of another repository this way)."""
+        info = await self.blobs.stat_data(expected)
+        if info is None:
+            return None
+        hasher = await self._saved_hash(s, expected.algorithm, info.size)
+        if hasher is None or hasher.size != info.size or hasher.hexdigest() != expected.hex:
+            return None
+        return info
 
     async def put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch],
                         verified: Callable[[], None] | None = None) -> BlobInfo:
@@ -301,7 +372,11 @@ class UploadStore:
         # a driver whose writers publish only on commit (object stores) takes the bytes straight
         # to the blob's key: no upload file, no copy; a wrong digest cancels, leaving nothing
         direct = getattr(self.driver, "commits_atomically", False)
-        w = await self.driver.writer(paths.blob_data(expected) if direct else data_path)
+        try:
+            w = await self.driver.writer(paths.blob_data(expected) if direct else data_path)
+        except BaseException:
+            await self._discard_quietly(s)
+            raise
         hasher = digests.ResumableHash(expected.algorithm)
         try:
             await pump(chunks, w, hasher)
@@ -310,16 +385,19 @@ class UploadStore:
                 verified()
             await w.commit()
         except BaseException:
+            # a failed writer still holds its file or multipart upload: cancel releases it
             with contextlib.suppress(Exception):
                 await w.cancel()
-            await self._discard(s)
+            await self._discard_quietly(s)
             raise
         if direct:
             await self.blobs.link(repo, expected)
             return BlobInfo(expected, hasher.size, paths.blob_data(expected))
-        await self.driver.move(data_path, paths.blob_data(expected))
-        await self.blobs.link(repo, expected)
-        await self._discard(s)
+        try:
+            await self.driver.move(data_path, paths.blob_data(expected))
+            await self.blobs.link(repo, expected)
+        finally:
+            await self._discard_quietly(s)
         return BlobInfo(expected, hasher.size, paths.blob_data(expected))
 
     @staticmethod
@@ -383,12 +461,15 @@ class UploadStore:
     # --- helpers -------------------------------------------------------------------------------------
     def _check_start(self, start: int | None, size: int) -> None:
         if start is not None and start != size:
-            raise RegistryError(
-                ErrorCode.RANGE_INVALID,
-                "upload range does not continue at the current size",
-                detail={"size": size, "start": start},
-                headers=self.range_headers(size),
-            )
+            raise self._range_invalid(size, start)
+
+    def _range_invalid(self, size: int, start: int | None) -> RegistryError:
+        return RegistryError(
+            ErrorCode.RANGE_INVALID,
+            "upload range does not continue at the current size",
+            detail={"size": size, "start": start},
+            headers=self.range_headers(size),
+        )
 
     @staticmethod
     def range_headers(size: int) -> dict[str, str]:
@@ -400,12 +481,11 @@ class UploadStore:
         except PathNotFound:
             raise _upload_unknown(s.id) from None
 
-    async def _stat_committed(self, s: UploadSession) -> BlobInfo:
+    async def _size(self, path: str) -> int | None:
         try:
-            st = await self.driver.stat(paths.upload_data(s.repo, s.id))
+            return (await self.driver.stat(path)).size
         except PathNotFound:
-            raise _upload_unknown(s.id) from None
-        return BlobInfo(Digest(CANONICAL, ""), st.size, paths.upload_data(s.repo, s.id))
+            return None
 
     async def _saved_hash(self, s: UploadSession, algorithm: str, offset: int) -> digests.ResumableHash | None:
         """The hash after ``offset`` bytes: fresh at 0, else the saved state, else None."""
@@ -452,6 +532,23 @@ class UploadStore:
             await self.driver.delete(paths.upload_dir(s.repo, s.id))
         except PathNotFound:
             pass
+
+    async def _discard_quietly(self, s: UploadSession) -> None:
+        """:meth:`_discard` on a failure path: the first error is the one to report (a session
+        left behind is purged later)."""
+        with contextlib.suppress(Exception):
+            await self._discard(s)
+
+
+def _replayed(start: int | None, length: int | None, size: int) -> bool:
+    """Whether a chunk of ``length`` bytes at ``start`` ends exactly at ``size``: the retry of a
+    request whose bytes all arrived (its answer was lost, or the process died before sending it)."""
+    return start is not None and length is not None and length > 0 and start < size and start + length == size
+
+
+async def _drain(chunks: AsyncIterator[Batch]) -> None:
+    async for _ in chunks:
+        pass
 
 
 async def pump(chunks: AsyncIterator[Batch], writer: FileWriter, hasher: digests.ResumableHash | None) -> None:
