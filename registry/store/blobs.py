@@ -77,10 +77,14 @@ class BlobStore:
     async def link(self, repo: str, d: Digest) -> None:
         """Make blob ``d`` visible in ``repo`` (its data must be written first), and note ``repo``
         as the blob's latest linker (the hint :meth:`mount_any` follows; a stale hint is harmless)."""
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             self.driver.put_content(paths.layer_link(repo, d), str(d).encode()),
             self.driver.put_content(paths.blob_linked_from(d), repo.encode()),
+            return_exceptions=True,
         )
+        for outcome in outcomes:  # both writes end before an error is answered (no write in flight)
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def stat(self, repo: str, d: Digest) -> BlobInfo:
         """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present."""
