@@ -15,6 +15,7 @@ The conformance suite in :mod:`drivers.testsuite` is the executable form of this
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
@@ -25,6 +26,8 @@ from typing import Any, ClassVar
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9._-]+")
 _PATH_RE = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+#: deletes :meth:`StorageDriver.delete_files` runs at once (or bulk requests, on object stores)
+DELETE_PARALLELISM = 16
 
 
 class StorageError(Exception):
@@ -360,6 +363,53 @@ class StorageDriver(abc.ABC):
         Backends override :meth:`_children` (one listing with details) or this method.
         """
         return _walk(self, path, callback, start_after)
+
+    async def list_files(self, path: str, *, details: bool = True) -> AsyncIterator[list[FileInfo]]:
+        """Every file below directory ``path`` (no directories), with size and modification
+        time, in pages of any size and in no particular order; nothing when ``path`` is missing.
+        With ``details=False`` a backend may skip what costs one more call per file (a stat on
+        local disk): sizes are then 0 and times None.
+
+        What a bulk scan (the garbage collector) uses: object stores override it with one
+        paginated listing by prefix instead of one listing per directory. The default walks."""
+        check_dir(self.name, path)
+        page: list[FileInfo] = []
+        try:
+            async for info in self.walk(path):
+                if not info.is_dir:
+                    page.append(info)
+                    if len(page) >= 1000:
+                        yield page
+                        page = []
+        except PathNotFound:
+            pass
+        if page:
+            yield page
+
+    async def delete_files(self, paths: list[str]) -> None:
+        """Delete many files (not directories) at once; files already missing are skipped.
+
+        Optional batch form of :meth:`delete`: backends with a bulk call use it (S3
+        DeleteObjects, up to 1,000 keys per request) with bounded parallelism; the default
+        deletes one by one, :data:`DELETE_PARALLELISM` at a time. Directories left empty go as
+        with :meth:`delete`. Raises the first error after every other delete was tried."""
+        for p in paths:
+            self.check(p)
+        limit = asyncio.Semaphore(DELETE_PARALLELISM)
+        errors: list[BaseException] = []
+
+        async def one(p: str) -> None:
+            async with limit:
+                try:
+                    await self.delete(p)
+                except PathNotFound:
+                    pass
+                except StorageError as exc:
+                    errors.append(exc)
+
+        await asyncio.gather(*(one(p) for p in paths))
+        if errors:
+            raise errors[0]
 
     async def _children(self, path: str) -> list[FileInfo]:
         """The direct children of directory ``path`` with their details, sorted (walk's

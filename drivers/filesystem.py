@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -71,6 +71,8 @@ _LIST_CACHE_MIN_AGE = 2.0
 _LEFTOVER_RE = re.compile(r"~[0-9a-f]{32}~(?:tmp|del)$")
 #: seconds after which such an entry is a crash's leftover, removed when a listing meets it
 _LEFTOVER_MIN_AGE = 600.0
+#: worker threads a bulk listing or bulk delete keeps busy at once
+_BULK_THREADS = 16
 
 
 def check_root(root: str) -> bool:
@@ -339,6 +341,64 @@ class FilesystemDriver(FsspecDriver):
             raise PathNotFound(self.name, path)  # an empty directory does not exist
         out.sort(key=lambda info: walk_key(info.path))
         return out
+
+    async def list_files(self, path: str, *, details: bool = True) -> AsyncIterator[list[FileInfo]]:
+        """``os.scandir`` walks in worker threads, :data:`_BULK_THREADS` subtrees at once (a
+        metadata call costs milliseconds on a busy disk; in parallel they overlap); without
+        ``details`` no file is stat'ed."""
+        check_dir(self.name, path)
+        base = "" if path == "/" else path
+        with self._errors(path):
+            files, frontier = await self._run(_scan_dir, self._key(path), base, details)
+        if files:
+            yield files
+        for _ in range(3):  # widen the frontier: blobs/ has one child (sha256) but 256 below it
+            if len(frontier) >= _BULK_THREADS or not frontier:
+                break
+            level = await asyncio.gather(*(self._run(_scan_dir, key, sub, details) for key, sub in frontier))
+            frontier = []
+            for found, dirs in level:
+                if found:
+                    yield found
+                frontier.extend(dirs)
+        limit = asyncio.Semaphore(_BULK_THREADS)
+
+        async def subtree(key: str, sub: str) -> list[FileInfo]:
+            async with limit:
+                return await self._run(lambda: [i for page in _scan_tree(key, sub, details=details) for i in page])
+
+        for done in asyncio.as_completed([subtree(k, s) for k, s in frontier]):
+            with self._errors(path):
+                found = await done
+            if found:
+                yield found
+
+    async def delete_files(self, paths: list[str]) -> None:
+        """Unlinks in worker threads, :data:`_BULK_THREADS` batches at once, then the directories
+        left empty (each unlink or rmdir is a journaled metadata write: parallel ones overlap)."""
+        keys = [self._key(self.check(p)) for p in paths]
+        batch = 64
+        limit = asyncio.Semaphore(_BULK_THREADS)
+
+        async def run(chunk: list[str]) -> None:
+            async with limit:
+                with self._errors(self._path(chunk[0])):
+                    await self._run(self._unlink_all, chunk)
+
+        await asyncio.gather(*(run(keys[i : i + batch]) for i in range(0, len(keys), batch)))
+
+    def _unlink_all(self, keys: list[str]) -> None:
+        parents = set()
+        for key in keys:
+            try:
+                os.unlink(key)
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:
+                raise StorageError(self.name, self._path(key), "is a directory") from None
+            parents.add(posixpath.dirname(key))
+        for parent in sorted(parents, key=len, reverse=True):  # deepest first
+            self._prune(posixpath.join(parent, "-"))  # _prune starts at the parent of its argument
 
     # -- helpers -------------------------------------------------------------------------
     def _with_parent(self, os_path: str, fn: Callable[[], T]) -> T:
@@ -615,3 +675,55 @@ def _open_read(os_path: str) -> tuple[int, int]:
         os.close(fd)
         raise
 
+
+
+def _scan_dir(key: str, base: str, details: bool = True) -> tuple[list[FileInfo], list[tuple[str, str]]]:
+    """The files of one OS directory and its subdirectories as ``(os path, driver path)``."""
+    files: list[FileInfo] = []
+    dirs: list[tuple[str, str]] = []
+    try:
+        with os.scandir(key) as entries:
+            for entry in entries:
+                if not is_valid_component(entry.name):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.append((entry.path, f"{base}/{entry.name}"))
+                    elif details:
+                        files.append(_file_info(f"{base}/{entry.name}", entry.stat()))
+                    else:
+                        files.append(FileInfo(f"{base}/{entry.name}", 0, None, False))
+                except FileNotFoundError:
+                    continue
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return files, dirs
+
+
+def _scan_tree(top: str, base: str, page_size: int = 4096, *, details: bool = True) -> Iterator[list[FileInfo]]:
+    """Pages of the files below OS directory ``top`` (driver paths under ``base``), depth
+    first; entries whose names are no valid path component (temporary files) are skipped."""
+    page: list[FileInfo] = []
+    stack = [(top, base)]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not is_valid_component(entry.name):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, f"{prefix}/{entry.name}"))
+                            continue
+                        name = f"{prefix}/{entry.name}"
+                        page.append(_file_info(name, entry.stat()) if details else FileInfo(name, 0, None, False))
+                    except FileNotFoundError:
+                        continue  # deleted while we looked
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if len(page) >= page_size:
+            yield page
+            page = []
+    if page:
+        yield page

@@ -54,6 +54,7 @@ from .base import (
     check_dir,
     classify,
     is_valid_component,
+    is_valid_path,
     walk_key,
 )
 
@@ -412,6 +413,27 @@ class FsspecDriver(StorageDriver):
             raise PathNotFound(self.name, path)  # an empty directory does not exist
         out.sort(key=lambda info: walk_key(info.path))
         return out
+
+    async def list_files(self, path: str, *, details: bool = True) -> AsyncIterator[list[FileInfo]]:
+        """One recursive ``find`` below the prefix (a paginated listing on object stores)."""
+        check_dir(self.name, path)
+        key = self._key(path)
+        prefix = self.fs._strip_protocol(key).rstrip("/") + "/"
+        try:
+            with self._errors(path):
+                found = await self._call("find", key, detail=True)
+        except PathNotFound:
+            return
+        page = []
+        for name, entry in found.items():
+            stripped = self.fs._strip_protocol(name)
+            if not stripped.startswith(prefix) or entry.get("type") == "directory":
+                continue
+            child = self._path(name)
+            if is_valid_path(child):  # skips sidecars (``@writer``) and temporary names
+                page.append(self._file_info(child, entry))
+        if page:
+            yield page
 
     async def move(self, source: str, dest: str) -> None:
         self.check(source)

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 from botocore.exceptions import ClientError
 
-from .base import DriverConfigError, InvalidOffset, PathNotFound, StorageError, StorageUnavailable
+from .base import (
+    DELETE_PARALLELISM, DriverConfigError, FileInfo, InvalidOffset, PathNotFound, StorageError, StorageUnavailable,
+    check_dir, is_valid_path,
+)
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
 from .multipart import BufferReader, PartStore
 
@@ -300,6 +304,63 @@ class S3Driver(ObjectStoreDriver):
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
             raise
+
+    async def list_files(self, path: str, *, details: bool = True) -> AsyncIterator[list[FileInfo]]:  # type: ignore[override]
+        """ListObjectsV2 by prefix without a delimiter: 1,000 files per request, streamed."""
+        check_dir(self.name, path)
+        bucket, name = self._split(self._key(path))
+        prefix = name.rstrip("/") + "/" if name else ""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            with self._errors(path):
+                resp = await self._s3("list_objects_v2", **kwargs)
+            page = []
+            for obj in resp.get("Contents", []):
+                child = self._path(f"{bucket}/{obj['Key']}")
+                if obj["Key"].endswith("/") or not is_valid_path(child):
+                    continue  # directory markers, sidecars
+                modified = obj.get("LastModified")
+                if modified is not None and modified.tzinfo is None:
+                    modified = modified.replace(tzinfo=dt.timezone.utc)
+                page.append(FileInfo(child, int(obj.get("Size", 0)), modified, False))
+            if page:
+                yield page
+            token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+            if not token:
+                return
+
+    async def delete_files(self, paths: list[str]) -> None:
+        """DeleteObjects, 1,000 keys per request, :data:`DELETE_PARALLELISM` requests at most
+        at once (S3 itself ignores keys that do not exist)."""
+        keys = [self._split(self._key(self.check(p))) for p in paths]
+        if not keys:
+            return
+        limit = asyncio.Semaphore(max(1, DELETE_PARALLELISM // 4))
+        by_bucket: dict[str, list[str]] = {}
+        for bucket, name in keys:
+            by_bucket.setdefault(bucket, []).append(name)
+
+        async def batch(bucket: str, names: list[str]) -> None:
+            async with limit:
+                with self._errors(paths[0]):
+                    resp = await self._s3(
+                        "delete_objects", Bucket=bucket,
+                        Delete={"Objects": [{"Key": n} for n in names], "Quiet": True},
+                    )  # fmt: skip
+            failed = [e for e in resp.get("Errors", []) if e.get("Code") not in _NOT_FOUND_CODES]
+            if failed:
+                first = failed[0]
+                raise StorageError(
+                    self.name, self._path(f"{bucket}/{first.get('Key', '')}"),
+                    f"delete failed: {first.get('Code')} {first.get('Message', '')}".strip(),
+                )  # fmt: skip
+
+        await asyncio.gather(
+            *(batch(b, names[i : i + 1000]) for b, names in by_bucket.items() for i in range(0, len(names), 1000))
+        )
 
     async def reader(  # type: ignore[override]
         self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20

@@ -892,6 +892,45 @@ async def test_delete_does_not_touch_prefix_siblings(driver: StorageDriver) -> N
     await driver.delete("/p")
 
 
+# -- bulk: list_files and delete_files (what the garbage collector scans and sweeps with) ------
+async def test_list_files_gives_every_file_below_with_details(driver: StorageDriver) -> None:
+    files = {f"/l/d{i % 3}/sub{i % 2}/f{i}": bytes(i) for i in range(25)}
+    files["/l/top"] = b"top"
+    for path, data in files.items():
+        await driver.put_content(path, data)
+    await driver.put_content("/lx/sibling", b"not below /l")
+    writer = await driver.writer("/l/d0/upload")  # an uncommitted upload is no file yet everywhere
+    await writer.write(b"partial")
+    await writer.close()
+    found = [info async for page in driver.list_files("/l") for info in page]
+    by_path = {info.path: info for info in found}
+    assert len(by_path) == len(found), "a file was listed twice"
+    by_path.pop("/l/d0/upload", None)
+    assert set(by_path) == set(files)
+    for path, info in by_path.items():
+        assert not info.is_dir and info.size == len(files[path]), info
+        assert info.modified is not None and info.modified.tzinfo is not None, info
+    assert {i.path async for page in driver.list_files("/") for i in page} >= set(files) | {"/lx/sibling"}
+    assert [page async for page in driver.list_files("/missing")] == []
+    await driver.delete("/l")
+    await driver.delete("/lx")
+
+
+async def test_delete_files_in_bulk(driver: StorageDriver) -> None:
+    doomed = [f"/b/x{i % 4}/f{i}" for i in range(120)]
+    keep = ["/b/x0/keep", "/b/y/keep", "/b/x1-sibling"]
+    await asyncio.gather(*(driver.put_content(p, b"1") for p in doomed + keep))
+    await driver.delete_files([*doomed, "/b/never-existed", doomed[0]])
+    assert sorted(await driver.list("/b")) == ["/b/x0", "/b/x1-sibling", "/b/y"]  # emptied dirs are gone
+    assert await driver.list("/b/x0") == ["/b/x0/keep"]
+    for path in keep:
+        assert await driver.get_content(path) == b"1"
+    await driver.delete_files([])
+    with pytest.raises(InvalidPath):
+        await driver.delete_files(["/b/ok", "/b/../escape"])
+    await driver.delete("/b")
+
+
 # -- paths -----------------------------------------------------------------------------------
 INVALID_PATHS: list[Any] = [
     "", "/", "a", "//a", "/a/", "/a/../b", "/a b", "/a/./b",

@@ -96,6 +96,9 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     app.cleanup_ctx.append(_driver_lifecycle)
     instrument(app, config, DRIVER_KEY, api.base.v2_url)
     app.cleanup_ctx.append(api.store_context(config, DRIVER_KEY))
+    from .lifecycle.service import lifecycle_context  # GC write barrier, heartbeat, schedule
+
+    app.cleanup_ctx.append(lifecycle_context(config, api.base.STORE_KEY))
     base = config.http.prefix.rstrip("/")
     app.router.add_route("GET", f"{base}/v2/", base_handler)
     app.router.add_route("HEAD", f"{base}/v2/", base_handler)

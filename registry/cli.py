@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("repositories", nargs="*", metavar="REPOSITORY", help="default: every repository")
     reindex.set_defaults(config_file=None)
     from .auth.cli import add_auth_commands
+    from .lifecycle.commands import add_lifecycle_commands
 
     add_auth_commands(commands)
+    add_lifecycle_commands(commands)
     return parser
 
 

@@ -661,6 +661,8 @@ class StorageConfig(_FromRaw):
     redirect_disable: bool = False
     readonly: bool = False
     uploadpurging: UploadPurgingConfig = dataclasses.field(default_factory=UploadPurgingConfig)
+    #: ``storage.maintenance.gc`` (ours): registry.lifecycle.settings.GCSettings
+    gc: Any = None
     #: set once the driver's parameters were checked (and warned about), so a second open is quiet
     params_checked: bool = dataclasses.field(default=False, compare=False, repr=False)
 
@@ -692,6 +694,7 @@ class StorageConfig(_FromRaw):
                 interval=purging.duration("interval", "24h"),
                 dryrun=purging.bool("dryrun", False),
             ),
+            gc=_gc_config(maintenance.section("gc")),
         )
 
 
@@ -810,6 +813,9 @@ class Config:
     ui: Any = None
     #: ``proxy:`` (registry.proxy.config.ProxyConfig): the pull-through cache's upstreams
     proxy: Any = None
+    #: ``retention:`` and ``immutability:`` (ours): registry.lifecycle.rules policies
+    retention: Any = None
+    immutability: Any = None
     #: every warning the configuration gave (``check-config`` repeats them)
     warnings: list[str] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -831,6 +837,14 @@ class Config:
             self.proxy = ProxyConfig()
         if self.http.debug is None:
             self.http.debug = DebugConfig()
+        from .lifecycle import rules, settings
+
+        if self.storage.gc is None:
+            self.storage.gc = settings.GCSettings()
+        if self.retention is None:
+            self.retention = rules.RetentionPolicy()
+        if self.immutability is None:
+            self.immutability = rules.ImmutabilityPolicy()
 
     @classmethod
     def from_dict(cls, raw: Any, *, origins: Mapping[str, str] | None = None) -> "Config":
@@ -867,6 +881,8 @@ class Config:
             notifications=_notifications_config(s.section("notifications")),
             ui=_ui_config(s.section("ui")),
             proxy=_proxy_config(s.section("proxy")),
+            retention=_lifecycle_rules(s.section("retention"), "RetentionPolicy"),
+            immutability=_lifecycle_rules(s.section("immutability"), "ImmutabilityPolicy"),
         )
         for name, why in UNIMPLEMENTED_SECTIONS.items():
             s.unimplemented(name, why)
@@ -907,6 +923,16 @@ def _ui_config(s: Section) -> Any:
     from .ui.config import UIConfig
 
     return UIConfig.from_section(s)
+def _gc_config(s: Section) -> Any:
+    from .lifecycle.settings import GCSettings
+
+    return GCSettings.from_section(s)
+
+
+def _lifecycle_rules(s: Section, kind: str) -> Any:
+    from .lifecycle import rules
+
+    return getattr(rules, kind).from_section(s)
 
 
 def _check_auth(root: Section, key: str) -> dict[str, Any]:

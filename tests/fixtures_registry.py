@@ -233,7 +233,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = "",
-                 storage: Mapping[str, object] | None = None) -> str:
+                 storage: Mapping[str, object] | None = None, maintenance: Mapping[str, object] | None = None) -> str:
     """The config file: filesystem storage on ``root`` unless ``storage`` names another driver block."""
     import yaml
 
@@ -242,7 +242,7 @@ def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = ""
         "version": 0.1,
         "log": {"level": "error" if reference else "warn", "accesslog": {"disabled": True}},
         "storage": {**driver_block, "delete": {"enabled": True},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+                    "maintenance": {"uploadpurging": {"enabled": False}, **(maintenance or {})}},
         "http": {"addr": f"127.0.0.1:{port}", "secret": SHARED_SECRET,
                  **(yaml.safe_load(http_extra) if http_extra.strip() else {})},
     }
@@ -252,17 +252,18 @@ def _config_yaml(root: Path, port: int, *, reference: bool, http_extra: str = ""
 
 
 def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "",
-                   storage: Mapping[str, object] | None = None) -> RunningRegistry:
+                   storage: Mapping[str, object] | None = None, maintenance: Mapping[str, object] | None = None,
+                   name: str | None = None) -> RunningRegistry:
     """Start ``kind`` ("ours" or "reference") on a free port over ``root``; wait for GET /v2/.
     ``extra_config`` is appended to the YAML (top-level sections the default config does not have);
     ``http_extra`` holds more ``http:`` keys, one per line (e.g. ``workers: 2``); ``storage`` replaces the
     filesystem driver block (e.g. ``{"s3": {...}}``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = workdir / f"{kind}-config.yml"
+    config = workdir / f"{name or kind}-config.yml"
     config.write_text(_config_yaml(root, port, reference=kind == "reference", http_extra=http_extra,
-                                   storage=storage) + extra_config)
-    log_path = workdir / f"{kind}.log"
+                                   storage=storage, maintenance=maintenance) + extra_config)
+    log_path = workdir / f"{name or kind}.log"
     log = open(log_path, "wb")
     if kind == "reference":
         cmd = [REFERENCE_BINARY, "serve", str(config)]
@@ -287,11 +288,14 @@ def start_registry(kind: str, root: Path, workdir: Path, extra_config: str = "",
 
 
 def start_or_fail(kind: str, root: Path, workdir: Path, extra_config: str = "", http_extra: str = "",
-                  storage: Mapping[str, object] | None = None) -> RunningRegistry:
+                  storage: Mapping[str, object] | None = None, maintenance: Mapping[str, object] | None = None,
+                  name: str | None = None) -> RunningRegistry:
+    """:func:`start_registry`; ``maintenance`` adds ``storage.maintenance`` keys (e.g. ``gc``), ``name``
+    names its config and log files (for several instances in one directory)."""
     try:
-        return start_registry(kind, root, workdir, extra_config, http_extra, storage)
+        return start_registry(kind, root, workdir, extra_config, http_extra, storage, maintenance, name)
     except Exception as exc:  # show the server's own words, not just a timeout
-        log = workdir / f"{kind}.log"
+        log = workdir / f"{name or kind}.log"
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         pytest.fail(f"could not start the {kind} registry: {exc}\n{tail}", pytrace=False)
 

@@ -380,3 +380,30 @@ def test_config_errors_never_echo_secrets() -> None:
     with pytest.raises(DriverConfigError) as info:
         create_driver("s3", {"bucket": "b", "region": "r", "accesskey": "AKIA", "secretkey": ["top-secret-value"]})
     assert "top-secret-value" not in str(info.value) and "storage.s3.secretkey" in str(info.value)
+
+
+async def test_s3_bulk_delete_is_one_request_per_thousand_keys(moto_emulator: Emulator) -> None:
+    """The collector's sweep on S3: DeleteObjects with 1,000 keys a request, not one DELETE per key."""
+    driver = create_driver("s3", s3_params(moto_emulator, rootdirectory="/bulk-delete"))
+    calls: list[tuple[str, int]] = []
+    original = driver._s3
+
+    async def counting(method: str, **kwargs: Any) -> Any:
+        calls.append((method, len(kwargs.get("Delete", {}).get("Objects", []))))
+        return await original(method, **kwargs)
+
+    try:
+        paths = [f"/blobs/{i % 7}/f{i}" for i in range(2100)]
+        present = paths[::150]  # S3 deletes keys that do not exist without complaint: few need to exist
+        await asyncio.gather(*(driver.put_content(p, b"x") for p in present))
+        await driver.put_content("/blobs/keep", b"k")
+        driver._s3 = counting  # type: ignore[method-assign]
+        await driver.delete_files(paths)
+        assert sorted(n for m, n in calls if m == "delete_objects") == [100, 1000, 1000]
+        assert [m for m, _ in calls if m != "delete_objects"] == []
+        listed = [i.path async for page in driver.list_files("/") for i in page]
+        assert listed == ["/blobs/keep"]
+        assert sum(m == "list_objects_v2" for m, _ in calls) == 1
+        await driver.delete("/blobs")
+    finally:
+        await driver.close()

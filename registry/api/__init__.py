@@ -55,7 +55,8 @@ def store_context(config: Config, driver_key: Any) -> Any:
     async def ctx(app: web.Application) -> Any:
         from ..observe.setup import NOTIFIER_KEY
 
-        store = app[STORE_KEY] = Store(app[driver_key], secret=config.http.secret, events=app.get(NOTIFIER_KEY))
+        store = app[STORE_KEY] = Store(app[driver_key], secret=config.http.secret, events=app.get(NOTIFIER_KEY),
+                                       immutability=config.immutability)
         purging = config.storage.uploadpurging
         task = asyncio.create_task(_purge_loop(store, purging)) if purging.enabled else None
         yield

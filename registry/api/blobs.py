@@ -34,7 +34,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     name = repo_name(request)
     digest = parse_digest(request.match_info["digest"])
     st = store(request)
-    info = await st.blobs.open(name, digest)
+    info = await st.blobs.open(name, digest, head=request.method == "HEAD")
     headers = _headers(info)
     range_header = request.headers.get("Range")
     if request.method == "GET" and not config(request).storage.redirect_disable and not _is_suffix_range(range_header):

@@ -33,7 +33,7 @@ from .model import Descriptor, Manifest
 from .negotiation import NEGOTIATED_MEDIA_TYPES, acceptable, accepted_types
 from .parse import MAX_MANIFEST_SIZE, check_manifest_size, parse_manifest
 from .schema1 import libtrust_key_id
-from .stored import detect_media_type, manifest_digest, parse_stored
+from .stored import detect_media_type, manifest_digest, parse_stored, stored_references
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
@@ -48,4 +48,5 @@ __all__ = [
     "manifest_digest",
     "parse_manifest",
     "parse_stored",
+    "stored_references",
 ]

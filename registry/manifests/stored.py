@@ -108,3 +108,28 @@ def parse_stored(body: bytes, digest: str | None = None) -> Manifest:
         annotations=dict(annotations),
         json=obj,
     )
+
+
+def stored_references(body: bytes) -> tuple[list[str], list[str], str | None]:
+    """What stored manifest bytes name, fast and lenient (the garbage collector reads every
+    manifest): ``(blob digests, child manifest digests, subject digest)`` as written -- config and
+    layers (schema 1: ``fsLayers[].blobSum``), index entries, ``subject``. Unparseable bytes name
+    nothing; the caller validates the digests."""
+    obj = _load_lenient(body)
+    if obj is None:
+        return [], [], None
+
+    def digests(items: Any, field: str = "digest") -> list[str]:
+        if not isinstance(items, list):
+            return []
+        return [d for d in (i.get(field) for i in items if isinstance(i, dict)) if isinstance(d, str)]
+
+    blobs = digests(obj.get("layers"))
+    config = obj.get("config")
+    if isinstance(config, dict) and isinstance(config.get("digest"), str):
+        blobs.append(config["digest"])
+    if obj.get("schemaVersion") == 1:
+        blobs += digests(obj.get("fsLayers"), "blobSum")
+    subject = obj.get("subject")
+    subject_digest = subject.get("digest") if isinstance(subject, dict) else None
+    return blobs, digests(obj.get("manifests")), subject_digest if isinstance(subject_digest, str) else None

@@ -194,6 +194,23 @@ class MeteredDriver(StorageDriver):
         with _Call(self.name, "list"):
             return await self.inner._children(path)
 
+    async def list_files(self, path: str, *, details: bool = True) -> AsyncIterator[list[FileInfo]]:
+        """The backend's bulk listing (not the base class's walk), one timed call per page."""
+        pages = self.inner.list_files(path, details=details)
+        try:
+            while True:
+                with _Call(self.name, "list_files"):
+                    page = await anext(pages, None)
+                if page is None:
+                    return
+                yield page
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+
+    async def delete_files(self, paths: list[str]) -> None:
+        with _Call(self.name, "delete_files"):
+            await self.inner.delete_files(paths)
+
     async def close(self) -> None:
         await self.inner.close()
 

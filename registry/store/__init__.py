@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import PathNotFound, StorageDriver
 
@@ -38,7 +38,8 @@ RECONCILE_INTERVAL = 30.0
 
 
 class Store:
-    def __init__(self, driver: StorageDriver, *, secret: str, events: "Notifier | None" = None) -> None:
+    def __init__(self, driver: StorageDriver, *, secret: str, events: "Notifier | None" = None,
+                 immutability: Any = None) -> None:
         from ..events.notifier import Notifier
 
         self.driver = driver
@@ -52,7 +53,7 @@ class Store:
         self.locks = RepositoryLocks()
         self.catalog = Catalog(driver)
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks,
-                                       self.catalog)
+                                       self.catalog, immutability)
         self._reconciled: dict[str, float] = {}
 
     async def list_referrers(self, repo: str, subject: Digest, artifact_type: str | None = None) -> list[dict]:

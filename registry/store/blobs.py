@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from drivers.base import InvalidOffset, PathNotFound, StorageDriver
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, is_valid_name, try_digest
 from . import paths
+from .uses import Barrier, blob_key, guarded
 
 #: a mount without ``from`` checks at most this many of the repositories a token lets the caller pull
 MAX_MOUNT_CANDIDATES = 64
@@ -40,6 +42,8 @@ class BlobStore:
 
             events = Notifier()
         self.events = events
+        #: keeps a running garbage collection off what pushes use (registry.lifecycle.Barrier)
+        self.barrier: Barrier | None = None
 
     # --- global content ----------------------------------------------------------------------
     async def stat_data(self, d: Digest) -> BlobInfo | None:
@@ -97,20 +101,50 @@ class BlobStore:
             raise blob_unknown(d)
         return BlobInfo(d, info.size, info.path)
 
-    async def open(self, repo: str, d: Digest) -> BlobInfo:
-        """The blob of ``repo`` a client is about to read (a pull): :meth:`stat`, then the event."""
-        info = await self.stat(repo, d)
+    async def find(self, repo: str, d: Digest) -> BlobInfo:
+        """The blob as a pusher checks for it (HEAD): :meth:`stat`, guarded so that a running
+        garbage collection keeps it; a link older than the barrier's ``refresh`` is rewritten,
+        so a push that found it before a collection started has the collection's whole grace."""
+        async def use() -> BlobInfo:
+            info = await self.stat(repo, d)
+            if self.barrier is not None:
+                await self._refresh_link(repo, d)
+            return info
+
+        return await guarded(self.barrier, [blob_key(d)], use)
+
+    async def _refresh_link(self, repo: str, d: Digest) -> None:
+        assert self.barrier is not None
+        path = paths.layer_link(repo, d)
+        try:
+            modified = (await self.driver.stat(path)).modified
+        except PathNotFound:
+            return
+        if modified is not None:
+            age = (dt.datetime.now(dt.timezone.utc) - modified).total_seconds()
+            await self.barrier.refresh_link(path, age, str(d).encode())
+
+    async def open(self, repo: str, d: Digest, *, head: bool = False) -> BlobInfo:
+        """The blob of ``repo`` a client is about to read (a pull): :meth:`stat` (:meth:`find` for
+        a HEAD, how pushers check for a blob), then the event."""
+        info = await (self.find(repo, d) if head else self.stat(repo, d))
         if self.events.active:
             await self.events.blob_pulled(repo, str(d), info.size)
         return info
 
     async def mount(self, repo: str, d: Digest, source_repo: str) -> BlobInfo | None:
         """Link ``d`` into ``repo`` when ``source_repo`` has it; None otherwise."""
-        try:
-            info = await self.stat(source_repo, d)
-        except RegistryError:
+        async def use() -> BlobInfo | None:
+            try:
+                found = await self.stat(source_repo, d)
+            except RegistryError:
+                return None
+            await self.link(repo, d)
+            return found
+
+        info = await guarded(self.barrier, [blob_key(d)], use)
+        if info is None:
             return None
-        await self.link(repo, d)
         if self.events.active:
             await self.events.blob_mounted(repo, str(d), info.size, source_repo)
         return info
@@ -125,6 +159,9 @@ class BlobStore:
         linked there: data alone (a layer deleted everywhere and awaiting collection, a manifest's
         bytes) is never mounted, and a repository outside ``pullable`` is never looked at.
         """
+        return await guarded(self.barrier, [blob_key(d)], lambda: self._mount_any(repo, d, pullable))
+
+    async def _mount_any(self, repo: str, d: Digest, pullable: Sequence[str] | None) -> BlobInfo | None:
         try:
             return await self.stat(repo, d)
         except RegistryError:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from .catalog import Catalog
 from .locks import RepositoryLocks, tag_key
 from .referrers import ReferrerStore
 from .tags import TagStore, manifest_unknown
+from .uses import blob_key, guarded
+from .uses import tag_key as claim_tag_key
 
 
 log = logging.getLogger(__name__)
@@ -64,10 +67,12 @@ class StoredManifest:
 class ManifestStore:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagStore, referrers: ReferrerStore,
                  events: Any = None, locks: RepositoryLocks | None = None,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, immutability: Any = None) -> None:
         self.driver = driver
         #: the catalog index, told of each repository a manifest is stored in
         self.catalog = catalog
+        #: tags that may not move or go (registry.lifecycle.rules.ImmutabilityPolicy; None: none)
+        self.immutability = immutability if immutability else None
         self.blobs = blobs
         self.tags = tags
         self.referrers = referrers
@@ -98,6 +103,29 @@ class ManifestStore:
             if queued is not None:
                 await queued
         return stored
+
+    async def find(self, repo: str, ref: str | Digest) -> StoredManifest:
+        """The manifest as a pusher checks for it (HEAD): guarded so that a running garbage
+        collection keeps it, and its revision link refreshed when older than the barrier's
+        ``refresh`` (see :meth:`BlobStore.find`)."""
+        barrier = self.blobs.barrier
+        if barrier is None:
+            return await self._get(repo, ref)
+        d = ref if isinstance(ref, Digest) else await self.tags.resolve(repo, ref)
+
+        async def use() -> StoredManifest:
+            stored = await self._get(repo, d)
+            link = paths.revision_link(repo, d)
+            try:
+                modified = (await self.driver.stat(link)).modified
+            except PathNotFound:
+                modified = None
+            if modified is not None:
+                age = (dt.datetime.now(dt.timezone.utc) - modified).total_seconds()
+                await barrier.refresh_link(link, age, str(d).encode())
+            return stored
+
+        return await guarded(barrier, [blob_key(d)], use)
 
     async def _get(self, repo: str, ref: str | Digest) -> StoredManifest:
         d = await self.resolve(repo, ref)
@@ -135,28 +163,47 @@ class ManifestStore:
         d = try_digest(manifest.digest)
         assert d is not None
         tags = list(dict.fromkeys(tags))
+        # what this push relies on: a running garbage collection must keep all of it
+        claims = [blob_key(d), *(blob_key(x.digest) for x in manifest.required_blobs()),
+                  *(blob_key(x.digest) for x in manifest.required_manifests()), *(claim_tag_key(repo, t) for t in tags)]
         async with self.locks.shared(repo, *(tag_key(t) for t in tags)):
-            exists, _ = await asyncio.gather(
-                self.exists(repo, d),
-                self._check_references(repo, manifest, child_required) if check_references else asyncio.sleep(0))
-            for attempt in range(WRITE_ROUNDS):
-                moved = await self._write(repo, manifest, d, tags, exists, rewrite=attempt > 0)
-                if not moved or await self._intact(repo, d, moved):
-                    break
-                log.info("repository %s: %s was deleted while it was tagged; writing again", repo, d)
-                exists = False
-            else:
-                raise RegistryError(
-                    ErrorCode.UNAVAILABLE,
-                    "the manifest kept being deleted while it was tagged; retry",
-                    detail={"digest": str(d)},
-                    headers={"Retry-After": "1"},
-                )
+            await guarded(self.blobs.barrier, claims,
+                          lambda: self._put(repo, manifest, d, tags, child_required, check_references))
         if self.events.active:
             for tag in tags or [None]:
                 await self.events.manifest_pushed(repo, manifest, tag)
         return d
 
+    async def _put(self, repo: str, manifest: mf.Manifest, d: Digest, tags: list[str],
+                   child_required: Callable[[dict[str, Any] | None], bool] | None, check_references: bool) -> None:
+        exists, _, _ = await asyncio.gather(
+            self.exists(repo, d),
+            self._check_references(repo, manifest, child_required) if check_references else asyncio.sleep(0),
+            self._check_immutable(repo, d, tags),
+        )
+        for attempt in range(WRITE_ROUNDS):
+            moved = await self._write(repo, manifest, d, tags, exists, rewrite=attempt > 0)
+            if not moved or await self._intact(repo, d, moved):
+                return
+            log.info("repository %s: %s was deleted while it was tagged; writing again", repo, d)
+            exists = False
+        raise RegistryError(
+            ErrorCode.UNAVAILABLE,
+            "the manifest kept being deleted while it was tagged; retry",
+            detail={"digest": str(d)},
+            headers={"Retry-After": "1"},
+        )
+
+    async def _check_immutable(self, repo: str, d: Digest | None, tags: Sequence[str]) -> None:
+        """DENIED when an immutable tag would move to another manifest (``d``) or go (``d`` None);
+        pushing the manifest it names again is fine."""
+        if self.immutability is None:
+            return
+        ruled = [(t, r) for t in tags if (r := self.immutability.rule_for(repo, t)) is not None]
+        currents = await asyncio.gather(*(self.tags.current(repo, t) for t, _ in ruled))
+        for (tag, rule), current in zip(ruled, currents):
+            if current is not None and current != d:
+                raise _immutable(repo, tag, current, rule, "deleted" if d is None else "moved")
     async def _intact(self, repo: str, d: Digest, tags: Sequence[str]) -> bool:
         """After the tags' writes: a delete in another process took nothing from under them (the
         manifest, a tag, or a tag's reverse entry); a tag moved on by another PUT is fine."""
@@ -242,6 +289,7 @@ class ManifestStore:
         """By tag: untag only. By digest: its tags, then the manifest. Returns the tags removed."""
         if not isinstance(ref, Digest):
             async with self.locks.shared(repo, tag_key(ref)):
+                await self._check_immutable(repo, None, [ref])
                 await self.tags.untag(repo, ref)
             if self.events.active:
                 await self.events.tag_deleted(repo, ref)
@@ -256,6 +304,8 @@ class ManifestStore:
 
     async def _delete_digest(self, repo: str, d: Digest) -> list[str]:
         stored = await self._get(repo, d)
+        if self.immutability is not None and self.immutability.covers_repository(repo):
+            await self._check_immutable(repo, None, await self.tags.tags_of(repo, d))
         removed = await self.tags.untag_digest(repo, d)
         try:
             await self.driver.delete(paths.signed_manifest(repo, d))
@@ -274,3 +324,12 @@ class ManifestStore:
             await self.referrers.remove(repo, subject, d)
         await self.tags.drop_reverse_index(repo, d)
         return removed
+
+
+def _immutable(repo: str, tag: str, current: Digest, rule: Any, verb: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.DENIED,
+        f"tag {tag} of {repo} is immutable: it names {current} and cannot be {verb} "
+        "(pushing that same manifest again is allowed)",
+        detail={"repository": repo, "tag": tag, "digest": str(current), "rule": rule.describe()},
+    )

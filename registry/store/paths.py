@@ -10,7 +10,9 @@ reason, and is rebuilt from it (see :mod:`registry.store.indexes`).
 
 from __future__ import annotations
 
-from ..reference import Digest
+from typing import NamedTuple
+
+from ..reference import DIGEST_ALGORITHMS, Digest
 
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
@@ -192,3 +194,154 @@ def health_probe(name: str) -> str:
 def leaf(path: str) -> str:
     """The last component of a driver path."""
     return path.rsplit("/", 1)[-1]
+
+
+# --- the storage lifecycle (garbage collector): our own area, ignored by the reference -----------
+#: the reference walks only ``blobs/`` (collector, blob enumeration) and ``repositories/`` (catalog,
+#: upload purging), so nothing under here is ever seen, listed or removed by it
+LIFECYCLE = f"{ROOT}/_lifecycle"
+
+
+def gc_lease() -> str:
+    """The collector's lease: at most one collection per storage holds it (see registry.lifecycle)."""
+    return f"{LIFECYCLE}/gc/lease"
+
+
+def gc_last_run() -> str:
+    """The summary of the last finished collection (the background schedule reads its time)."""
+    return f"{LIFECYCLE}/gc/last"
+
+
+def gc_runs_dir() -> str:
+    return f"{LIFECYCLE}/gc/runs"
+
+
+def gc_run_dir(run_id: str) -> str:
+    return f"{LIFECYCLE}/gc/runs/{run_id}"
+
+
+def gc_claims_dir(run_id: str) -> str:
+    return f"{LIFECYCLE}/gc/runs/{run_id}/claims"
+
+
+def gc_claim(run_id: str, key_hex: str) -> str:
+    """Written by a registry instance that uses a blob, manifest or tag while collection ``run_id``
+    runs: the collector never deletes what is claimed (the name is the sha256 of the claim key)."""
+    return f"{LIFECYCLE}/gc/runs/{run_id}/claims/{key_hex}"
+
+
+def gc_doomed_dir(run_id: str) -> str:
+    return f"{LIFECYCLE}/gc/runs/{run_id}/doomed"
+
+
+def gc_doomed_batch(run_id: str, batch: int) -> str:
+    """The claim keys the collector is about to delete (written before it reads the claims)."""
+    return f"{LIFECYCLE}/gc/runs/{run_id}/doomed/{batch:08d}"
+
+
+def instances_dir() -> str:
+    return f"{LIFECYCLE}/instances"
+
+
+def instance_heartbeat(instance_id: str) -> str:
+    """Refreshed by each serving registry instance: the storage is in use (the collector then runs
+    online by default)."""
+    return f"{LIFECYCLE}/instances/{instance_id}"
+
+
+# --- reading paths back: what a bulk scan of repositories/ and blobs/ finds ------------------------
+
+
+class RepositoryFile(NamedTuple):
+    """A file below ``repositories/`` as the layout names it (a tuple: a scan makes one per file).
+
+    ``kind`` is one of: ``layer`` (a ``_layers`` link of ``digest``), ``revision`` (a revision
+    link of manifest ``digest``), ``signed`` (the signed schema 1 bytes beside it), ``tag`` (the
+    ``current`` link of ``tag``), ``tag_index`` (``tag``'s history entry for ``digest``),
+    ``tagsbydigest`` (our reverse entry of ``tag`` for ``digest``, or its marker when ``tag`` is
+    None), ``referrer`` (our entry for referrer ``digest`` of ``subject``), ``upload`` (a file of
+    upload ``upload``), ``other`` (anything else, e.g. a half-written tag).
+    """
+
+    path: str
+    repo: str
+    kind: str
+    digest: Digest | None = None
+    tag: str | None = None
+    subject: Digest | None = None
+    upload: str | None = None
+
+
+_HEX = frozenset("0123456789abcdef")
+_REPOSITORIES_PREFIX = REPOSITORIES + "/"
+_BLOBS_PREFIX = f"{ROOT}/blobs/"
+
+
+def _digest_of(algorithm: str, encoded: str) -> Digest | None:
+    """The digest named by two path components (a scan reads thousands: no regex here)."""
+    if DIGEST_ALGORITHMS.get(algorithm) != len(encoded) or not _HEX.issuperset(encoded):
+        return None
+    return Digest(algorithm, encoded)
+
+
+def parse_repository_file(path: str) -> RepositoryFile | None:
+    """Classify a file path below :data:`REPOSITORIES`; None when it is not below it or names no
+    repository (the repository is the path up to the first ``_``-prefixed component)."""
+    if not path.startswith(_REPOSITORIES_PREFIX):
+        return None
+    rel = path[len(_REPOSITORIES_PREFIX):]
+    cut = rel.find("/_")
+    if cut <= 0:
+        return None
+    repo = rel[:cut]
+    rest = rel[cut + 2:].split("/")
+    area, n = rest[0], len(rest)
+    if area == "layers":
+        if n == 4 and rest[3] == "link":
+            d = _digest_of(rest[1], rest[2])
+            if d is not None:
+                return RepositoryFile(path, repo, "layer", d)
+    elif area == "manifests":
+        if n == 5 and rest[1] == "revisions" and rest[4] in ("link", "signed"):
+            d = _digest_of(rest[2], rest[3])
+            if d is not None:
+                return RepositoryFile(path, repo, "revision" if rest[4] == "link" else "signed", d)
+        elif n == 5 and rest[1] == "tags" and rest[3] == "current" and rest[4] == "link":
+            return RepositoryFile(path, repo, "tag", None, rest[2])
+        elif n == 7 and rest[1] == "tags" and rest[3] == "index" and rest[6] == "link":
+            d = _digest_of(rest[4], rest[5])
+            if d is not None:
+                return RepositoryFile(path, repo, "tag_index", d, rest[2])
+    elif area == "tagsbydigest":
+        if n == 4:
+            d = _digest_of(rest[1], rest[2])
+            if d is not None:
+                return RepositoryFile(path, repo, "tagsbydigest", d, None if rest[3] == ".indexed" else rest[3])
+    elif area == "referrers":
+        if n == 4:
+            subject = _digest_of(rest[1], rest[2])
+            alg, _, enc = rest[3].partition("-")
+            referrer = _digest_of(alg, enc)
+            if subject is not None and referrer is not None:
+                return RepositoryFile(path, repo, "referrer", referrer, None, subject)
+    elif area == "uploads":
+        if n >= 3:
+            return RepositoryFile(path, repo, "upload", None, None, None, rest[1])
+    return RepositoryFile(path, repo, "other")
+
+
+def parse_blob_file(path: str) -> tuple[Digest, str] | None:
+    """``(digest, file name)`` for a file below ``blobs/<alg>/<xx>/<hex>/`` (the data is ``data``)."""
+    if not path.startswith(_BLOBS_PREFIX):
+        return None
+    parts = path[len(_BLOBS_PREFIX):].split("/")
+    if len(parts) != 4 or parts[2][:2] != parts[1]:
+        return None
+    d = _digest_of(parts[0], parts[2])
+    return (d, parts[3]) if d is not None else None
+
+
+def is_repository_area(path: str) -> bool:
+    """A child of :func:`repo` that belongs to the repository itself (``_manifests``,
+    ``_layers``, ``_uploads``, our indexes), not a nested repository."""
+    return leaf(path).startswith("_")

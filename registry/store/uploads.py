@@ -52,6 +52,7 @@ from ..errors import ErrorCode, RegistryError
 from ..reference import Digest
 from . import paths
 from .blobs import BlobInfo, BlobStore
+from .uses import blob_key, guarded
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +271,19 @@ class UploadStore:
         if w is None:
             size = await self._size(data_path)
             if size is None:  # moved already: the session must prove the blob is its data
-                info = await self._moved_earlier(s, expected)
-                if info is None:
-                    raise _upload_unknown(s.id)
                 if chunks is not None:
                     await _drain(chunks)
-                return await self._publish(s, expected, info.size)
+
+                async def relink() -> BlobInfo | None:  # using a stored blob: guarded, as any use
+                    found = await self._moved_earlier(s, expected)
+                    if found is not None:
+                        await self.blobs.link(s.repo, expected)
+                    return found
+
+                info = await guarded(self.blobs.barrier, [blob_key(expected)], relink)
+                if info is None:
+                    raise _upload_unknown(s.id)
+                return await self._publish(s, expected, info.size, linked=True)
             s.size = size
             if chunks is not None:
                 if not _replayed(start, length, size):
@@ -318,16 +326,25 @@ class UploadStore:
             self._verify(hasher, expected)
         if not saved:
             await self._save_hash(s, hasher)  # the proof a retry needs once the data is moved
-        info = await self.blobs.stat_data(expected)
-        if info is None or info.size != s.size:
-            crashpoints.reached("upload.commit.before_move", s.id)
-            await self.driver.move(data_path, paths.blob_data(expected))
-            crashpoints.reached("upload.commit.after_move", s.id)
-        return await self._publish(s, expected, s.size)
 
-    async def _publish(self, s: UploadSession, expected: Digest, size: int) -> BlobInfo:
+        async def place() -> None:
+            """Data (unless the same blob is stored already), then link; redone as a whole when
+            a garbage collection decided about the blob meanwhile (our upload file is still here
+            unless this very call moved it, and then the data is new and stays)."""
+            info = await self.blobs.stat_data(expected)
+            if info is None or info.size != s.size:
+                crashpoints.reached("upload.commit.before_move", s.id)
+                await self.driver.move(data_path, paths.blob_data(expected))
+                crashpoints.reached("upload.commit.after_move", s.id)
+            await self.blobs.link(s.repo, expected)
+
+        await guarded(self.blobs.barrier, [blob_key(expected)], place)
+        return await self._publish(s, expected, s.size, linked=True)
+
+    async def _publish(self, s: UploadSession, expected: Digest, size: int, *, linked: bool = False) -> BlobInfo:
         """The blob's data is in place: link it into the repository, then forget the session."""
-        await self.blobs.link(s.repo, expected)
+        if not linked:
+            await self.blobs.link(s.repo, expected)
         crashpoints.reached("upload.commit.after_link", s.id)
         await self._discard(s)
         return BlobInfo(expected, size, paths.blob_data(expected))
@@ -358,6 +375,8 @@ class UploadStore:
 
     async def _put_whole(self, repo: str, expected: Digest, chunks: AsyncIterator[Batch],
                          verified: Callable[[], None] | None = None) -> BlobInfo:
+        barrier = self.blobs.barrier
+        claim = await barrier.claim([blob_key(expected)]) if barrier is not None else None
         existing = await self.blobs.stat_data(expected)
         if existing is not None:
             hasher = digests.ResumableHash(expected.algorithm)
@@ -366,6 +385,12 @@ class UploadStore:
             if verified is not None:
                 verified()
             await self.blobs.link(repo, expected)
+            if claim is not None and not await claim.confirm() and await self.blobs.stat_data(expected) is None:
+                # a collection that started while the body streamed took the stored copy: the
+                # bytes were only hashed, so the client must send them again
+                raise RegistryError(ErrorCode.UNAVAILABLE, "the stored copy of this blob was garbage-collected "
+                                    "while it was pushed again; retry the push", detail={"digest": str(expected)},
+                                    headers={"Retry-After": "1"})
             return BlobInfo(expected, hasher.size, existing.path)
         s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339())
         data_path = paths.upload_data(repo, s.id)

@@ -1,0 +1,75 @@
+"""Heartbeats of serving registry instances, so the collector knows when the storage is in use.
+
+Each instance that can write (not ``storage.maintenance.readonly``) rewrites a small file under
+:func:`registry.store.paths.instances_dir` every :data:`INTERVAL` seconds and removes it when it
+stops. A heartbeat younger than :data:`STALE` means a live instance: ``registry garbage-collect``
+then runs online unless told ``--offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import uuid
+
+from drivers.base import PathNotFound, StorageDriver, StorageError
+
+from .. import __version__
+from ..store import paths
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 60.0
+STALE = 3 * INTERVAL
+
+
+class Heartbeat:
+    def __init__(self, driver: StorageDriver, interval: float = INTERVAL) -> None:
+        self.driver = driver
+        self.interval = interval
+        self.id = f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace("_", "-")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
+                           "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
+        while True:
+            try:
+                await self.driver.put_content(paths.instance_heartbeat(_safe(self.id)), body)
+            except StorageError as exc:
+                log.warning("cannot write the instance heartbeat: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(StorageError):
+            await self.driver.delete(paths.instance_heartbeat(_safe(self.id)))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in name)
+
+
+async def live_instances(driver: StorageDriver, stale: float = STALE) -> list[str]:
+    """Ids of instances whose heartbeat is younger than ``stale`` seconds."""
+    now = dt.datetime.now(dt.timezone.utc)
+    out = []
+    try:
+        async for page in driver.list_files(paths.instances_dir()):
+            for info in page:
+                if info.modified is not None and (now - info.modified).total_seconds() < stale:
+                    out.append(paths.leaf(info.path))
+    except PathNotFound:
+        pass
+    return sorted(out)

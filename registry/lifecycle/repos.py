@@ -1,0 +1,80 @@
+"""Repositories as an operator sees them: list with sizes, delete whole.
+
+Deleting a repository removes its ``_``-prefixed areas -- every tag, manifest link, layer link,
+upload and our indexes -- but never a nested repository (``a/b`` lives inside ``a``'s directory).
+``_manifests`` goes first, so a crash leaves a repository that is already gone from the catalog;
+its blobs are reclaimed by the next garbage collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from drivers.base import PathNotFound, StorageDriver
+
+from ..errors import ErrorCode, RegistryError
+from ..store import paths
+from .inventory import Inventory, scan
+from .rules import ImmutabilityPolicy
+
+
+@dataclasses.dataclass
+class RepositoryUsage:
+    name: str
+    tags: int
+    manifests: int
+    layers: int
+    #: bytes of the distinct blobs the repository links or holds manifests of
+    size: int
+    uploads: int
+
+
+def usage(inventory: Inventory) -> list[RepositoryUsage]:
+    out = []
+    for name in sorted(inventory.repositories):
+        repo = inventory.repositories[name]
+        if not (repo.revisions or repo.tags or repo.layers or repo.uploads):
+            continue
+        digests = set(repo.layers) | set(repo.revisions)
+        size = sum(inventory.blobs[d].size for d in digests if d in inventory.blobs)
+        out.append(RepositoryUsage(name, len(repo.tags), len(repo.revisions), len(repo.layers), size, len(repo.uploads)))
+    return out
+
+
+async def list_usage(driver: StorageDriver) -> tuple[list[RepositoryUsage], int]:
+    """Every repository with its size, and the bytes of all blobs (each counted once)."""
+    inventory = await scan(driver)
+    total = sum(b.size for b in inventory.blobs.values())
+    return usage(inventory), total
+
+
+async def delete_repository(driver: StorageDriver, name: str, immutability: ImmutabilityPolicy,
+                            *, force: bool = False, dry_run: bool = False) -> list[str]:
+    """Remove ``name``'s areas; NAME_UNKNOWN when it has none. Refuses (DENIED) when immutable
+    tags would go, unless ``force``. Returns the areas removed (or that would be)."""
+    try:
+        children = await driver.list(paths.repo(name))
+    except PathNotFound:
+        children = []
+    areas = [c for c in children if paths.is_repository_area(c)]
+    if not areas:
+        raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+    if immutability and not force:
+        try:
+            tags = [paths.leaf(t) for t in await driver.list(paths.tags_dir(name))]
+        except PathNotFound:
+            tags = []
+        locked = immutability.immutable_tags(name, tags)
+        if locked:
+            raise RegistryError(
+                ErrorCode.DENIED, f"repository {name} has immutable tags ({', '.join(locked[:5])}); use --force",
+                detail={"name": name, "tags": locked[:20]},
+            )
+    areas.sort(key=lambda a: paths.leaf(a) != "_manifests")  # _manifests first: gone from the catalog
+    if not dry_run:
+        for area in areas:
+            try:
+                await driver.delete(area)
+            except PathNotFound:
+                pass
+    return areas
