@@ -14,6 +14,7 @@ from drivers.base import PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..store import paths
+from ..store.catalog import entry_name
 from .inventory import Inventory, scan
 from .rules import ImmutabilityPolicy
 
@@ -77,4 +78,6 @@ async def delete_repository(driver: StorageDriver, name: str, immutability: Immu
                 await driver.delete(area)
             except PathNotFound:
                 pass
+        # and from the catalog index (an entry would only be stale; the UI's counts read it)
+        await driver.delete_files([paths.catalog_entry(entry_name(name))])
     return areas
