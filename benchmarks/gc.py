@@ -80,10 +80,14 @@ def generate(root: Path, *, repos: int, manifests: int, layers: int, untagged: f
     layer_sizes = [len(d) for d in layer_data]
     n_orphans = int(layers * orphans)
     referenced_pool = list(range(n_orphans, layers))
+    rnd.shuffle(referenced_pool)
+    per_manifest = max(1, -(-len(referenced_pool) // max(manifests, 1)))  # every pool layer used at least once
     counts = {"manifests": 0, "tagged": 0, "untagged": 0, "blobs": layers, "orphans": n_orphans}
     for i in range(manifests):
         repo = names[i % repos]
-        chosen = rnd.sample(referenced_pool, rnd.randint(3, 12))
+        own = referenced_pool[i * per_manifest : (i + 1) * per_manifest]
+        shared = rnd.sample(referenced_pool, rnd.randint(1, 4))  # layers other images use too
+        chosen = list(dict.fromkeys(own + shared))
         config = json.dumps({"architecture": "amd64", "os": "linux", "n": i}).encode()
         config_digest = _blob(root, config)
         counts["blobs"] += 1

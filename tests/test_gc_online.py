@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from fixtures_registry import OCI_MANIFEST, Client, Image, assert_pulls, make_image, push_image, sha256, start_or_fail
 from gc_support import V2, gc
@@ -307,10 +306,15 @@ def test_background_schedule_collects_with_two_instances(tmp_path: Path) -> None
         a.stop()
 
 
-@pytest.mark.parametrize("offline", [False])
-def test_instances_make_the_collector_online_by_default(tmp_path: Path, offline: bool) -> None:
+def test_instances_make_the_collector_online_by_default(tmp_path: Path) -> None:
     reg = start_or_fail("ours", tmp_path / "root", tmp_path / "work", maintenance=GRACE)
     try:
+        push_image(reg.client, "auto/app", make_image("oci", label="auto"), tag="v1")
+        beats = tmp_path / "root" / V2 / "_lifecycle" / "instances"
+        deadline = time.monotonic() + 30  # an empty storage gets its first heartbeat within seconds
+        while not (beats.exists() and any(beats.iterdir())):
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.2)
         summary, proc = gc(reg.config_path)
         assert summary["mode"] == "online", proc.stderr
         assert "serve this storage: collecting online" in proc.stderr

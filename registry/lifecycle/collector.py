@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drivers.base import FileInfo, PathNotFound, StorageDriver, StorageError
@@ -29,7 +29,7 @@ from ..errors import RegistryError
 from ..reference import Digest
 from ..store import Store, paths
 from . import barrier as barriers
-from .inventory import Blob, Inventory, Repository, newest, read_tags, scan
+from .inventory import Inventory, Repository, newest, read_tags, scan
 from .lease import Lease, LeaseLost
 from .marking import References, mark_blobs, reachable, read_references, tag_roots
 from .progress import Progress

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 60.0
 STALE = 3 * INTERVAL
+#: seconds between looks at an empty storage for its first repository
+EMPTY_POLL = 5.0
 
 
 class Heartbeat:
@@ -34,6 +36,7 @@ class Heartbeat:
         self.interval = interval
         self.id = f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace("_", "-")
         self._task: asyncio.Task[None] | None = None
+        self._written = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -43,18 +46,31 @@ class Heartbeat:
                            "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
         while True:
             try:
-                await self.driver.put_content(paths.instance_heartbeat(_safe(self.id)), body)
+                if await self._storage_in_use():
+                    await self.driver.put_content(paths.instance_heartbeat(_safe(self.id)), body)
+                    self._written = True
             except StorageError as exc:
                 log.warning("cannot write the instance heartbeat: %s", exc)
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval if self._written else EMPTY_POLL)
+
+    async def _storage_in_use(self) -> bool:
+        """A new, empty storage gets no heartbeat (a registry writes nothing before the first
+        push); once anything is under repositories/, it does (looked at every EMPTY_POLL s)."""
+        if self._written:
+            return True
+        try:
+            return bool(await self.driver.list(paths.REPOSITORIES))
+        except PathNotFound:
+            return False
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(StorageError):
-            await self.driver.delete(paths.instance_heartbeat(_safe(self.id)))
+        if self._written:
+            with contextlib.suppress(StorageError):
+                await self.driver.delete(paths.instance_heartbeat(_safe(self.id)))
 
 
 def _safe(name: str) -> str:
