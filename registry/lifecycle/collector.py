@@ -145,6 +145,8 @@ class Collector:
         self._batch_no = 0
         #: False for ``registry retention``: tags and untagged manifests only, blobs stay
         self.sweep_blobs = True
+        #: blobs this run deleted
+        self._swept: set[Digest] = set()
 
     # --- the run -----------------------------------------------------------------------------
     async def run(self) -> GCSummary:
@@ -335,6 +337,7 @@ class Collector:
         self.summary.bytes_freed += sum(i.size for i in deleted)
         for item in deleted:
             assert item.digest is not None
+            self._swept.add(item.digest)
             inv.blobs[item.digest].data = None
             for repo in linked_in.get(item.digest, ()):
                 repo.layers.pop(item.digest, None)
@@ -361,6 +364,10 @@ class Collector:
                 if all(self._old(f) for f in files):
                     items.append(_Item(str(d), f"index entries {name}: {d} (no manifest)", [f.path for f in files],
                                        [f.path for f in files], kind="index"))
+        for d, blob in inv.blobs.items():  # a blob directory without data (ours: ``linkedfrom``)
+            if blob.data is None and d not in self._swept and blob.files and all(self._old(f) for f in blob.files):
+                items.append(_Item(str(d), f"blob directory {d} (no data)", [f.path for f in blob.files],
+                                   [f.path for f in blob.files], kind="link"))
         if not items:
             return
         self.progress.phase("removing dangling links and index entries", len(items))

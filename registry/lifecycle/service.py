@@ -43,7 +43,7 @@ def lifecycle_context(config: Config, store_key: Any) -> Any:
         heartbeat: Heartbeat | None = None
         task: asyncio.Task[None] | None = None
         if not config.storage.readonly:
-            store.blobs.barrier = Barrier(store.driver, refresh=settings.gc.refresh)
+            store.set_barrier(Barrier(store.driver, refresh=settings.gc.refresh))
             heartbeat = Heartbeat(store.driver)
             await heartbeat.start()
             if settings.gc.enabled:

@@ -30,12 +30,12 @@ class _Wrapper:
 
 
 class ProxyBlobs(_Wrapper):
-    async def open(self, repo: str, d: Digest) -> BlobInfo:
+    async def open(self, repo: str, d: Digest, *, head: bool = False) -> BlobInfo:
         route = self._cache.route(repo)
         if route is None:
-            return await self._inner.open(repo, d)
+            return await self._inner.open(repo, d, head=head)
         try:
-            info = await self._inner.open(repo, d)
+            info = await self._inner.open(repo, d, head=head)
         except RegistryError as err:
             if err.code is not ErrorCode.BLOB_UNKNOWN:
                 raise
@@ -71,6 +71,13 @@ class ProxyManifests(_Wrapper):
         route = self._cache.route(repo)
         if route is None:
             return await self._inner.get(repo, ref)
+        return await self._cache.get_manifest(route, repo, ref)
+
+    async def find(self, repo: str, ref: str | Digest) -> "StoredManifest":
+        """A HEAD: local repositories keep the garbage collector's protection (see ManifestStore)."""
+        route = self._cache.route(repo)
+        if route is None:
+            return await self._inner.find(repo, ref)
         return await self._cache.get_manifest(route, repo, ref)
 
     async def delete(self, repo: str, ref: str | Digest) -> list[str]:

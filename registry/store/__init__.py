@@ -46,6 +46,7 @@ class Store:
         #: told when an operation completes (push, pull, mount, delete): events and their metrics
         self.events = events if events is not None else Notifier()
         self.blobs = BlobStore(driver, self.events)
+        self._blob_store = self.blobs  # the parts' own (store.blobs may be wrapped, e.g. by the proxy)
         self.uploads = UploadStore(driver, self.blobs, secret, self.events)
         self.tags = TagStore(driver)
         self.referrers = ReferrerStore(driver)
@@ -55,6 +56,11 @@ class Store:
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks,
                                        self.catalog, immutability)
         self._reconciled: dict[str, float] = {}
+
+    def set_barrier(self, barrier: Any) -> None:
+        """Plug in the garbage collector's write barrier (registry.lifecycle.Barrier): every part
+        guards its uses with it (see :mod:`registry.store.uses`)."""
+        self._blob_store.barrier = barrier
 
     async def list_referrers(self, repo: str, subject: Digest, artifact_type: str | None = None) -> list[dict]:
         """The referrers of ``subject``, after indexing manifests another registry stored
