@@ -137,10 +137,12 @@ def shapes(tmp: Path) -> dict[str, tuple[dict, str | None]]:
 #: what we do not implement in those shapes, named in warnings (not silently dropped)
 EXPECTED_WARNINGS = {
     "2.8 config-dev": ["storage.cache.blobdescriptor", "log.hooks", "redis"],
-    "2.8 config-cache": ["storage.cache.blobdescriptor", "redis", "proxy"],
-    "3.x config-cache": ["storage.cache.blobdescriptor", "redis", "proxy", "storage.tag.concurrencylimit"],
+    "2.8 config-cache": ["storage.cache.blobdescriptor", "redis"],
+    "3.x config-cache": ["storage.cache.blobdescriptor", "redis", "storage.tag.concurrencylimit"],
     "3.x config-example": ["storage.cache.blobdescriptor", "storage.tag.concurrencylimit"],
 }
+#: sections of distribution's files that this registry implements (never named as ignored)
+HONOURED = ["proxy", "notifications", "health", "http.tls", "auth.token", "storage.delete", "storage.maintenance"]
 
 
 def write(tmp_path: Path, name: str, config: dict) -> Path:
@@ -175,6 +177,8 @@ def test_shape_loads_or_is_refused_in_one_line(configs, name: str) -> None:
         for key in EXPECTED_WARNINGS.get(name, []):
             assert f"{key} is not supported by this registry" in result.stderr, (key, result.stderr)
         assert "unknown key" not in result.stderr
+        for key in HONOURED:
+            assert f"config: {key} is not supported" not in result.stderr, (key, result.stderr)
         assert not (tmp / "root").exists()  # check-config writes nothing
     else:
         assert result.returncode == 1

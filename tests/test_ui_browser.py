@@ -127,10 +127,7 @@ def _texts(b: Browser, css: str) -> list[str]:
 
 
 def _wait_stale(b: Browser, old: Any) -> None:
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(b.driver, 30).until(expected_conditions.staleness_of(old))
+    b.wait_gone(old)
 
 
 def log_in(b: Browser, w: World, user: str) -> None:

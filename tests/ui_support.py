@@ -72,12 +72,30 @@ class Browser:
 
     def follow(self, element: Any) -> None:
         """Click ``element`` and wait for the page it leads to (a link or a form's button)."""
-        from selenium.webdriver.support import expected_conditions
-        from selenium.webdriver.support.ui import WebDriverWait
-
         old = self.driver.find_element("tag name", "html")
         element.click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        self.wait_gone(old)
+
+    def wait_gone(self, old: Any) -> None:
+        """Wait until ``old`` (an element of the previous page) is no longer in the document.
+
+        While a page is replaced, chromedriver may answer the check with an "unknown error"
+        saying the node does not belong to the document: that is the staleness we wait for."""
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def gone(_driver: Any) -> bool:
+            try:
+                old.is_enabled()
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as e:
+                if "does not belong to the document" in str(e.msg):
+                    return True
+                raise
+            return False
+
+        WebDriverWait(self.driver, 30).until(gone)
 
     def fresh(self) -> None:
         """Forget every cookie (a new visitor)."""
