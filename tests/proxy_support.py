@@ -142,7 +142,8 @@ class Tamper:
     answered ``429`` with ``Retry-After: 42``; ``seen`` counts the requests by path. A blob GET
     whose path holds a digest of ``redirect`` is answered ``307`` to ``http://localhost:<port>/cdn/...``
     (another origin, as Docker Hub's CDN is), which serves the upstream's bytes and records the
-    headers it got in ``cdn_headers``."""
+    headers it got in ``cdn_headers``. The answer to a GET whose path holds a fragment of ``hold``
+    stops after its first ``hold_after`` bytes until the test sets ``release`` (a slow upstream)."""
 
     target: str
     port: int = 0
@@ -151,6 +152,9 @@ class Tamper:
     redirect: set[str] = field(default_factory=set)
     seen: list[tuple[str, str]] = field(default_factory=list)
     cdn_headers: list[dict[str, str]] = field(default_factory=list)
+    hold: set[str] = field(default_factory=set)
+    hold_after: int = 4 << 20
+    release: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -193,10 +197,18 @@ class Tamper:
                     resp.content_length = up.content_length
                 await resp.prepare(request)
                 first = True
+                held = request.method == "GET" and any(part in request.path for part in self.hold)
+                sent = 0
                 async for chunk in up.content.iter_any():
                     if flip and first and chunk:
                         chunk = bytes([chunk[0] ^ 0x01]) + chunk[1:]
                     first = first and not chunk
+                    if held and sent + len(chunk) > self.hold_after:
+                        cut = max(0, self.hold_after - sent)
+                        await resp.write(chunk[:cut])
+                        sent, chunk, held = sent + cut, chunk[cut:], False
+                        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 120)
+                    sent += len(chunk)
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp

@@ -577,3 +577,110 @@ def test_read_only_mode_serves_what_is_cached_and_fetches_nothing(cache, ref_ups
         assert ref_upstream.log_path.read_text(errors="replace").count("/team/readonly/") == before
     finally:
         ro.stop()
+
+
+def test_the_first_client_gets_the_blob_while_the_upstream_is_still_sending_it(cache, ref_upstream, tamper):
+    """A slow upstream holds the rest of a blob back after its first 4 MiB: the cache streams what
+    arrived to the client at once (a cache that stored first and served after would send
+    nothing), stores nothing before the blob is complete, and serves the rest when it comes."""
+    import http.client
+
+    data = os.urandom(24 << 20)
+    digest = sha256(data)
+    assert basic_client(ref_upstream).push_blob("team/slow", data, digest).status == 201
+    tamper.release.clear()
+    tamper.hold.add(digest)
+    conn = http.client.HTTPConnection("127.0.0.1", cache.port, timeout=60)
+    try:
+        conn.request("GET", f"/v2/evil/team/slow/blobs/{digest}")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Length") == str(len(data))
+        first = resp.read(1 << 20)
+        assert first == data[: 1 << 20]
+        assert not tamper.release.is_set() and not blob_stored(cache.root, digest)
+        tamper.release.set()
+        assert first + resp.read() == data
+    finally:
+        tamper.release.set()
+        tamper.hold.discard(digest)
+        conn.close()
+    assert cached(cache.client, "evil/team/slow", digest)
+    assert blob_gets(ref_upstream, digest) == 1
+
+
+# --------------------------------------------------------------------------- with the lifecycle
+
+
+def _age_tree(path: Path, days: float) -> None:
+    t = time.time() - days * 86400
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            os.utime(Path(dirpath) / name, (t, t))
+
+
+def test_retention_expires_a_cached_tag_and_gc_keeps_the_blob_a_local_repository_shares(
+        tmp_path_factory, ref_upstream):
+    """Cached content is ordinary storage for registry/lifecycle (issue 16, Build 4): a mirrored
+    image sharing a layer with a local repository, not pulled for 40 days, is removed by a
+    retention rule on ``dockerhub/**``; the online collector (run while the cache serves) frees
+    its own blobs and keeps the shared layer; a cached manifest whose blobs were never fetched is
+    not taken for damage; and the cache fetches the expired image again on the next pull."""
+    from gc_support import V2, blob_dirs, gc, image_using
+    from helpers import run_cli
+
+    work = tmp_path_factory.mktemp("lifecycle-cache")
+    config = base_config(work / "data", free_port())
+    config["storage"]["maintenance"]["gc"] = {"grace": "8s"}
+    config["proxy"] = {"upstreams": [{"prefix": "dockerhub", "remoteurl": ref_upstream.url,
+                                      "credentials": {"username": MIRROR_USER, "password": MIRROR_PASSWORD}}]}
+    config["retention"] = {"rules": [{"repositories": ["dockerhub/**"], "tags": [{"pattern": "*", "olderthan": "30d"}],
+                                      "untagged": {"olderthan": "30d"}}]}
+    reg = start("ours", config, work, "lifecycle-cache")
+    try:
+        c = reg.client
+        shared = make_image("oci", label="lc-shared-base", n_layers=1).blobs
+        shared = {d: b for d, b in shared.items() if b[:2] == b"\x1f\x8b"}  # the layer, not the config
+        (shared_layer,) = shared
+        local = image_using("oci", "lc-local", shared)
+        push_image(c, "local/app", local, "v1")
+        old = image_using("oci", "lc-cached-old", shared)
+        young = make_image("oci", label="lc-cached-young")
+        seed(ref_upstream, "team/base", old, "v1")
+        seed(ref_upstream, "team/young", young, "v1")
+        assert_pulls(c, "dockerhub/team/base", old, "v1")
+        for d in old.blobs:
+            assert cached(c, "dockerhub/team/base", d)
+        assert blob_gets(ref_upstream, shared_layer) == 0, "the layer the registry held was fetched again"
+        assert c.get_manifest("dockerhub/team/young", "v1").status == 200  # its blobs never fetched
+        cache_only = (set(old.blobs) - set(shared)) | {old.digest}
+        assert cache_only <= blob_dirs(reg.root)
+        # 40 days pass without a pull of dockerhub/team/base
+        _age_tree(reg.root / V2 / "repositories" / "dockerhub" / "team" / "base", 40)
+        for d in cache_only | set(shared):
+            _age_tree(reg.root / V2 / "blobs" / "sha256" / d[7:9] / d[7:], 40)
+        retention = run_cli("retention", "--json", str(reg.config_path))
+        assert retention.returncode == 0, retention.stderr
+        summary = json.loads(retention.stdout.strip().splitlines()[-1])
+        assert summary["tags_deleted"] == 1 and summary["manifests_deleted"] == 1, summary
+        assert c.request("GET", "/v2/local/app/tags/list").json()["tags"] == ["v1"]
+        tags_dir = reg.root / V2 / "repositories" / "dockerhub" / "team"
+        assert not (tags_dir / "base" / "_manifests" / "tags" / "v1").exists()
+        assert (tags_dir / "young" / "_manifests" / "tags" / "v1").exists()
+        summary, _ = gc(reg.config_path, "--online", "--grace", "8s")
+        stored = blob_dirs(reg.root)
+        assert not cache_only & stored, (cache_only & stored, summary)
+        assert shared_layer in stored and young.digest in stored, summary
+        assert_pulls(c, "local/app", local, "v1")
+        # the young cached manifest survived although its blobs were never in its repository
+        young_head = c.get_manifest("dockerhub/team/young", "v1", method="HEAD")
+        assert young_head.status == 200 and young_head.header("X-Cache-Status") in ("HIT", "REVALIDATED"), young_head
+        assert_pulls(c, "dockerhub/team/young", young, "v1")
+        # the expired image is a miss again, fetched from the upstream; the shared layer still is not
+        again = c.get_manifest("dockerhub/team/base", "v1")
+        assert again.status == 200 and again.header("X-Cache-Status") == "MISS", again
+        assert_pulls(c, "dockerhub/team/base", old, "v1")
+        assert blob_gets(ref_upstream, shared_layer) == 0
+        own = next(iter(set(old.blobs) - set(shared)))
+        assert blob_gets(ref_upstream, own) == 2
+    finally:
+        reg.stop()
