@@ -17,9 +17,9 @@ APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
   swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
   keystone python3-keystonemiddleware \
   chromium chromium-driver \
-  pebble nginx mmdebstrap buildah systemd
+  pebble nginx mmdebstrap buildah systemd containerd
 #: services those packages start on install; the tests start their own instances
-APT_SERVICES := docker-registry memcached keystone nginx
+APT_SERVICES := docker-registry memcached keystone nginx containerd
 PREFIX ?= /usr/local
 EXTRAS ?= fast,s3,gcs,azure,acme
 IMAGE  ?= localhost/pyregistry:latest

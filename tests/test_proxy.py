@@ -466,6 +466,63 @@ def test_cached_pulls_work_while_the_upstream_is_down(cache, spare_upstream, sko
     assert tags.status == 200 and tags.json()["tags"] == ["v1"], tags
 
 
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A containerd daemon (Debian package) on its own root, state and socket; no CRI, no snapshots
+    needed (``ctr content fetch`` only fetches)."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd (Debian package) is not installed: `make apt-deps`")
+    work = tmp_path_factory.mktemp("ctd")
+    sock = work / "c.sock"
+    (work / "config.toml").write_text(
+        f'version = 2\nroot = "{work}/root"\nstate = "{work}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    with open(work / "containerd.log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(work / "config.toml")], stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["ctr", "--address", str(sock), "version"], capture_output=True).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (work / "containerd.log").read_text()[-3000:]
+            time.sleep(0.2)
+        yield str(sock), work
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_containerd_pulls_through_the_cache_as_a_hosts_toml_mirror(cache, token_upstream, containerd):
+    """containerd with a ``hosts.toml`` naming the cache as the mirror of a registry it cannot
+    reach itself: it asks ``/v2/team/...?ns=hub.test.example``, the cache serves it from hub/."""
+    sock, work = containerd
+    hosts = work / "certs.d"
+    (hosts / "hub.test.example").mkdir(parents=True)
+    (hosts / "hub.test.example" / "hosts.toml").write_text(
+        'server = "https://hub.test.example"\n'  # not resolvable: only the mirror can answer
+        f'[host."http://{cache.hostport}"]\n  capabilities = ["pull", "resolve"]\n')
+    image = make_index("oci", label="containerd-hosts")
+    seed(token_upstream, "team/ctr", image, "v1")
+    ref = "hub.test.example/team/ctr:v1"
+    fetched = subprocess.run(["ctr", "--address", sock, "content", "fetch", "--hosts-dir", str(hosts),
+                              "--all-platforms", ref], capture_output=True, text=True, timeout=180)
+    assert fetched.returncode == 0, (fetched.stdout[-2000:], fetched.stderr[-3000:])
+    listed = subprocess.run(["ctr", "--address", sock, "images", "ls"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and image.digest in listed.stdout and ref in listed.stdout, listed
+    content = subprocess.run(["ctr", "--address", sock, "content", "ls", "-q"], capture_output=True, text=True,
+                             timeout=60)
+    have = set(content.stdout.split())
+    wanted = {image.digest} | {c.digest for c in image.children} | set(image.all_blobs())
+    assert wanted <= have, wanted - have
+    assert "_manifests" in "".join(repo_tree(cache.root, "hub/team/ctr"))
+    for d in image.all_blobs():
+        assert blob_stored(cache.root, d)
+
+
 # --------------------------------------------------------------------------- distribution's form
 
 
