@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -232,6 +233,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for server in servers.values():
             server.stop()
+        if args.keep:
+            print(f"kept {parent}", file=sys.stderr)
+        else:  # gigabytes of images: never left behind
+            shutil.rmtree(parent, ignore_errors=True)
     load_after = os.getloadavg()
     total = sum(args.layers)
     rates = {k: round(total / MiB / statistics.median(v), 1) for k, v in times.items()}
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cache_peak_rss_mib": round(peak_rss / MiB, 1),
         "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after],
                  "nproc": os.cpu_count()},
-        "workdir": str(parent),
+        "workdir": str(parent) if args.keep else None,
     }
 
 
@@ -262,6 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke test: small image, 2 repetitions")
     p.add_argument("--json", type=Path, help="also write the result here")
     p.add_argument("--workdir", type=Path, default=None, help="parent of the servers' directories")
+    p.add_argument("--keep", action="store_true", help="keep the servers' directories (removed by default)")
     args = p.parse_args(argv)
     if args.quick:
         args.layers, args.reps = "4MiB,1MiB", 2

@@ -28,3 +28,4 @@ def test_quick_proxy_benchmark_reports_every_ratio(tmp_path: Path) -> None:
     assert set(result["ratios"]) == {"loopback: cold vs direct", "link 200 MiB/s: cold vs direct", "warm vs local"}
     assert all(v > 0 for v in result["mib_per_s"].values()) and len(result["mib_per_s"]) == 6
     assert result["cache_peak_rss_mib"] > 0 and len(result["load"]["before"]) == 3
+    assert result["workdir"] is None and not list(tmp_path.glob("registry-proxy-bench-*")), "servers' data left behind"
