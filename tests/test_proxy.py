@@ -477,7 +477,9 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     (work / "config.toml").write_text(
         f'version = 2\nroot = "{work}/root"\nstate = "{work}/state"\n'
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
+        # the sockets owned by this user: containerd runs (and chowns them) without root too
+        f'[grpc]\n  address = "{sock}"\n  uid = {os.getuid()}\n  gid = {os.getgid()}\n'
+        f'[ttrpc]\n  address = "{sock}.ttrpc"\n  uid = {os.getuid()}\n  gid = {os.getgid()}\n')
     with open(work / "containerd.log", "wb") as log:
         proc = subprocess.Popen(["containerd", "--config", str(work / "config.toml")], stdout=log,
                                 stderr=subprocess.STDOUT)
