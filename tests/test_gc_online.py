@@ -20,12 +20,13 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 
 from fixtures_registry import OCI_MANIFEST, Client, Image, assert_pulls, make_image, push_image, sha256, start_or_fail
 from gc_support import V2, gc
-from helpers import ROOT, registry_cmd, run_cli
+from helpers import ROOT, free_port, registry_cmd, run_cli
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -282,8 +283,13 @@ def test_collector_killed_mid_sweep_then_a_rerun_finishes(tmp_path: Path) -> Non
 def test_background_schedule_collects_with_two_instances(tmp_path: Path) -> None:
     schedule = {"gc": {"enabled": True, "interval": "2s", "grace": "1s", "leasettl": "3s"}}
     root = tmp_path / "root"
-    a = start_or_fail("ours", root, tmp_path / "work", maintenance=schedule, name="a")
-    b = start_or_fail("ours", root, tmp_path / "work", maintenance=schedule, name="b")
+    debug = {name: free_port() for name in ("a", "b")}  # each instance's metrics (h12's registry/observe)
+
+    def metrics_of(name: str) -> str:
+        return f"debug:\n  addr: 127.0.0.1:{debug[name]}\n  prometheus:\n    enabled: true\n    path: /metrics\n"
+
+    a = start_or_fail("ours", root, tmp_path / "work", maintenance=schedule, name="a", http_extra=metrics_of("a"))
+    b = start_or_fail("ours", root, tmp_path / "work", maintenance=schedule, name="b", http_extra=metrics_of("b"))
     try:
         image = make_image("oci", label="scheduled")
         push_image(a.client, "sched/app", image, tag="v1")
@@ -295,8 +301,18 @@ def test_background_schedule_collects_with_two_instances(tmp_path: Path) -> None
             assert time.monotonic() < deadline, "the scheduled collection never reclaimed the garbage"
             time.sleep(0.5)
         assert a.client.request("HEAD", f"/v2/sched/app/blobs/{sha256(junk)}").status == 404
+        # the last run's record (a later run of the other instance, which found nothing, may have
+        # replaced the one that deleted the garbage: the metrics below say who freed what)
         record = json.loads((root / V2 / "_lifecycle" / "gc" / "last").read_text())
-        assert record["mode"] == "online" and record["blobs_deleted"] >= 1
+        assert record["mode"] == "online" and "finished" in record
+        # the instance that collected counts the run and the bytes it freed (the garbage included)
+        runs = freed = 0.0
+        for name in ("a", "b"):
+            samples = _scrape(debug[name])
+            runs += samples.get(("registry_gc_runs_total", (("outcome", "completed"),)), 0.0)
+            freed += samples.get(("registry_gc_freed_bytes_total", ()), 0.0)
+            assert not any(k[0] == "registry_gc_runs_total" and k[1] == (("outcome", "failed"),) for k in samples)
+        assert runs >= 1 and freed >= len(junk), (runs, freed)
         for client in (a.client, b.client):
             assert_pulls(client, "sched/app", image, ref="v1")
         for reg in (a, b):
@@ -304,6 +320,16 @@ def test_background_schedule_collects_with_two_instances(tmp_path: Path) -> None
     finally:
         b.stop()
         a.stop()
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an instance's ``/metrics`` (prometheus-client's own parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_instances_make_the_collector_online_by_default(tmp_path: Path) -> None:

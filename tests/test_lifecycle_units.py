@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from drivers.filesystem import FilesystemDriver
 from registry.lifecycle import barrier as barriers
 from registry.lifecycle import lease as leases
 from registry.lifecycle.lease import Lease, LeaseHeld, LeaseLost
+from registry.reference import parse_digest
 from registry.store import paths
 
 
@@ -106,3 +108,37 @@ async def test_a_dead_collectors_doomed_batch_stops_blocking_when_its_lease_expi
     barrier = barriers.Barrier(driver, refresh=1.0)
     claim = await asyncio.wait_for(barrier.claim([key]), 3 + leases.SKEW + 10)
     assert claim.waited
+
+
+async def test_every_run_is_counted_by_outcome_and_freed_bytes(driver: FilesystemDriver) -> None:
+    """``registry_gc_runs_total{outcome}`` and ``registry_gc_freed_bytes_total`` (registry/observe)."""
+    from registry.lifecycle import GCOptions, collect
+    from registry.observe.metrics import METRICS
+    from registry.store import Store
+
+    store = Store(driver, secret="units")
+    orphan = b"no manifest names this blob" * 4
+    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
+
+    async def body():
+        yield orphan
+
+    await store.uploads.put_whole("units/app", d, body())  # pushed, never named by a manifest
+
+    def runs(outcome: str) -> float:
+        return METRICS.gc_runs.values.get((outcome,), 0)
+
+    before = {o: runs(o) for o in ("completed", "dry-run", "skipped", "failed")}
+    freed = METRICS.gc_freed.values.get((), 0)
+    dry = await collect(store, GCOptions(dry_run=True))
+    assert dry.blobs_deleted == 1 and runs("dry-run") == before["dry-run"] + 1
+    assert METRICS.gc_freed.values.get((), 0) == freed  # a dry run frees nothing
+    held = await Lease.acquire(driver, online=False, ttl=3)
+    with pytest.raises(LeaseHeld):
+        await collect(store, GCOptions())
+    assert runs("skipped") == before["skipped"] + 1
+    await held.release()
+    done = await collect(store, GCOptions())
+    assert done.blobs_deleted == 1 and runs("completed") == before["completed"] + 1
+    assert METRICS.gc_freed.values.get((), 0) == freed + len(orphan)
+    assert runs("failed") == before["failed"]

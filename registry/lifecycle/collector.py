@@ -26,11 +26,12 @@ from typing import Any
 from drivers.base import FileInfo, PathNotFound, StorageDriver, StorageError
 
 from ..errors import RegistryError
+from ..observe.metrics import METRICS
 from ..reference import Digest
 from ..store import Store, paths
 from . import barrier as barriers
 from .inventory import Inventory, Repository, newest, read_tags, scan
-from .lease import Lease, LeaseLost
+from .lease import Lease, LeaseHeld, LeaseLost
 from .marking import References, mark_blobs, reachable, read_references, tag_roots
 from .progress import Progress
 from .rules import ImmutabilityPolicy, RetentionPolicy
@@ -150,6 +151,23 @@ class Collector:
 
     # --- the run -----------------------------------------------------------------------------
     async def run(self) -> GCSummary:
+        """One run; records ``registry_gc_runs_total{outcome}`` (completed, dry-run, skipped: the
+        lease is held, failed) and ``registry_gc_freed_bytes_total`` (also what a failed run freed)."""
+        outcome = "failed"
+        try:
+            summary = await self._run()
+        except LeaseHeld:
+            outcome = "skipped"
+            raise
+        else:
+            outcome = "dry-run" if self.o.dry_run else "completed"
+            return summary
+        finally:
+            METRICS.gc_runs.inc((outcome,))
+            if self.summary.bytes_freed and not self.o.dry_run:
+                METRICS.gc_freed.inc((), self.summary.bytes_freed)
+
+    async def _run(self) -> GCSummary:
         started = time.monotonic()
         self._started_mono = started
         if not self.o.dry_run:
@@ -269,6 +287,9 @@ class Collector:
                     await self.store.tags.untag(name, tag)
                 except RegistryError:  # removed meanwhile
                     pass
+                else:
+                    if self.store.events.active:  # as a DELETE of the tag through the API
+                        await self.store.events.tag_deleted(name, tag)
                 repo.tag_targets.pop(tag, None)
                 repo.tags.pop(tag, None)
                 for d, entries in list(repo.tag_index.items()):

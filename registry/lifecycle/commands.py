@@ -121,7 +121,18 @@ def _store(config: Config) -> Any:
     from ..app import open_driver
     from ..store import Store
 
-    return Store(open_driver(config), secret=config.http.secret)
+    driver = open_driver(config)
+    return Store(driver, secret=config.http.secret, events=_notifier(config, driver))
+
+
+def _notifier(config: Config, driver: Any) -> Any:
+    """Events of what the command deletes (repositories, tags) go to the endpoints' outboxes in the
+    storage, as a serving instance's do; the serving instances deliver them."""
+    from ..events import build
+
+    notifier, _ = build(config.notifications, driver, http_addr=config.http.addr,
+                        url_for=lambda _request, path: path, metrics=False, deliver=False)
+    return notifier
 
 
 def _print_summary(summary: GCSummary, as_json: bool) -> None:
@@ -145,6 +156,7 @@ def _garbage_collect(args: argparse.Namespace) -> int:
             )  # fmt: skip
             summary = await collect(store, options, progress.for_terminal(args.quiet))
         finally:
+            await store.events.close()
             await store.driver.close()
         _print_summary(summary, args.json)
         return 0
@@ -187,6 +199,7 @@ def _retention(args: argparse.Namespace) -> int:
             collector.sweep_blobs = False
             summary = await collector.run()
         finally:
+            await store.events.close()
             await store.driver.close()
         _print_summary(summary, args.json)
         return 0
@@ -232,10 +245,13 @@ def _repo_delete(args: argparse.Namespace) -> int:
                     print(f"registry: {name}: {exc.message}", file=sys.stderr)
                     status = 1
                     continue
+                if not args.dry_run and store.events.active:
+                    await store.events.repository_deleted(name)
                 verb = "would remove" if args.dry_run else "removed"
                 print(f"{name}: {verb} {', '.join(a.rsplit('/', 1)[-1] for a in areas)}; its blobs go at the "
                       "next garbage collection")
         finally:
+            await store.events.close()
             await store.driver.close()
         return status
 
