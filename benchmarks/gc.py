@@ -12,7 +12,9 @@ who goes first on every repetition:
   grace of 0 the same blobs go as offline; the figure includes the fixed wait of
   ``registry.lifecycle.barrier.BARRIER_WAIT`` seconds that lets serving instances see the lease).
 
-Each figure is the wall time of the whole process (start-up included), median over repetitions.
+Each figure is the wall time of the whole process (start-up included), median over repetitions;
+the 1-minute load average is recorded at the start and after each mode (a shared machine's other
+work slows both collectors, not necessarily alike).
 After every run the surviving blobs and manifest revisions of each copy are compared with the
 reference's: a figure counts only when both deleted exactly the same blobs and manifests.
 
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {counts} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        result: dict[str, Any] = {"counts": counts, "reference": _version(reference), "figures": {}}
+        result: dict[str, Any] = {"counts": counts, "reference": _version(reference), "figures": {},
+                                  "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg())}
         for mode in [m for m in args.modes.split(",") if m]:
             flag = ["-m"] if mode == "untagged" else []
             times: dict[str, list[float]] = {"reference": [], "offline": [], "online": []}
@@ -207,12 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                            "manifests": len(before[1] - outcome["reference"][1])}
             med = {k: statistics.median(v) for k, v in times.items()}
             result["figures"][mode] = {
-                "deleted": deleted, "seconds": med, "all_seconds": times,
+                "deleted": deleted, "seconds": med, "all_seconds": times, "loadavg_end": list(os.getloadavg()),
                 "ratio_offline": med["reference"] / med["offline"], "ratio_online": med["reference"] / med["online"],
             }  # fmt: skip
             print(f"{mode:>9}: deleted {deleted}; reference {med['reference']:.2f}s, ours offline {med['offline']:.2f}s "
                   f"({med['reference'] / med['offline']:.2f}x), ours online {med['online']:.2f}s "
-                  f"({med['reference'] / med['online']:.2f}x)", file=sys.stderr)
+                  f"({med['reference'] / med['online']:.2f}x); load average {os.getloadavg()[0]:.2f} on "
+                  f"{os.cpu_count()} CPUs", file=sys.stderr)
         line = json.dumps(result, sort_keys=True)
         if args.json:
             args.json.write_text(line)

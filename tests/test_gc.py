@@ -165,6 +165,46 @@ def test_repo_delete_and_list(tmp_path: Path) -> None:
         reg.stop()
 
 
+def test_repo_delete_and_retention_notify_like_api_deletes(tmp_path: Path) -> None:
+    """``registry repo delete`` sends distribution's repository delete event and a tag that retention
+    removes a tag delete event: queued in the storage's outbox by the command, delivered by the
+    serving instance to a real HTTP receiver (h12's registry/events)."""
+    import yaml
+
+    from observe_support import Receiver, wait_for
+
+    receiver = Receiver().start()
+    extra = yaml.safe_dump({
+        "notifications": {"endpoints": [{"name": "gc-events", "url": receiver.url, "timeout": "2s",
+                                         "backoff": "100ms", "threshold": 3}]},
+        "retention": {"rules": [{"repositories": "ev/keep", "tags": [{"pattern": "old*", "olderthan": "1d"}]}]},
+    })  # fmt: skip
+    reg = start_or_fail("ours", tmp_path / "root", tmp_path / "work", extra)
+    try:
+        push_image(reg.client, "ev/gone", make_image("oci", label="ev-gone"), tag="v1")
+        keep = make_image("oci", label="ev-keep")
+        push_image(reg.client, "ev/keep", keep, tag="old")
+        push_image(reg.client, "ev/keep", keep, tag="new")
+        link = reg.root / V2 / "repositories" / "ev" / "keep" / "_manifests" / "tags" / "old" / "current" / "link"
+        os.utime(link, (link.stat().st_mtime - 2 * 86400,) * 2)
+        assert run_cli("repo", "delete", "ev/gone", "--config", str(reg.config_path)).returncode == 0
+        retention = run_cli("retention", "--json", str(reg.config_path))
+        assert retention.returncode == 0, retention.stderr
+
+        def deletes() -> list[tuple[str, str]]:
+            return [(e["target"]["repository"], e["target"].get("tag", "")) for e in receiver.events()
+                    if e["action"] == "delete"]
+
+        wait_for(lambda: len(deletes()) >= 2, timeout=60, what="the delete events")
+        assert sorted(deletes()) == [("ev/gone", ""), ("ev/keep", "old")], receiver.events()
+        gone = next(e for e in receiver.events() if e["action"] == "delete" and e["target"]["repository"] == "ev/gone")
+        assert "digest" not in gone["target"] or not gone["target"]["digest"], gone  # the whole repository
+        assert_pulls(reg.client, "ev/keep", keep, ref="new")
+    finally:
+        reg.stop()
+        receiver.close()
+
+
 def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("storage:\n  filesystem:\n    rootdirectory: /nonexistent/deeper/root\n  maintenance:\n"
@@ -175,3 +215,139 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "configuration" in proc.stderr
     proc = run_cli("garbage-collect", "--online", "--offline", str(bad))
     assert proc.returncode == 2  # argparse: not allowed together
+
+
+def _generated_root(tmp_path: Path, **rules: object) -> tuple[Path, Path]:
+    """A small root in distribution's layout (benchmarks/gc.py's generator, every manifest tagged
+    v0..v5 in team0/app0) and a config file for it with ``rules`` added."""
+    import yaml
+
+    from benchmarks.gc import config_for, generate
+
+    root = tmp_path / "root"
+    generate(root, repos=1, manifests=6, layers=60, untagged=0.0, orphans=0.0)
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({**config_for(root), **rules}))
+    return root, config
+
+
+def test_collector_applies_retention_and_reclaims_in_the_same_run(tmp_path: Path) -> None:
+    import time
+
+    retention = {"rules": [{"repositories": "team0/*", "tags": [{"pattern": "v*", "keep": 2}],
+                            "untagged": {"olderthan": "1d"}}]}
+    root, config = _generated_root(tmp_path, retention=retention)
+    manifests = root / V2 / "repositories" / "team0" / "app0" / "_manifests"
+    now = time.time()
+    targets = {}
+    for i in range(6):  # v5 moved last, v0 first; every manifest pushed 10 days ago
+        link = manifests / "tags" / f"v{i}" / "current" / "link"
+        targets[f"v{i}"] = link.read_text()
+        os.utime(link, (now - (10 - i) * 86400,) * 2)
+        revision = manifests / "revisions" / "sha256" / targets[f"v{i}"][7:] / "link"
+        os.utime(revision, (now - 10 * 86400,) * 2)
+    kept = {"v4", "v5"}
+    expected = set()
+    for tag in kept:
+        d = targets[tag]
+        body = json.loads((root / V2 / "blobs" / "sha256" / d[7:9] / d[7:] / "data").read_bytes())
+        expected |= {d, body["config"]["digest"], *(layer["digest"] for layer in body["layers"])}
+    before = blob_dirs(root)
+    summary, _ = gc(config, "--offline")  # no -m: only retention's untagged rule removes manifests
+    assert summary["tags_deleted"] == 4 and summary["manifests_deleted"] == 4, summary
+    assert sorted(p.name for p in (manifests / "tags").iterdir()) == sorted(kept)
+    assert blob_dirs(root) == expected, "the manifests retention untagged were not reclaimed by the same run"
+    assert summary["blobs_deleted"] == len(before - expected)
+    no_retention, _ = gc(config, "--offline", "--no-retention")
+    assert no_retention["tags_deleted"] == 0 and no_retention["blobs_deleted"] == 0
+
+
+def test_progress_is_a_bar_on_a_terminal_lines_otherwise_and_nothing_with_quiet(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+    import threading
+
+    from helpers import ROOT, registry_cmd
+
+    _, config = _generated_root(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    # a real terminal on stderr: tqdm draws a bar per phase
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal has a size
+    screen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal's other side closed
+                return
+            if not chunk:
+                return
+            screen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc = subprocess.Popen(registry_cmd("garbage-collect", "--dry-run", str(config)), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    out, _ = proc.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert proc.returncode == 0, screen[-2000:]
+    text = bytes(screen).decode(errors="replace")
+    assert "scanning storage" in text and "reading manifests" in text and "items" in text, text[-2000:]
+    assert "\r" in text and "100%" in text, text[-2000:]  # a bar redrawn in place, to its end
+    assert "would delete" in out  # the summary stays on stdout
+    # no terminal: one line per phase (and every few seconds), the summary on stdout
+    lines = run_cli("garbage-collect", "--dry-run", str(config), timeout=120)
+    assert lines.returncode == 0, lines.stderr
+    assert "\r" not in lines.stderr and "scanning storage:" in lines.stderr and " done in " in lines.stderr
+    # --quiet: no progress, no list; the summary only
+    quiet = run_cli("garbage-collect", "--dry-run", "-q", str(config), timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert "eligible for deletion" not in quiet.stdout and "garbage collection (dry-run)" in quiet.stdout
+
+
+async def test_on_s3_the_collector_lists_by_prefix_and_deletes_in_batches(moto_emulator) -> None:
+    """Two prefix listings for the whole scan and one bulk delete (S3 DeleteObjects, see
+    test_cloud_drivers) per part of a batch, never a request per blob: counted by the registry's
+    own storage metrics (registry/observe MeteredDriver) around the real S3 driver on moto."""
+    from emulators import s3_params
+    from registry.lifecycle import GCOptions, collect
+    from registry.observe.metrics import METRICS
+    from registry.observe.storage import MeteredDriver
+    from registry.reference import parse_digest
+    from registry.store import Store, paths
+
+    driver = MeteredDriver(create_driver("s3", s3_params(moto_emulator, rootdirectory="/gc-batches")))
+    n = 250
+    try:
+        async def orphan(i: int) -> None:
+            data = f"an s3 blob no manifest names {i}".encode()
+            d = parse_digest(sha256(data))
+            await driver.put_content(paths.blob_data(d), data)
+            await driver.put_content(paths.layer_link(f"gc/batches{i % 5}", d), str(d).encode())
+
+        await asyncio.gather(*(orphan(i) for i in range(n)))
+
+        def calls(action: str) -> int:
+            series = METRICS.storage_seconds.values.get((driver.name, action))
+            return sum(series[:-1]) if series else 0
+
+        actions = ("delete", "delete_files", "list", "list_files", "walk", "stat", "get_content")
+        before = {a: calls(a) for a in actions}
+        summary = await collect(Store(driver, secret="gc-batches"), GCOptions(batch=100))
+        made = {a: calls(a) - before[a] for a in actions}
+        assert summary.blobs_deleted == n and summary.repositories == 5, summary
+        # two prefix listings of one page each (the meter times every page fetch and the end of each)
+        assert made["list_files"] == 4 and made["list"] + made["walk"] <= 4, made
+        assert 3 <= made["delete_files"] <= 3 * 2 + 2, made  # 3 batches: data first, then the links
+        assert made["delete"] <= 4 and made["stat"] == 0, made  # the lease and the run's directory only
+        left = [i.path async for page in driver.list_files("/docker/registry/v2/blobs") for i in page]
+        assert left == [], left[:5]
+    finally:
+        await driver.close()
