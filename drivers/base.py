@@ -145,6 +145,13 @@ def _http_status_and_code(exc: BaseException) -> tuple[int | None, str]:
     return None, str(getattr(exc, "error_code", "") or "")
 
 
+class Conflict(StorageError):
+    """A conditional write was refused: the object changed since this writer read it (another
+    process wrote it). Nothing of this write took effect."""
+
+    kind = "conflicting write"
+
+
 class DriverConfigError(ValueError):
     """A ``storage:`` config block that names an unknown driver or holds a bad parameter."""
 

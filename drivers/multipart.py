@@ -221,6 +221,20 @@ class PartStore(abc.ABC):
     async def mpu_abort(self, key: str, state: dict[str, Any]) -> None:
         """Throw the upload away; best effort, silent when already gone."""
 
+    #: whether :meth:`put_small_if` really is conditional (the backend refuses a write whose
+    #: precondition failed); without it the sidecar is written unconditionally
+    conditional_writes: bool = False
+
+    async def get_small_tagged(self, key: str) -> tuple[bytes, str | None]:
+        """Content of a small object and its version tag (ETag) for :meth:`put_small_if`."""
+        return await self.get_small(key), None
+
+    async def put_small_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """Write ``data`` if the object still has version ``tag`` (unconditionally when None);
+        the new version's tag. Raises :class:`drivers.base.Conflict` when it changed."""
+        await self.put_small(key, data)
+        return None
+
     async def discard_leftover(self, key: str) -> None:
         """A fresh writer starts from zero: abort the upload an earlier writer left at ``key``."""
         try:
@@ -325,6 +339,8 @@ class PartWriter(FileWriter):
         self._final_size: int | None = None  # the size once the writer is finished
         self._dirty = True  # whether the sidecar must be (re)written on close
         self._lock = asyncio.Lock()
+        #: the sidecar's version when this writer read it (conditional writes: see resume)
+        self._tag: str | None = None
 
     @classmethod
     async def resume(
@@ -332,7 +348,7 @@ class PartWriter(FileWriter):
     ) -> "PartWriter":
         """The writer some instance closed at ``key``; PathNotFound when there is none."""
         try:
-            raw = await store.get_small(sidecar_key(key))
+            raw, tag = await store.get_small_tagged(sidecar_key(key))
         except (FileNotFoundError, PathNotFound):
             raise PathNotFound(store.name, path) from None
         header, _, tail = raw.partition(b"\n")
@@ -348,7 +364,19 @@ class PartWriter(FileWriter):
         writer = cls(store, path, key, saved_part_size, budget=budget, state=state, uploaded=uploaded)
         await writer._buffer.append(tail)
         writer._dirty = False  # closing it unchanged (a status query) needs no write
+        writer._tag = tag
         return writer
+
+    async def claim(self) -> None:
+        """Write the state read at resume again, conditionally, as a new version: from here on
+        every writer that resumed before this one (a paused process) finds its close refused
+        (:class:`drivers.base.Conflict`), however late it comes. Conflict when someone closed
+        after our resume (resume again). No-op where the backend has no conditional writes."""
+        async with self._lock:
+            self._require("claim")
+            if self._tag is None or not self._store.conditional_writes:
+                return
+            await self._with_content(self._buffer, self._save, files=False)
 
     # --- FileWriter ----------------------------------------------------------------------
 
@@ -490,5 +518,8 @@ class PartWriter(FileWriter):
             "part_size": self._part_size,
             "tail": len(tail),
             "state": self._state,
+            # each write is a new version (with identical content S3's ETag would not change)
+            "nonce": os.urandom(8).hex(),
         }
-        await self._store.put_small(sidecar_key(self._key), json.dumps(meta).encode() + b"\n" + bytes(tail))
+        data = json.dumps(meta).encode() + b"\n" + bytes(tail)
+        self._tag = await self._store.put_small_if(sidecar_key(self._key), data, self._tag)

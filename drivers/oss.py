@@ -27,6 +27,8 @@ class OSSDriver(S3Driver):
     secret_params = frozenset({"accesskeysecret"})
     checksums = "when_required"
     default_addressing = "virtual"
+    #: OSS's S3 API documents no If-Match on PutObject: the state is written unconditionally
+    conditional_writes = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "OSSDriver":

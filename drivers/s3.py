@@ -23,8 +23,8 @@ import aiohttp
 from botocore.exceptions import ClientError
 
 from .base import (
-    DELETE_PARALLELISM, DriverConfigError, FileInfo, InvalidOffset, PathNotFound, StorageError, StorageUnavailable,
-    check_dir, is_valid_path,
+    DELETE_PARALLELISM, Conflict, DriverConfigError, FileInfo, InvalidOffset, PathNotFound, StorageError,
+    StorageUnavailable, check_dir, is_valid_path,
 )
 from .cloud import RETRY_ATTEMPTS, ObjectStoreDriver, Params
 from .multipart import BufferReader, PartStore
@@ -32,6 +32,8 @@ from .multipart import BufferReader, PartStore
 MIN_PART = 5 << 20
 MAX_PART = 5 << 30
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+#: a conditional write refused (412), or raced by another conditional write (409)
+_CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _STORAGE_CLASSES = (
     "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
     "GLACIER_IR", "NOSTORAGECLASS",
@@ -106,6 +108,9 @@ class S3Driver(ObjectStoreDriver):
     checksums = "when_supported"
     #: the addressing style when ``forcepathstyle`` is off ("virtual" for stores that need it)
     default_addressing = "auto"
+    #: PutObject honours ``If-Match`` (AWS since 2024, moto, MinIO): an upload's state object is
+    #: replaced only by a writer that read its current version (see drivers/multipart.py)
+    conditional_writes = True
 
     def __init__(
         self,
@@ -454,6 +459,36 @@ class _S3Parts(PartStore):
         with self._err(key):
             await self._d._s3("put_object", Bucket=bucket, Key=name, Body=data)
 
+    @property
+    def conditional_writes(self) -> bool:  # type: ignore[override]
+        return self._d.conditional_writes
+
+    async def get_small_tagged(self, key: str) -> tuple[bytes, str | None]:
+        bucket, name = self._d._split(key)
+        with self._err(key):
+            try:
+                resp = await self._d._s3("get_object", Bucket=bucket, Key=name)
+            except ClientError as exc:
+                if _client_error_code(exc) in _NOT_FOUND_CODES:
+                    raise FileNotFoundError(key) from None
+                raise
+            async with resp["Body"] as body:
+                return await body.read(), resp.get("ETag")
+
+    async def put_small_if(self, key: str, data: bytes, tag: str | None) -> str | None:
+        """PutObject with ``If-Match`` (S3 since 2024, moto): a sidecar another writer replaced
+        since we read it is never overwritten."""
+        bucket, name = self._d._split(key)
+        extra = {"IfMatch": tag} if tag is not None and self._d.conditional_writes else {}
+        with self._err(key):
+            try:
+                out = await self._d._s3("put_object", Bucket=bucket, Key=name, Body=data, **extra)
+            except ClientError as exc:
+                if _client_error_code(exc) in _CONFLICT_CODES:
+                    raise Conflict(self.name, self._d._path(key), "the upload's state changed since it was read") from None
+                raise
+        return out.get("ETag")
+
     async def delete_key(self, key: str) -> None:
         bucket, name = self._d._split(key)
         with self._err(key):
@@ -488,10 +523,15 @@ class _S3Parts(PartStore):
         bucket, name = self._d._split(key)
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in state["parts"]]
         with self._err(key):
-            await self._d._s3(
-                "complete_multipart_upload", Bucket=bucket, Key=name, UploadId=state["upload_id"],
-                MultipartUpload={"Parts": parts},
-            )  # fmt: skip
+            try:
+                await self._d._s3(
+                    "complete_multipart_upload", Bucket=bucket, Key=name, UploadId=state["upload_id"],
+                    MultipartUpload={"Parts": parts},
+                )  # fmt: skip
+            except ClientError as exc:
+                if _client_error_code(exc) == "InvalidPart":  # S3 checks each part's ETag
+                    raise Conflict(self.name, self._d._path(key), "a part was replaced by another writer") from None
+                raise
 
     async def mpu_abort(self, key: str, state: dict[str, Any]) -> None:
         bucket, name = self._d._split(key)

@@ -18,6 +18,8 @@ log = logging.getLogger("registry")
 
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
 DRIVER_KEY: web.AppKey[StorageDriver] = web.AppKey("driver", StorageDriver)
+#: what processes and instances share (registry.state.State): leases, counters, caches
+STATE_KEY: web.AppKey[Any] = web.AppKey("state", object)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 
@@ -93,6 +95,10 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     if driver is not None:
         app[DRIVER_KEY] = wrap_driver(driver, config)
     app.on_response_prepare.append(_add_headers)
+    from .state import open_state
+
+    app[STATE_KEY] = open_state(config.state, workers=config.http.workers)
+    app.cleanup_ctx.append(_state_lifecycle)
     app.cleanup_ctx.append(_driver_lifecycle)
     instrument(app, config, DRIVER_KEY, api.base.v2_url)
     app.cleanup_ctx.append(api.store_context(config, DRIVER_KEY))
@@ -114,6 +120,21 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
 
     setup_proxy(app, config)
     return app
+
+
+async def _state_lifecycle(app: web.Application) -> Any:
+    state = app[STATE_KEY]
+    if state.kind == "redis":
+        from .state import StateUnavailable
+
+        try:
+            await state.ping()
+            log.info("shared state: Redis at %s", ", ".join(app[CONFIG_KEY].state.redis.addrs))
+        except StateUnavailable:  # serve anyway: reads work, locked operations answer 503 until it is back
+            log.warning("shared state: Redis at %s does not answer; uploads and pushes answer 503 until it does",
+                        ", ".join(app[CONFIG_KEY].state.redis.addrs))
+    yield
+    await state.close()
 
 
 async def _driver_lifecycle(app: web.Application) -> Any:

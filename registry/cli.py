@@ -174,6 +174,12 @@ def serve(config: Config) -> int:
     raise_fd_limit()  # before forking: every worker inherits it
     workers = config.http.workers
     children: list[int] = []
+    lockdir = None
+    if workers > 1 and config.state.redis is None and not config.state.lockdirectory:
+        import tempfile
+
+        # the workers' leases (uploads, repositories) become flock files in one directory
+        lockdir = config.state.lockdirectory = tempfile.mkdtemp(prefix="registry-locks-")
     from .observe import tracing
     from .observe.metrics import snapshot_dir_for
     from .observe.process import ROLE
@@ -206,10 +212,12 @@ def serve(config: Config) -> int:
             except (ProcessLookupError, ChildProcessError):
                 pass
         tracing.shutdown()
-        if ROLE.metrics_dir is not None:
-            import shutil
+        import shutil
 
+        if ROLE.metrics_dir is not None:
             shutil.rmtree(ROLE.metrics_dir, ignore_errors=True)
+        if lockdir is not None:
+            shutil.rmtree(lockdir, ignore_errors=True)
     return 0
 
 

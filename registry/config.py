@@ -663,6 +663,9 @@ class StorageConfig(_FromRaw):
     uploadpurging: UploadPurgingConfig = dataclasses.field(default_factory=UploadPurgingConfig)
     #: ``storage.maintenance.gc`` (ours): registry.lifecycle.settings.GCSettings
     gc: Any = None
+    #: ``storage.cache.blobdescriptor``: "" (none), "inmemory" or "redis" (registry.state.cache)
+    cache_blobdescriptor: str = ""
+    cache_blobdescriptorsize: int = 10000
     #: set once the driver's parameters were checked (and warned about), so a second open is quiet
     params_checked: bool = dataclasses.field(default=False, compare=False, repr=False)
 
@@ -679,8 +682,9 @@ class StorageConfig(_FromRaw):
             raise s.bad(driver, "a mapping of driver parameters", params)
         maintenance = s.section("maintenance")
         purging = maintenance.section("uploadpurging")
-        s.section("cache").unimplemented("blobdescriptor", "blob descriptors are read from the storage")
-        s.section("cache").unimplemented("blobdescriptorsize")
+        cache = s.section("cache")
+        blobdescriptor = cache.choice("blobdescriptor", ("inmemory", "redis"), None, lower=True) or ""
+        blobdescriptorsize = cache.int("blobdescriptorsize", 10000, minimum=1)
         s.section("tag").unimplemented("concurrencylimit")
         return cls(
             driver=driver,
@@ -695,6 +699,8 @@ class StorageConfig(_FromRaw):
                 dryrun=purging.bool("dryrun", False),
             ),
             gc=_gc_config(maintenance.section("gc")),
+            cache_blobdescriptor=blobdescriptor,
+            cache_blobdescriptorsize=blobdescriptorsize,
         )
 
 
@@ -816,6 +822,8 @@ class Config:
     #: ``retention:`` and ``immutability:`` (ours): registry.lifecycle.rules policies
     retention: Any = None
     immutability: Any = None
+    #: ``redis:`` and ``state:`` (registry.state.config.StateConfig): what instances share
+    state: Any = None
     #: every warning the configuration gave (``check-config`` repeats them)
     warnings: list[str] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
@@ -845,6 +853,10 @@ class Config:
             self.retention = rules.RetentionPolicy()
         if self.immutability is None:
             self.immutability = rules.ImmutabilityPolicy()
+        if self.state is None:
+            from .state.config import StateConfig
+
+            self.state = StateConfig()
 
     @classmethod
     def from_dict(cls, raw: Any, *, origins: Mapping[str, str] | None = None) -> "Config":
@@ -883,7 +895,9 @@ class Config:
             proxy=_proxy_config(s.section("proxy")),
             retention=_lifecycle_rules(s.section("retention"), "RetentionPolicy"),
             immutability=_lifecycle_rules(s.section("immutability"), "ImmutabilityPolicy"),
+            state=_state_config(s.section("redis"), s.section("state")),
         )
+        _check_state(s, config)
         for name, why in UNIMPLEMENTED_SECTIONS.items():
             s.unimplemented(name, why)
         s.finish()
@@ -896,7 +910,6 @@ class Config:
 UNIMPLEMENTED_SECTIONS: dict[str, str] = {
     "middleware": "registry, repository and storage middlewares (cloudfront, redirect...) are distribution's",
     "reporting": "bugsnag and newrelic reporting are not available",
-    "redis": "there is no Redis cache yet",
     "policy": "repository classes are not enforced",
 }
 
@@ -917,6 +930,26 @@ def _notifications_config(s: Section) -> Any:
     from .events.config import NotificationsConfig
 
     return NotificationsConfig.from_section(s)
+
+
+def _state_config(redis: Section, state: Section) -> Any:
+    from .state.config import StateConfig
+
+    return StateConfig.from_sections(redis, state)
+
+
+def _check_state(s: Section, config: "Config") -> None:
+    """``storage.cache.blobdescriptor`` against ``redis:`` and ``http.workers``."""
+    state, storage = config.state, config.storage
+    choice = storage.cache_blobdescriptor
+    if choice == "redis" and state.redis is None:
+        raise ConfigError("storage.cache.blobdescriptor: redis needs the redis: section (redis.addr or redis.addrs)")
+    if choice == "inmemory" and config.http.workers > 1:
+        s.warn("storage.cache.blobdescriptor: inmemory is not used with http.workers > 1 (a delete in one "
+               "worker could not reach the others' caches); use redis")
+        choice = ""
+    state.blobdescriptor = choice
+    state.blobdescriptorsize = storage.cache_blobdescriptorsize
 
 
 def _ui_config(s: Section) -> Any:

@@ -7,4 +7,4 @@ os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ.setdefault("NO_GCE_CHECK", "True")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-pytest_plugins: list[str] = ["fixtures_registry", "emulators", "ui_support"]
+pytest_plugins: list[str] = ["fixtures_registry", "emulators", "ui_support", "scale_support"]

@@ -53,9 +53,11 @@ def store_context(config: Config, driver_key: Any) -> Any:
     upload purging (``storage.maintenance.uploadpurging``) in the background."""
 
     async def ctx(app: web.Application) -> Any:
+        from ..app import STATE_KEY
         from ..observe.setup import NOTIFIER_KEY
 
         store = app[STORE_KEY] = Store(app[driver_key], secret=config.http.secret, events=app.get(NOTIFIER_KEY),
+                                       state=app.get(STATE_KEY), cache=bool(config.state.blobdescriptor),
                                        immutability=config.immutability)
         purging = config.storage.uploadpurging
         task = asyncio.create_task(_purge_loop(store, purging)) if purging.enabled else None

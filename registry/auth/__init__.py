@@ -39,11 +39,14 @@ def setup_auth(app: web.Application, config: Any) -> None:
 
     auth_config, server_config = load(getattr(config, "auth", {}), getattr(config, "tokenserver", {}))
     prefix = getattr(getattr(config, "http", None), "prefix", "/") or "/"
+    from ..app import STATE_KEY
+
+    state = app.get(STATE_KEY)  # shared counters and refresh tokens when it is Redis
     try:
-        server = TokenServer(server_config) if server_config is not None else None
+        server = TokenServer(server_config, state=state) if server_config is not None else None
         authorizer: BasicAuth | BearerAuth | None = None
         if auth_config.htpasswd is not None:
-            authorizer = BasicAuth(auth_config.htpasswd)
+            authorizer = BasicAuth(auth_config.htpasswd, state=state)
         elif auth_config.token is not None:
             # Our own token server's key is trusted without a bundle when both run in this process.
             own = server.signer.trusted_keys() if server is not None else {}

@@ -175,6 +175,9 @@ def _revoke(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not server.refreshtokens_path:
         return _fail("tokenserver.refreshtokens.path is not configured: there are no refresh tokens")
+    state_config = load_config(args.config).state
+    if state_config.redis is not None:  # the tokens live in Redis, shared by every instance
+        return _revoke_shared(args, state_config, server.refreshtokens_expiration)
     try:
         store = RefreshStore(server.refreshtokens_path, server.refreshtokens_expiration)
         if args.token_stdin:
@@ -183,6 +186,30 @@ def _revoke(args: argparse.Namespace) -> int:
             count = store.revoke(account=args.account)
     except (RefreshStoreError, OSError) as exc:
         return _fail(str(exc))
+    print(f"revoked {count} refresh token(s)")
+    return 0
+
+
+def _revoke_shared(args: argparse.Namespace, state_config: Any, lifetime: float) -> int:
+    import asyncio
+
+    from ..state import StateUnavailable, open_state
+    from .refresh import SharedRefreshStore
+
+    token = sys.stdin.readline().strip() if args.token_stdin else None
+
+    async def revoke() -> int:
+        state = open_state(state_config)
+        try:
+            store = SharedRefreshStore(state, lifetime)
+            return await (store.revoke(token=token) if token is not None else store.revoke(account=args.account))
+        finally:
+            await state.close()
+
+    try:
+        count = asyncio.run(revoke())
+    except StateUnavailable as exc:
+        return _fail(f"the refresh tokens are in Redis, which is unavailable: {exc}")
     print(f"revoked {count} refresh token(s)")
     return 0
 

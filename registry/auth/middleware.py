@@ -98,10 +98,11 @@ class BasicAuth:
     Unlike distribution, failed logins are limited (per address and account, see
     :mod:`registry.auth.ratelimit`), since every guess costs a bcrypt check."""
 
-    def __init__(self, config: HtpasswdConfig) -> None:
+    def __init__(self, config: HtpasswdConfig, state: Any = None) -> None:
         self.config = config
         self.users = Htpasswd(config.path)
-        self.limiter = LoginLimiter(BASIC_FAILURES, BASIC_WINDOW)
+        #: with Redis (``state``), one failure budget for every instance
+        self.limiter = LoginLimiter(BASIC_FAILURES, BASIC_WINDOW, state=state)
 
     def challenge(self, needed: Sequence[Scope], message: str = "authentication required") -> RegistryError:
         return RegistryError(

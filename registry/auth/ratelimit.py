@@ -12,15 +12,24 @@ password check (429 with Retry-After) while one of them is over its budget:
   started, up to :data:`KNOWN_ADDRESSES` per account) may still try.
 
 The counters live behind :class:`FailureStore`: :class:`MemoryFailureStore` keeps them in this
-process; a shared backend (Redis) gives several workers or hosts one budget.
+process; :class:`StateFailureStore` keeps them in :mod:`registry.state`, which with Redis gives
+every worker and instance one budget. While Redis is unreachable the limits fall back to this
+process's own counters (each instance then allows its own budget), so logins neither stop nor go
+unlimited.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..state import State
+
+log = logging.getLogger(__name__)
 
 #: addresses remembered per account as having signed in (the account-wide budget spares them)
 KNOWN_ADDRESSES = 32
@@ -108,16 +117,65 @@ class MemoryFailureStore:
         return seen is not None and self.clock() - seen < KNOWN_FOR
 
 
+class StateFailureStore:
+    """:class:`FailureStore` in the shared state (one budget for every instance on one Redis),
+    with this process's memory as the fallback while the state is unavailable."""
+
+    def __init__(self, state: "State", window: float, max_entries: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.state = state
+        self.window = window
+        self.max_entries = max_entries
+        self.fallback = MemoryFailureStore(window, max_entries, clock)
+        self._warned = False
+
+    async def _shared(self, call: Callable[[], object], local: Callable[[], object]) -> object:
+        from ..state import StateUnavailable
+
+        try:
+            result = await call()  # type: ignore[misc]
+            self._warned = False
+            return result
+        except StateUnavailable:
+            if not self._warned:
+                log.warning("failed-login limits: the shared state is unavailable; counting in this process")
+                self._warned = True
+            return await local()  # type: ignore[misc]
+
+    async def add(self, keys: tuple[str, ...]) -> None:
+        await self._shared(lambda: self.state.window_add(keys, self.window, self.max_entries),
+                           lambda: self.fallback.add(keys))
+
+    async def retry_after(self, key: str, limit: int) -> float:
+        return float(await self._shared(lambda: self.state.window_retry_after(key, limit, self.window),  # type: ignore[arg-type]
+                                        lambda: self.fallback.retry_after(key, limit)))
+
+    async def reset(self, key: str) -> None:
+        await self._shared(lambda: self.state.window_reset(key), lambda: self.fallback.reset(key))
+
+    async def remember(self, key: str, member: str) -> None:
+        await self._shared(lambda: self.state.mark(key, member, KNOWN_ADDRESSES, KNOWN_FOR),
+                           lambda: self.fallback.remember(key, member))
+
+    async def remembered(self, key: str, member: str) -> bool:
+        return bool(await self._shared(lambda: self.state.marked(key, member, KNOWN_FOR),
+                                       lambda: self.fallback.remembered(key, member)))
+
+
 class LoginLimiter:
     """The login policy over a :class:`FailureStore` (see the module docstring)."""
 
     def __init__(self, failures: int, window: float, *, address_failures: int | None = None,
                  account_failures: int | None = None, store: FailureStore | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, state: "State | None" = None) -> None:
+        """``state``: a shared :mod:`registry.state` backend to count in (Redis: one budget for
+        every instance); this process's memory when None or local."""
         self.failures = failures
         self.address_failures = address_failures or 4 * failures
         self.account_failures = account_failures or 10 * failures
         budget = max(self.failures, self.address_failures, self.account_failures)
+        if store is None and state is not None and state.shared:
+            store = StateFailureStore(state, window, budget, clock)
         self.store: FailureStore = store or MemoryFailureStore(window, budget, clock)
 
     @staticmethod

@@ -141,3 +141,79 @@ class RefreshStore:
         with self._lock:
             self._load()
             return [dict(dataclasses.asdict(r), id=k[:12]) for k, r in self._records.items()]
+
+
+class SharedRefreshStore:
+    """Refresh tokens in :mod:`registry.state` (Redis): every instance issues, accepts and
+    revokes the same tokens, and a revocation is seen by all at once. Same rules as
+    :class:`RefreshStore` (hashes only, at most :data:`MAX_PER_ACCOUNT` per account, no rotation);
+    async. While the state is unavailable, issuing and accepting refresh tokens fail with
+    :class:`registry.state.StateUnavailable` (a revoked token is never accepted by mistake)."""
+
+    asynchronous = True
+    KIND = "refresh"
+
+    def __init__(self, state: Any, lifetime: float) -> None:
+        self.state = state
+        self.lifetime = lifetime
+
+    @staticmethod
+    def _encode(record: RefreshRecord) -> bytes:
+        return json.dumps(dataclasses.asdict(record)).encode()
+
+    @staticmethod
+    def _decode(raw: bytes) -> RefreshRecord | None:
+        try:
+            return RefreshRecord(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+    async def issue(self, account: str, client_id: str, service: str) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        mine = await self.state.record_group(self.KIND, account)
+        if len(mine) >= MAX_PER_ACCOUNT:
+            oldest = sorted(mine, key=lambda k: getattr(self._decode(mine[k]), "created", 0.0))
+            for key in oldest[: len(mine) - MAX_PER_ACCOUNT + 1]:
+                await self.state.record_delete(self.KIND, key, account)
+        record = RefreshRecord(account, client_id, service, now, now + self.lifetime)
+        await self.state.record_put(self.KIND, _digest(token), self._encode(record), self.lifetime, account)
+        return token
+
+    async def lookup(self, token: str) -> RefreshRecord | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            return None
+        raw = await self.state.record_get(self.KIND, _digest(token))
+        record = self._decode(raw) if raw is not None else None
+        if record is None or record.revoked or record.expires <= time.time():
+            return None
+        return record
+
+    async def _revoke_key(self, key: str, raw: bytes) -> bool:
+        record = self._decode(raw)
+        if record is None or record.revoked:
+            return False
+        record.revoked = True
+        remaining = max(record.expires - time.time(), 1.0)
+        await self.state.record_put(self.KIND, key, self._encode(record), remaining, record.account)
+        return True
+
+    async def revoke(self, token: str | None = None, account: str | None = None) -> int:
+        count = 0
+        if token is not None:
+            key = _digest(token)
+            raw = await self.state.record_get(self.KIND, key)
+            if raw is not None and await self._revoke_key(key, raw):
+                count += 1
+        if account is not None:
+            for key, raw in (await self.state.record_group(self.KIND, account)).items():
+                count += await self._revoke_key(key, raw)
+        return count
+
+    async def list(self) -> list[dict[str, Any]]:
+        out = []
+        for key, raw in (await self.state.record_all(self.KIND)).items():
+            record = self._decode(raw)
+            if record is not None:
+                out.append(dict(dataclasses.asdict(record), id=key[:12]))
+        return out

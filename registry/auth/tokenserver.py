@@ -27,7 +27,7 @@ from . import acl, keys
 from .config import TokenServerConfig
 from .htpasswd import USERNAME_RE, Htpasswd, parse_basic
 from .ratelimit import LoginLimiter
-from .refresh import RefreshStore
+from .refresh import RefreshStore, SharedRefreshStore
 from .scope import Scope, ScopeError, format_scopes, parse_scopes, to_claim
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ class TokenError(Exception):
         self.headers = headers or {}
 
     def response(self) -> web.Response:
-        code = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(self.status, "UNSUPPORTED")
+        code = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS",
+                503: "UNAVAILABLE"}.get(self.status, "UNSUPPORTED")
         body = {
             "error": self.error,
             "error_description": self.description,
@@ -110,18 +111,40 @@ def _rfc3339(ts: float) -> str:
 
 
 class TokenServer:
-    def __init__(self, config: TokenServerConfig, signer: TokenSigner | None = None) -> None:
+    def __init__(self, config: TokenServerConfig, signer: TokenSigner | None = None, state: Any = None) -> None:
+        """``state``: the shared :mod:`registry.state` backend; with Redis the failed-login
+        counters and the refresh tokens live there, one for every instance."""
         self.config = config
         self.signer = signer or TokenSigner.from_config(config)
         self.users = Htpasswd(config.users)
         self.limiter = LoginLimiter(config.ratelimit_failures, config.ratelimit_window,
                                     address_failures=config.ratelimit_addressfailures,
-                                    account_failures=config.ratelimit_accountfailures)
+                                    account_failures=config.ratelimit_accountfailures, state=state)
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trustedproxies]
-        self.refresh = (RefreshStore(config.refreshtokens_path, config.refreshtokens_expiration)
-                        if config.refreshtokens_path else None)
-        if self.refresh is None:
+        self.refresh: RefreshStore | SharedRefreshStore | None = None
+        if config.refreshtokens_path and state is not None and state.shared:
+            self.refresh = SharedRefreshStore(state, config.refreshtokens_expiration)
+            log.info("refresh tokens are kept in Redis (shared by every instance), not in %s",
+                     config.refreshtokens_path)
+        elif config.refreshtokens_path:
+            self.refresh = RefreshStore(config.refreshtokens_path, config.refreshtokens_expiration)
+        else:
             log.info("tokenserver.refreshtokens.path is not set: no refresh tokens will be issued")
+
+    async def _refresh_call(self, method: str, *args: Any) -> Any:
+        """A refresh-store call: the file store blocks (worker thread), the shared one is async;
+        the shared state away is a 503 (a revoked token must never pass unchecked)."""
+        from ..state import StateUnavailable
+
+        assert self.refresh is not None
+        fn = getattr(self.refresh, method)
+        if getattr(self.refresh, "asynchronous", False):
+            try:
+                return await fn(*args)
+            except StateUnavailable:
+                raise TokenError(503, "temporarily_unavailable", "refresh tokens are unavailable; retry shortly",
+                                 headers={"Retry-After": "2"}) from None
+        return await asyncio.to_thread(fn, *args)
 
     # ------------------------------------------------------------------ shared steps
 
@@ -194,7 +217,7 @@ class TokenServer:
     async def _issue_refresh(self, account: str, client_id: str, service: str) -> str | None:
         if self.refresh is None:
             return None
-        return await asyncio.to_thread(self.refresh.issue, account, client_id, service)
+        return await self._refresh_call("issue", account, client_id, service)
 
     # ------------------------------------------------------------------ handlers
 
@@ -293,7 +316,7 @@ class TokenServer:
         if wait > 0:
             raise TokenError(429, "slow_down", "too many failed attempts; try again later",
                              headers={"Retry-After": str(int(wait) + 1)})
-        record = await asyncio.to_thread(self.refresh.lookup, token) if (self.refresh and token) else None
+        record = await self._refresh_call("lookup", token) if (self.refresh and token) else None
         if (
             record is None
             or not secrets.compare_digest(record.client_id.encode(), client_id.encode())

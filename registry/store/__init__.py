@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.base import PathNotFound, StorageDriver
 
 from .. import manifests as mf
+from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, try_digest
 from . import paths
 from .blobs import BlobInfo, BlobStore
@@ -30,6 +31,7 @@ from .uploads import UploadSession, UploadStore
 
 if TYPE_CHECKING:
     from ..events.notifier import Notifier
+    from ..state import State
 
 __all__ = ["BlobInfo", "Store", "StoredManifest", "UploadSession"]
 
@@ -39,19 +41,31 @@ RECONCILE_INTERVAL = 30.0
 
 class Store:
     def __init__(self, driver: StorageDriver, *, secret: str, events: "Notifier | None" = None,
+                 state: "State | None" = None, cache: bool = False,
                  immutability: Any = None) -> None:
+        """``state``: where leases (uploads, repositories) and the descriptor cache live
+        (:mod:`registry.state`; this process when None). ``cache``: the blob descriptor cache on."""
         from ..events.notifier import Notifier
+        from ..state.cache import DescriptorCache
 
         self.driver = driver
+        if state is None:
+            from ..state.config import StateConfig
+            from ..state.local import LocalState
+
+            state = LocalState(StateConfig())
+        self.state = state
         #: told when an operation completes (push, pull, mount, delete): events and their metrics
         self.events = events if events is not None else Notifier()
-        self.blobs = BlobStore(driver, self.events)
+        #: ``storage.cache.blobdescriptor`` (None when off)
+        self.cache = DescriptorCache(state) if cache else None
+        self.blobs = BlobStore(driver, self.events, self.cache)
         self._blob_store = self.blobs  # the parts' own (store.blobs may be wrapped, e.g. by the proxy)
-        self.uploads = UploadStore(driver, self.blobs, secret, self.events)
+        self.uploads = UploadStore(driver, self.blobs, secret, self.events, state)
         self.tags = TagStore(driver)
         self.referrers = ReferrerStore(driver)
-        #: per-repository ordering of manifest and tag writes in this process
-        self.locks = RepositoryLocks()
+        #: per-repository ordering of manifest and tag writes (leases in ``state``)
+        self.locks = RepositoryLocks(state)
         self.catalog = Catalog(driver)
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks,
                                        self.catalog, immutability)
@@ -68,8 +82,13 @@ class Store:
         the check lists every revision, which is slow on a bucket with many manifests)."""
         now = time.monotonic()
         if now - self._reconciled.get(repo, -RECONCILE_INTERVAL) >= RECONCILE_INTERVAL:
-            async with self.locks.shared(repo):
-                await self.reconcile(repo)
+            try:
+                async with self.locks.shared(repo):
+                    await self.reconcile(repo)
+            except RegistryError as exc:  # the shared state is away: a read still answers
+                if exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                return await self.referrers.list(repo, subject, artifact_type)
             self._reconciled[repo] = now
             if len(self._reconciled) > 10000:
                 self._reconciled.clear()
@@ -122,3 +141,14 @@ class Store:
             return []
         found = (try_digest(f"{algorithm}:{paths.leaf(e)}") for e in entries)
         return [d for d in found if d is not None]
+
+    async def forget_repository(self, repo: str) -> None:
+        """Tell the descriptor cache that ``repo`` is gone (a repository delete or a collector's
+        sweep: call before and after removing it). Raises StateUnavailable when it cannot."""
+        if self.cache is not None:
+            await self.cache.forget_repository(repo)
+
+    async def forget_blob(self, d: Digest) -> None:
+        """Tell the descriptor cache that blob ``d``'s data is gone (garbage collection)."""
+        if self.cache is not None:
+            await self.cache.forget_blob(d)

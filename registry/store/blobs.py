@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import InvalidOffset, PathNotFound, StorageDriver
 
@@ -20,6 +20,7 @@ MAX_MOUNT_CANDIDATES = 64
 
 if TYPE_CHECKING:
     from ..events.notifier import Notifier
+    from ..state.cache import DescriptorCache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,11 @@ def blob_unknown(d: Digest) -> RegistryError:
 
 
 class BlobStore:
-    def __init__(self, driver: StorageDriver, events: "Notifier | None" = None) -> None:
+    def __init__(self, driver: StorageDriver, events: "Notifier | None" = None,
+                 cache: "DescriptorCache | None" = None) -> None:
         self.driver = driver
+        #: the blob descriptor cache (``storage.cache.blobdescriptor``), None when off
+        self.cache = cache
         if events is None:
             from ..events.notifier import Notifier
 
@@ -91,7 +95,13 @@ class BlobStore:
                 raise outcome
 
     async def stat(self, repo: str, d: Digest) -> BlobInfo:
-        """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present."""
+        """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present (from
+        the descriptor cache when it is on)."""
+        generation = -1
+        if self.cache is not None:
+            size, generation = await self.cache.layer_size(repo, d)
+            if size is not None:
+                return BlobInfo(d, size, paths.blob_data(d))
         try:
             target = try_digest((await self.driver.get_content(paths.layer_link(repo, d))).decode("ascii", "replace"))
         except PathNotFound:
@@ -99,6 +109,8 @@ class BlobStore:
         info = await self.stat_data(target or d)
         if info is None:
             raise blob_unknown(d)
+        if self.cache is not None and info.path == paths.blob_data(d):
+            await self.cache.fill_layer(repo, d, info.size, generation)
         return BlobInfo(d, info.size, info.path)
 
     async def find(self, repo: str, d: Digest) -> BlobInfo:
@@ -197,11 +209,17 @@ class BlobStore:
         return name if is_valid_name(name) else None
 
     async def unlink(self, repo: str, d: Digest) -> None:
-        """Remove ``d`` from ``repo`` (the data stays for the garbage collector)."""
+        """Remove ``d`` from ``repo`` (the data stays for the garbage collector); with the cache
+        on, every instance forgets it at once (503 before anything changes when it cannot)."""
+        if self.cache is not None:
+            await _dropping(self.cache.before_delete(_scope(repo), f"l:{d}"))
         try:
             await self.driver.delete(paths.layer_link(repo, d))
         except PathNotFound:
             raise blob_unknown(d) from None
+        finally:
+            if self.cache is not None:
+                await self.cache.after_delete(_scope(repo), f"l:{d}")
         if self.events.active:
             await self.events.blob_deleted(repo, str(d))
 
@@ -227,3 +245,19 @@ class BlobStore:
                 yield chunk
         except (PathNotFound, InvalidOffset):
             raise blob_unknown(info.digest) from None
+
+
+def _scope(repo: str) -> str:
+    from ..state.cache import repo_scope
+
+    return repo_scope(repo)
+
+
+async def _dropping(drop: Any) -> None:
+    """Await a cache drop that must reach every instance before a delete: 503 when it cannot."""
+    from ..state import StateUnavailable
+
+    try:
+        await drop
+    except StateUnavailable as exc:
+        raise exc.to_registry_error("a delete (with the blob descriptor cache on)") from None

@@ -1,114 +1,81 @@
-"""In-process ordering of one repository's manifest and tag operations.
+"""Ordering of one repository's manifest and tag operations, as leases in :mod:`registry.state`.
 
-Within one process every manifest and tag write of a repository goes through
-:class:`RepositoryLocks`: operations that touch one tag or one manifest take the repository
-*shared* plus an exclusive lock on each name they change (``tag:<name>``), so pushes of different
-tags still run in parallel; operations whose footprint is not known up front (a delete by digest
-removes every tag pointing at the manifest, a collector sweeping a repository) take it
-*exclusive*. Writers of the exclusive kind are preferred: once one waits, new shared holders queue
-behind it, so a stream of pushes cannot starve a delete.
+Operations that touch one tag or one manifest take the repository *shared* plus an exclusive
+lease on each name they change (``tag:<name>``), so pushes of different tags still run in
+parallel; operations whose footprint is not known up front (a delete by digest removes every tag
+pointing at the manifest, a collector sweeping a repository) take it *exclusive*. A waiting
+exclusive holder goes first: once one waits, new shared holders queue behind it, so a stream of
+pushes cannot starve a delete.
 
-Between processes (``http.workers``, several instances on one storage) this lock does not reach;
-there the store relies on its order of writes and on re-checks (see :mod:`registry.store.manifests`).
-A shared lock service can later stand behind this same interface.
+Where these leases reach depends on the state backend: this process (no ``redis:``), every
+worker of this host (``http.workers > 1``: ``flock`` files), or every instance (Redis). Without
+Redis, instances on other hosts rely on the order of writes and the re-checks of
+:mod:`registry.store.manifests`; with Redis the one race those leave open (a tag moved by another
+instance in the instant a delete removes the old manifest's tags) is closed too. The leases carry
+no fencing into the storage: a holder paused past its lease (``state.leasettl``) falls back to
+that same write order, which keeps every outcome consistent.
+
+Redis unavailable: acquiring fails, and the operation answers 503 with ``Retry-After`` before it
+wrote anything.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 from collections.abc import AsyncIterator
 
-
-@dataclasses.dataclass
-class _RepoState:
-    cond: asyncio.Condition = dataclasses.field(default_factory=asyncio.Condition)
-    shared: int = 0
-    exclusive: bool = False
-    exclusive_waiting: int = 0
-    keys: dict[str, tuple[asyncio.Lock, int]] = dataclasses.field(default_factory=dict)
-    users: int = 0
+from ..errors import RegistryError
+from ..state import LeaseBusy, LeaseLost, State, StateUnavailable
 
 
 class RepositoryLocks:
-    def __init__(self) -> None:
-        self._repos: dict[str, _RepoState] = {}
-
-    def _enter(self, repo: str) -> _RepoState:
-        state = self._repos.get(repo)
+    def __init__(self, state: State | None = None) -> None:
         if state is None:
-            state = self._repos[repo] = _RepoState()
-        state.users += 1
-        return state
+            from ..state.config import StateConfig
+            from ..state.local import LocalState
 
-    def _leave(self, repo: str, state: _RepoState) -> None:
-        state.users -= 1
-        if state.users == 0 and self._repos.get(repo) is state:
-            del self._repos[repo]
+            state = LocalState(StateConfig())
+        self.state = state
 
     @contextlib.asynccontextmanager
     async def shared(self, repo: str, *keys: str) -> AsyncIterator[None]:
         """Hold ``repo`` shared and each of ``keys`` exclusively (taken in sorted order)."""
-        state = self._enter(repo)
-        try:
-            async with state.cond:
-                await state.cond.wait_for(lambda: not state.exclusive and not state.exclusive_waiting)
-                state.shared += 1
-            try:
-                async with contextlib.AsyncExitStack() as stack:
-                    for key in sorted(set(keys)):
-                        await stack.enter_async_context(self._key(state, key))
-                    yield
-            finally:
-                async with state.cond:
-                    state.shared -= 1
-                    state.cond.notify_all()
-        finally:
-            self._leave(repo, state)
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._held(f"repo:{repo}", shared=True))
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self._held(f"repo:{repo}:{key}"))
+            yield
 
     @contextlib.asynccontextmanager
     async def exclusive(self, repo: str) -> AsyncIterator[None]:
         """Hold ``repo`` alone: no shared holder runs meanwhile."""
-        state = self._enter(repo)
-        try:
-            async with state.cond:
-                state.exclusive_waiting += 1
-                try:
-                    await state.cond.wait_for(lambda: not state.exclusive and state.shared == 0)
-                finally:
-                    state.exclusive_waiting -= 1
-                    state.cond.notify_all()  # shared waiters queued behind us may go if we gave up
-                state.exclusive = True
-            try:
-                yield
-            finally:
-                async with state.cond:
-                    state.exclusive = False
-                    state.cond.notify_all()
-        finally:
-            self._leave(repo, state)
+        async with self._held(f"repo:{repo}"):
+            yield
 
     @contextlib.asynccontextmanager
-    async def _key(self, state: _RepoState, key: str) -> AsyncIterator[None]:
-        lock, users = state.keys.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        state.keys[key] = (lock, users + 1)
+    async def _held(self, name: str, *, shared: bool = False) -> AsyncIterator[None]:
         try:
-            async with lock:
-                yield
+            lease = await self.state.acquire(name, shared=shared)
+        except StateUnavailable as exc:
+            raise exc.to_registry_error("a repository write") from None
+        except LeaseBusy as exc:
+            raise exc.to_registry_error("this repository") from None
+        try:
+            yield
+        except LeaseLost as exc:
+            raise exc.to_registry_error() from None
         finally:
-            lock, users = state.keys[key]
-            if users <= 1:
-                del state.keys[key]
-            else:
-                state.keys[key] = (lock, users - 1)
+            await lease.release()
 
     def busy(self) -> int:
-        """Repositories with a holder or a waiter (for tests: 0 when everything was released)."""
-        return len(self._repos)
+        """Lease names with a holder or a waiter in this process (for tests: 0 when everything
+        was released); 0 on a shared backend, which keeps no local table."""
+        busy = getattr(self.state, "busy", None)
+        return busy() if busy is not None else 0
 
 
 def tag_key(tag: str) -> str:
     return f"tag:{tag}"
+
+
+__all__ = ["RegistryError", "RepositoryLocks", "tag_key"]

@@ -89,11 +89,30 @@ class ManifestStore:
             return False
 
     async def resolve(self, repo: str, ref: str | Digest) -> Digest:
-        """The digest of a tag or digest reference that names a manifest of ``repo``."""
+        """The digest of a tag or digest reference that names a manifest of ``repo`` (its
+        revision link from the descriptor cache when it is on: this is the pull path)."""
         d = ref if isinstance(ref, Digest) else await self.tags.resolve(repo, ref)
+        cache = self.blobs.cache
+        generation = -1
+        if cache is not None:
+            hit, generation = await cache.has_revision(repo, d)
+            if hit:
+                return d
         if not await self.exists(repo, d):
             raise manifest_unknown(ref)
+        if cache is not None:
+            await cache.fill_revision(repo, d, generation)
         return d
+
+    async def _body(self, d: Digest) -> bytes:
+        cache = self.blobs.cache
+        if cache is None:
+            return await self.blobs.get_small(d)
+        body, generation = await cache.manifest_body(d)
+        if body is None:
+            body = await self.blobs.get_small(d)
+            await cache.fill_manifest_body(d, body, generation)
+        return body
 
     async def get(self, repo: str, ref: str | Digest) -> StoredManifest:
         """The manifest a client pulls (the pull event is emitted here)."""
@@ -130,7 +149,7 @@ class ManifestStore:
     async def _get(self, repo: str, ref: str | Digest) -> StoredManifest:
         d = await self.resolve(repo, ref)
         try:
-            body = await self.blobs.get_small(d)
+            body = await self._body(d)
         except PathNotFound:
             raise manifest_unknown(ref) from None
         media_type = mf.detect_media_type(body)
@@ -295,7 +314,18 @@ class ManifestStore:
                 await self.events.tag_deleted(repo, ref)
             return [ref]
         async with self.locks.exclusive(repo):
-            removed = await self._delete_digest(repo, ref)
+            cache = self.blobs.cache
+            if cache is None:
+                removed = await self._delete_digest(repo, ref)
+            else:
+                from ..state.cache import repo_scope
+                from .blobs import _dropping
+
+                await _dropping(cache.before_delete(repo_scope(repo), f"r:{ref}"))
+                try:
+                    removed = await self._delete_digest(repo, ref)
+                finally:
+                    await cache.after_delete(repo_scope(repo), f"r:{ref}")
         if self.events.active:  # as distribution: the manifest, then each tag that pointed at it
             await self.events.manifest_deleted(repo, str(ref))
             for tag in removed:

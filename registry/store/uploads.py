@@ -46,10 +46,11 @@ from typing import Any
 
 from drivers import crashpoints
 from drivers import digest as digests
-from drivers.base import FileWriter, PathNotFound, StorageDriver
+from drivers.base import Conflict, FileWriter, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest
+from ..state import Lease, LeaseBusy, LeaseLost, State, StateUnavailable
 from . import paths
 from .blobs import BlobInfo, BlobStore
 from .uses import blob_key, guarded
@@ -83,31 +84,55 @@ def _now_rfc3339() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: times a writer re-reads the upload's state when its claim meets a concurrent close
+CLAIM_ROUNDS = 4
+
+
 class UploadStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore, secret: str, events: Any = None) -> None:
+    """Upload sessions. One request at a time per upload, across every worker and instance that
+    shares :attr:`state` (a lease named ``upload:<repo>/<id>``), fenced in the storage:
+
+    - the lease serialises: two PATCHes racing on one session (on two instances) run one after
+      the other, and the second finds the size moved (416 with the current range);
+    - on object stores with conditional writes (S3), the upload's state object (the writer's
+      sidecar: parts, tail) is replaced only by a writer that read its current version, so even
+      without a lease two writers can never both advance the upload from one state;
+    - a holder whose lease was not released (it expired: the holder may be paused, not dead)
+      first *claims* the state (writes it again conditionally): from then on the paused holder's
+      close is refused by the storage, whenever it wakes. It also stops itself: before each write
+      it checks its lease's local deadline (:meth:`registry.state.Lease.check`).
+
+    See docs/scale-out.md for what this guarantees on each backend."""
+
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, secret: str, events: Any = None,
+                 state: State | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
         #: told of each completed push (registry.events.notifier.Notifier)
         self.events = events if events is not None else blobs.events
         self._key = secret.encode()
-        #: one request at a time per upload in this process (two PATCHes racing on one session
-        #: would both start at the same offset); entries live while someone holds or waits
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        if state is None:
+            from ..state.config import StateConfig
+            from ..state.local import LocalState
+
+            state = LocalState(StateConfig())
+        #: where the per-upload leases live (this process, this host's workers, or Redis)
+        self.state = state
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, s: UploadSession) -> AsyncIterator[None]:
-        key = f"{s.repo}/{s.id}"
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+    async def _exclusive(self, s: UploadSession) -> AsyncIterator[Lease]:
         try:
-            async with lock:
-                yield
+            lease = await self.state.acquire(f"upload:{s.repo}/{s.id}")
+        except StateUnavailable as exc:
+            raise exc.to_registry_error("an upload") from None
+        except LeaseBusy as exc:
+            raise exc.to_registry_error("this upload") from None
+        try:
+            yield lease
+        except LeaseLost as exc:
+            raise exc.to_registry_error("the upload request") from None
         finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await lease.release()
 
     # --- state tokens ------------------------------------------------------------------------------
     def token(self, s: UploadSession) -> str:
@@ -184,8 +209,9 @@ class UploadStore:
         return CANONICAL
 
     async def status(self, s: UploadSession) -> int:
-        async with self._exclusive(s):
-            return await self._status(s)
+        """The upload's size. Read without the lease: a status query writes nothing, and it must
+        answer while another request (or a lost instance's lease) holds the upload."""
+        return await self._status(s)
 
     async def _status(self, s: UploadSession) -> int:
         w = await self._open(s)
@@ -214,25 +240,62 @@ class UploadStore:
         spec's MUST: a chunk sent again is out of order too, 416 with the current ``Range``).
         Requests on one upload are serialised in this process; across processes a client that
         races two PATCHes on one session gets what it asked for (see docs/api.md)."""
-        async with self._exclusive(s):
-            return await self._append(s, chunks, start)
+        async with self._exclusive(s) as lease:
+            return await self._append(s, chunks, start, lease)
 
-    async def _append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None) -> int:
-        w = await self._open(s)
+    async def _append(self, s: UploadSession, chunks: AsyncIterator[Batch], start: int | None,
+                      lease: Lease | None = None) -> int:
+        w = await self._open_fenced(s, lease)
         hasher: digests.ResumableHash | None = None
         done = False
+        closed = False
         try:
             self._check_start(start, w.size)
             hasher = await self._saved_hash(s, s.algorithm, w.size)
-            await pump(chunks, w, hasher)
+            await pump(chunks, _Fenced(w, lease) if lease is not None else w, hasher)
             done = True
         finally:
             s.size = w.size
-            await w.close()
+            try:
+                await w.close()
+                closed = True
+            except Conflict:  # a later holder fenced us out: nothing of this request counts
+                closed = False
+            except PathNotFound:  # committed or cancelled meanwhile by the request that fenced us
+                raise _upload_unknown(s.id) from None
+        if not closed:
+            raise self._moved_on(await self._status(s))
         # the state only after a complete request: a failed one's size may count lost bytes
         if done and hasher is not None and 0 < hasher.size == s.size and not w.failed:
             await self._save_hash(s, hasher)
+        if lease is not None:
+            lease.check()
         return s.size
+
+    async def _open_fenced(self, s: UploadSession, lease: Lease | None) -> FileWriter:
+        """The upload's writer; after an unclean lease also the claim that fences out earlier
+        holders (see the class docstring)."""
+        for _ in range(CLAIM_ROUNDS):
+            w = await self._open(s)
+            claim = getattr(w, "claim", None)
+            if lease is None or lease.clean or claim is None:
+                return w
+            try:
+                await claim()
+                log.info("upload %s: took over from a holder whose lease expired; its writes are fenced", s.id)
+                return w
+            except Conflict:
+                await w.close()  # a paused holder closed just before: read its state again
+        raise RegistryError(ErrorCode.UNAVAILABLE, "the upload kept changing under another writer; retry",
+                            detail={"uuid": s.id}, headers={"Retry-After": "1"})
+
+    def _moved_on(self, size: int) -> RegistryError:
+        return RegistryError(
+            ErrorCode.RANGE_INVALID,
+            "another request appended to this upload first",
+            detail={"size": size},
+            headers=self.range_headers(size),
+        )
 
     async def commit(
         self,
@@ -246,8 +309,8 @@ class UploadStore:
         (idempotent across a crash: see the module docstring). A final chunk must continue at the
         current size: ``start`` is its Content-Range, else the offset the state token names (as
         distribution checks); ``length`` its size in bytes, when known."""
-        async with self._exclusive(s):
-            info = await self._commit(s, expected, chunks, start, length)
+        async with self._exclusive(s) as lease:
+            info = await self._commit(s, expected, chunks, start, length, lease)
         if self.events.active:
             await self.events.blob_pushed(s.repo, str(info.digest), info.size)
         return info
@@ -259,13 +322,16 @@ class UploadStore:
         chunks: AsyncIterator[Batch] | None,
         start: int | None,
         length: int | None,
+        lease: Lease | None = None,
     ) -> BlobInfo:
         data_path = paths.upload_data(s.repo, s.id)
         if chunks is not None and start is None:
             start = s.token_offset
         try:
-            w = await self.driver.writer(data_path, append=True)
-        except PathNotFound:
+            w: FileWriter | None = await self._open_fenced(s, lease)
+        except RegistryError as exc:
+            if exc.code is not ErrorCode.BLOB_UPLOAD_UNKNOWN:
+                raise
             w = None  # an earlier attempt got past its writer's commit (and maybe the move)
         hasher: digests.ResumableHash | None
         if w is None:
@@ -312,12 +378,20 @@ class UploadStore:
                     self._check_start(start, w.size)
                 hasher = await self._saved_hash(s, expected.algorithm, w.size)
                 if chunks is not None:
-                    await pump(chunks, w, hasher)
+                    await pump(chunks, _Fenced(w, lease) if lease is not None else w, hasher)
                 s.size = w.size
+                if lease is not None:
+                    lease.check()
             except BaseException:
-                await w.close()
+                with contextlib.suppress(Conflict, PathNotFound):
+                    await w.close()
                 raise
-            await w.commit()
+            try:
+                await w.commit()
+            except Conflict:
+                raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID,
+                                    "the upload's data was changed by a concurrent writer; start the upload again",
+                                    detail={"uuid": s.id}) from None
         saved = hasher is not None and hasher.size == s.size and chunks is None
         if hasher is None or hasher.size != s.size:
             hasher = await self._rehash(s, expected.algorithm)
@@ -615,6 +689,32 @@ async def _write_and_hash(pieces: list[bytes], writer: FileWriter, hasher: diges
             await asyncio.wait([hashing])
     if hashing is not None:
         hashing.result()
+
+
+class _Fenced(FileWriter):
+    """A writer that checks its lease before every write: a holder that was paused past its
+    lease stops before sending anything more (the storage's own fencing covers the rest)."""
+
+    def __init__(self, inner: FileWriter, lease: Lease) -> None:
+        self._inner, self._lease = inner, lease
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._lease.check()
+        return await self._inner.write(data)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def commit(self) -> None:
+        self._lease.check()
+        await self._inner.commit()
+
+    async def cancel(self) -> None:
+        await self._inner.cancel()
 
 
 class _NullWriter(FileWriter):
