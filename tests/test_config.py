@@ -230,12 +230,12 @@ def test_an_env_typo_names_its_variable(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_known_but_unimplemented_keys_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    text = ("version: 0.1\nstorage:\n  inmemory: {}\n  cache:\n    blobdescriptor: inmemory\n"
+    text = ("version: 0.1\nstorage:\n  inmemory: {}\n  tag:\n    concurrencylimit: 4\n"
             "reporting:\n  bugsnag:\n    apikey: k\nmiddleware:\n  storage:\n    - name: cloudfront\n")
     with caplog.at_level(logging.WARNING):
         load_config(write(tmp_path, text), environ={})
     found = warnings_of(caplog)
-    for key in ("storage.cache.blobdescriptor", "reporting", "middleware"):
+    for key in ("storage.tag.concurrencylimit", "reporting", "middleware"):
         assert f"{key} is not supported by this registry and is ignored" in found
     assert "unknown key" not in found
 
