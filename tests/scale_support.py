@@ -194,13 +194,16 @@ class ScaleOut:
                                            port=old.port)
 
 
-def scale_config(redis: RedisServer, *, cache: bool = True, extra: str = "") -> str:
+def scale_config(redis: RedisServer, tokenserver: dict | None = None) -> str:
     import yaml
 
-    return yaml.safe_dump({
+    raw: dict = {
         "redis": {"addr": redis.addr, "dialtimeout": "500ms", "readtimeout": "2s", "writetimeout": "2s"},
         "state": {"leasettl": LEASE_TTL, "lockwait": "20s"},
-    }, sort_keys=False) + extra
+    }
+    if tokenserver:
+        raw["tokenserver"] = tokenserver
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def start_instance(workdir: Path, storage: dict, extra_config: str, port: int | None = None,
@@ -224,11 +227,17 @@ def scale_out(moto_emulator, redis_server: RedisServer) -> Iterator[ScaleOut]:  
     the blob descriptor cache on (in Redis)."""
     from emulators import make_s3_bucket, s3_params
 
+    from auth_support import make_pki, make_users, tokenserver_block
+
     workdir = Path(tempfile.mkdtemp(prefix="scale-out-"))
     bucket = make_s3_bucket(moto_emulator)
     params = s3_params(moto_emulator, bucket=bucket)
     storage = {"s3": params, "redirect": {"disable": True}, "cache": {"blobdescriptor": "redis"}}
-    extra = scale_config(redis_server)
+    # the token server too (the API itself stays open): its failed-login limits and refresh
+    # tokens are what the instances share through Redis
+    make_users(workdir / "htpasswd")
+    tokenserver = tokenserver_block(workdir, make_pki(workdir / "pki"), ratelimit={"failures": 4, "window": "1m"})
+    extra = scale_config(redis_server, tokenserver)
     instances = [start_instance(workdir / f"instance-{i}", storage, extra) for i in range(3)]
     lb = start_haproxy(workdir, [r.hostport for r in instances])
     for _ in range(3):  # every backend answers through the balancer before a test starts
