@@ -17,11 +17,12 @@ APT_PACKAGES := docker-registry skopeo umoci podman e2fsprogs \
   swift swift-proxy swift-account swift-container swift-object memcached eatmydata \
   keystone python3-keystonemiddleware \
   chromium chromium-driver \
-  pebble nginx mmdebstrap buildah systemd containerd
+  pebble nginx mmdebstrap buildah systemd containerd \
+  redis-server haproxy
 #: services those packages start on install; the tests start their own instances
-APT_SERVICES := docker-registry memcached keystone nginx containerd
+APT_SERVICES := docker-registry memcached keystone nginx containerd redis-server haproxy
 PREFIX ?= /usr/local
-EXTRAS ?= fast,s3,gcs,azure,acme
+EXTRAS ?= fast,redis,s3,gcs,azure,acme
 IMAGE  ?= localhost/pyregistry:latest
 BUILD_DIR ?= build
 PYTEST_ARGS ?=
@@ -33,11 +34,11 @@ $(VENV)/bin/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[fast]'
+	$(PIP) install -q -e '.[fast,redis]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[fast,s3,gcs,azure,acme,otel,test]'
+	$(PIP) install -q -e '.[fast,redis,s3,gcs,azure,acme,otel,test]'
 	touch $@
 
 deps: $(VENV)/.runtime
@@ -62,7 +63,8 @@ image: | $(VENV)/bin/python
 # e2fsprogs (chattr: the storage-failure health test), OpenStack Swift (+ memcached for its tempauth,
 # eatmydata to skip fsyncs in the test cluster) and Keystone (+ keystonemiddleware for Swift), Chromium
 # and its driver (the web UI tests), pebble (an ACME CA), nginx (the reverse-proxy test), mmdebstrap +
-# buildah (make image), systemd (systemd-analyze, systemd-socket-activate), and Node.js for azurite.
+# buildah (make image), systemd (systemd-analyze, systemd-socket-activate), redis-server and haproxy
+# (the scale-out tests), and Node.js for azurite.
 # Installed only when missing.
 apt-deps:
 	@missing=""; \

@@ -189,6 +189,12 @@ def open_state(config: "StateConfig | None", *, workers: int = 1) -> State:
 
     config = config or StateConfig()
     if config.redis is not None:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            from ..config import ConfigError
+
+            raise ConfigError("redis: needs the redis Python package (pip install 'pyregistry[redis]')") from None
         from .redis import RedisState
 
         return RedisState(config)
