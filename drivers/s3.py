@@ -78,6 +78,9 @@ def _shared_session() -> Any:
 
 
 def _client_error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore error, or of the OSError s3fs made of one (its cause)."""
+    if not isinstance(exc, ClientError) and isinstance(exc.__cause__, ClientError):
+        exc = exc.__cause__
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
@@ -483,7 +486,7 @@ class _S3Parts(PartStore):
         with self._err(key):
             try:
                 out = await self._d._s3("put_object", Bucket=bucket, Key=name, Body=data, **extra)
-            except ClientError as exc:
+            except (ClientError, OSError) as exc:
                 if _client_error_code(exc) in _CONFLICT_CODES:
                     raise Conflict(self.name, self._d._path(key), "the upload's state changed since it was read") from None
                 raise
@@ -528,7 +531,7 @@ class _S3Parts(PartStore):
                     "complete_multipart_upload", Bucket=bucket, Key=name, UploadId=state["upload_id"],
                     MultipartUpload={"Parts": parts},
                 )  # fmt: skip
-            except ClientError as exc:
+            except (ClientError, OSError) as exc:
                 if _client_error_code(exc) == "InvalidPart":  # S3 checks each part's ETag
                     raise Conflict(self.name, self._d._path(key), "a part was replaced by another writer") from None
                 raise
