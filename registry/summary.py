@@ -32,10 +32,25 @@ def summary_lines(config: Config, source: str | None = None) -> list[str]:
     if config.tokenserver:
         ts = config.tokenserver
         lines.append(f"token server: issuer {ts.get('issuer')}, users {ts.get('users')}, at {ts.get('path', '/auth/token')}")
+    lines.append(f"shared state: {state_line(config)}")
     lines.append(f"features: {features_line(config)}")
     lines.append("http.secret: " + ("generated at start (set it when several instances share the storage)"
                                     if http.secret_generated else "set"))
     return lines
+
+
+def state_line(config: Config) -> str:
+    """Where leases, counters and caches live (registry/state); never the Redis password."""
+    state = config.state
+    cache = state.blobdescriptor or "off"
+    if state.redis is None:
+        where = "this process" + (", lock files for the workers" if config.http.workers > 1 or state.lockdirectory
+                                  else "")
+    else:
+        r = state.redis
+        kind = "Sentinel " + r.mastername if r.mastername else ("Cluster" if r.cluster else "Redis")
+        where = f"{kind} at {', '.join(r.addrs)}" + (", TLS" if r.tls else "") + (f", db {r.db}" if r.db else "")
+    return f"{where}; lease ttl {_duration(state.leasettl)}; blob descriptor cache {cache}"
 
 
 def storage_line(config: Config) -> str:

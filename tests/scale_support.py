@@ -113,7 +113,7 @@ class Haproxy:
 
     @property
     def client(self) -> Client:
-        return Client("127.0.0.1", self.port, timeout=60)
+        return Client("127.0.0.1", self.port, timeout=180)  # a loaded machine makes moto slow
 
     @property
     def url(self) -> str:

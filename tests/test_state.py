@@ -262,3 +262,64 @@ def test_inmemory_cache_refused_with_workers():
                           "http": {"workers": 2}})
     assert c.state.blobdescriptor == ""
     assert any("http.workers > 1" in w for w in c.warnings)
+
+
+async def test_sentinel_mastername_finds_the_primary(redis_server, tmp_path):
+    """3.x's ``addrs`` + ``mastername``: the client asks a real Sentinel (redis-server --sentinel)."""
+    import subprocess
+
+    from helpers import free_port, stop_process
+    from scale_support import REDIS_SERVER, _wait_port
+
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor main 127.0.0.1 {redis_server.port} 1\n")
+    log = tmp_path / "sentinel.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, proc, log)
+        c = Config.from_dict({"storage": {"inmemory": {}},
+                              "redis": {"addrs": [f"127.0.0.1:{port}"], "mastername": "main"},
+                              "state": {"keyprefix": f"s{time.monotonic_ns()}:"}})
+        s = open_state(c.state)
+        try:
+            lease = await s.acquire("upload:sentinel/1", wait=5)
+            assert await s.holder("upload:sentinel/1") == lease.token
+            await lease.release()
+        finally:
+            await s.close()
+    finally:
+        stop_process(proc)
+
+
+async def test_catalog_entries_written_once_for_all_instances(redis_server):
+    """The catalog index's "written lately" memory is shared: one instance's write spares the
+    others, and forget() (a repository deleted) makes the next push write the entry again."""
+    from drivers.inmemory import InMemoryDriver
+    from registry.store.catalog import Catalog
+
+    driver = InMemoryDriver()
+    writes: list[str] = []
+    original = driver.put_content
+
+    async def counting(path, data):  # type: ignore[no-untyped-def]
+        writes.append(path)
+        await original(path, data)
+
+    driver.put_content = counting  # type: ignore[method-assign]
+    config = StateConfig(redis=RedisConfig(addrs=[redis_server.addr]), keyprefix=f"cat{time.monotonic_ns()}:")
+    states = [open_state(config), open_state(config)]
+    try:
+        one, two = (Catalog(driver, s) for s in states)
+        await one.record("team/app")
+        entries = [w for w in writes if "_catalog" in w and "team..app" in w]
+        await two.record("team/app")
+        assert [w for w in writes if "team..app" in w] == entries  # the second instance wrote nothing
+        await one.forget("team/app")
+        await two.record("team/app")
+        assert len([w for w in writes if "team..app" in w]) == len(entries) + 1
+    finally:
+        for s in states:
+            await s.close()

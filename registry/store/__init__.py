@@ -66,7 +66,7 @@ class Store:
         self.referrers = ReferrerStore(driver)
         #: per-repository ordering of manifest and tag writes (leases in ``state``)
         self.locks = RepositoryLocks(state)
-        self.catalog = Catalog(driver)
+        self.catalog = Catalog(driver, state)
         self.manifests = ManifestStore(driver, self.blobs, self.tags, self.referrers, self.events, self.locks,
                                        self.catalog, immutability)
         self._reconciled: dict[str, float] = {}

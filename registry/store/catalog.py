@@ -26,7 +26,12 @@ import hashlib
 import logging
 import time
 
+import contextlib
+from typing import TYPE_CHECKING
+
 from drivers.base import PathNotFound, StorageDriver
+
+from ..state import StateUnavailable
 
 from ..reference import is_valid_name
 from . import paths
@@ -42,6 +47,11 @@ RECONCILE_INTERVAL = 30.0
 #: seconds a process trusts the entry it wrote for a repository before a push writes it again
 RECORD_INTERVAL = 600.0
 _HASHED = "H"
+#: the shared-state cache scope of entries written lately (repository -> when, epoch seconds)
+_SCOPE = "catalog"
+
+if TYPE_CHECKING:
+    from ..state import State
 
 
 def _components_le(name: str, last: list[str]) -> bool:
@@ -63,8 +73,12 @@ def entry_name(repo: str) -> str:
 
 
 class Catalog:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, state: "State | None" = None) -> None:
+        """``state``: a shared :mod:`registry.state` (Redis) in which the instances remember
+        which entries were written lately, so that one instance's write spares the others and
+        :meth:`forget` (a repository deleted) makes every instance write the entry again."""
         self.driver = driver
+        self.state = state if state is not None and state.shared else None
         #: repositories whose entry this process wrote lately (skips rewriting on every push), and when
         self._recorded: dict[str, float] = {}
         #: top-level directories without any repository, last time they were walked
@@ -110,22 +124,52 @@ class Catalog:
 
     # --- the index (the UI's catalog) -----------------------------------------------------------
 
-    async def record(self, repo: str) -> None:
+    async def record(self, repo: str, *, force: bool = False) -> None:
         """Enter ``repo`` in the index (after its first revision link: an entry implies the
         repository existed). Idempotent; written at most every :data:`RECORD_INTERVAL` seconds
         per repository and process (so an entry another process dropped comes back)."""
         now = time.monotonic()
-        if now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
+        if not force and now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
+            return
+        generation = await self._shared_recently(repo)
+        if generation is None and not force:
+            self._recorded[repo] = now
             return
         entry = entry_name(repo)
         body = repo.encode() if entry.startswith(_HASHED) else b""
         await self.driver.put_content(paths.catalog_entry(entry), body)
+        if self.state is not None and generation is not None and generation >= 0:
+            with contextlib.suppress(StateUnavailable):
+                await self.state.cache_fill(_SCOPE, repo, str(time.time()).encode(), generation)
         if self._fresh:
             await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
             self._fresh = False
         if len(self._recorded) > 100_000:
             self._recorded.clear()
         self._recorded[repo] = now
+
+    async def _shared_recently(self, repo: str) -> int | None:
+        """None when another instance wrote ``repo``'s entry lately (nothing to write), else the
+        generation to fill with (-1: no shared state, or it is away)."""
+        if self.state is None:
+            return -1
+        try:
+            value, generation = await self.state.cache_get(_SCOPE, repo)
+        except StateUnavailable:
+            return -1
+        try:
+            if value is not None and time.time() - float(value) < RECORD_INTERVAL:
+                return None
+        except ValueError:
+            pass
+        return generation
+
+    async def forget(self, repo: str) -> None:
+        """``repo``'s entry was dropped (the repository was deleted): the next push of it writes
+        the entry again, on every instance. Raises StateUnavailable when Redis is away."""
+        self._recorded.pop(repo, None)
+        if self.state is not None:
+            await self.state.cache_drop(_SCOPE, (repo,))
 
     async def names(self) -> list[str]:
         """Every repository name, in catalog order: one listing of the index (plus, at most every
@@ -236,7 +280,7 @@ class Catalog:
         for entry, repo in wanted.items():
             if entry not in present:
                 self._recorded.pop(repo, None)
-                await self.record(repo)
+                await self.record(repo, force=True)
         for leaf in leaves:
             if leaf.startswith(".") or leaf in wanted:
                 continue
