@@ -129,7 +129,8 @@ class Catalog:
         repository existed). Idempotent; written at most every :data:`RECORD_INTERVAL` seconds
         per repository and process (so an entry another process dropped comes back)."""
         now = time.monotonic()
-        if not force and now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
+        # with shared state only its answer counts (another instance may have forgotten the entry)
+        if not force and self.state is None and now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
             return
         generation = await self._shared_recently(repo)
         if generation is None and not force:
