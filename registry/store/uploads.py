@@ -702,6 +702,10 @@ class _Fenced(FileWriter):
     def size(self) -> int:
         return self._inner.size
 
+    @property
+    def failed(self) -> bool:
+        return self._inner.failed
+
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         self._lease.check()
         return await self._inner.write(data)
