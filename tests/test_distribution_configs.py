@@ -136,13 +136,13 @@ def shapes(tmp: Path) -> dict[str, tuple[dict, str | None]]:
 
 #: what we do not implement in those shapes, named in warnings (not silently dropped)
 EXPECTED_WARNINGS = {
-    "2.8 config-dev": ["storage.cache.blobdescriptor", "log.hooks", "redis"],
-    "2.8 config-cache": ["storage.cache.blobdescriptor", "redis"],
-    "3.x config-cache": ["storage.cache.blobdescriptor", "redis", "storage.tag.concurrencylimit"],
-    "3.x config-example": ["storage.cache.blobdescriptor", "storage.tag.concurrencylimit"],
+    "2.8 config-dev": ["log.hooks"],
+    "3.x config-cache": ["storage.tag.concurrencylimit"],
+    "3.x config-example": ["storage.tag.concurrencylimit"],
 }
 #: sections of distribution's files that this registry implements (never named as ignored)
-HONOURED = ["proxy", "notifications", "health", "http.tls", "auth.token", "storage.delete", "storage.maintenance"]
+HONOURED = ["proxy", "notifications", "health", "http.tls", "auth.token", "storage.delete", "storage.maintenance",
+            "redis", "storage.cache.blobdescriptor"]
 
 
 def write(tmp_path: Path, name: str, config: dict) -> Path:

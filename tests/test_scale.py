@@ -269,3 +269,53 @@ def test_workers_without_redis_serialise_patches_with_lock_files(tmp_path, worke
         assert put.status == 201, put
     finally:
         reg.stop()
+
+
+def test_collector_and_repo_delete_invalidate_the_shared_cache(tmp_path, redis_server):
+    """``registry garbage-collect`` and ``registry repo delete`` run in their own process: with
+    ``storage.cache.blobdescriptor: redis`` they drop what the serving instance cached, so what
+    they deleted is a 404 there at once (a stale cache would still answer the manifest's bytes
+    and the layer's size)."""
+    import yaml
+
+    from fixtures_registry import start_or_fail
+
+    extra = yaml.safe_dump({
+        "redis": {"addr": redis_server.addr, "dialtimeout": "500ms"},
+        "state": {"keyprefix": f"gc{random.randrange(1 << 30)}:"},  # apart from the scale-out's keys
+    })
+    storage = {"filesystem": {"rootdirectory": str(tmp_path / "root")}, "redirect": {"disable": True},
+               "delete": {"enabled": True}, "cache": {"blobdescriptor": "redis"}}
+    reg = start_or_fail("ours", tmp_path / "root", tmp_path / "w", extra, storage=storage)
+    try:
+        c = reg.client
+        kept, untagged, gone = (make_image(label=f"gc-cache-{n}") for n in ("kept", "untagged", "gone"))
+        push_image(c, "gcc/a", kept, tag="v1")
+        push_image(c, "gcc/a", untagged)
+        push_image(c, "gcc/b", gone, tag="v1")
+
+        def layer(image) -> str:  # type: ignore[no-untyped-def]
+            return json.loads(image.manifest)["layers"][0]["digest"]
+
+        def visible(repo: str, image) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+            return (c.get_manifest(repo, image.digest).status,
+                    c.request("HEAD", f"/v2/{repo}/blobs/{layer(image)}").status)
+
+        for _ in range(2):  # the second round is answered from the cache
+            assert visible("gcc/a", kept) == visible("gcc/a", untagged) == visible("gcc/b", gone) == (200, 200)
+        summary, proc = gc_cli(reg.config_path)
+        assert summary["manifests_deleted"] == 1, proc.stderr
+        assert visible("gcc/a", untagged) == (404, 404)
+        assert visible("gcc/a", kept) == (200, 200)
+        deleted = run_cli("repo", "delete", "gcc/b", "--config", str(reg.config_path))
+        assert deleted.returncode == 0, deleted.stderr
+        assert visible("gcc/b", gone) == (404, 404)
+        assert visible("gcc/a", kept) == (200, 200)
+    finally:
+        reg.stop()
+
+
+def gc_cli(config):  # type: ignore[no-untyped-def]
+    from gc_support import gc
+
+    return gc(config, "--offline", "-m")

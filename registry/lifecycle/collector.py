@@ -15,6 +15,7 @@ collector does (with the registry stopped or read-only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -25,10 +26,12 @@ from typing import Any
 
 from drivers.base import FileInfo, PathNotFound, StorageDriver, StorageError
 
-from ..errors import RegistryError
+from ..errors import ErrorCode, RegistryError
 from ..observe.metrics import METRICS
 from ..reference import Digest
+from ..state import StateUnavailable
 from ..store import Store, paths
+from ..store.locks import tag_key as lock_tag_key
 from . import barrier as barriers
 from .inventory import Inventory, Repository, newest, read_tags, scan
 from .lease import Lease, LeaseHeld, LeaseLost
@@ -281,12 +284,17 @@ class Collector:
                 name, tag = _split_tag_key(item.key)
                 repo = inv.repositories[name]
                 try:  # the tag must still name what retention judged (a push may have moved it)
-                    if await self.store.tags.current(name, tag) != repo.tag_targets.get(tag):
+                    async with self.store.locks.shared(name, lock_tag_key(tag)):  # ordered with tag writes
+                        if await self.store.tags.current(name, tag) != repo.tag_targets.get(tag):
+                            self.summary.kept_in_use += 1
+                            continue
+                        await self.store.tags.untag(name, tag)
+                except RegistryError as exc:
+                    if exc.code is ErrorCode.UNAVAILABLE:  # the lock could not be had: the next run
+                        log.warning("garbage collection: tag %s:%s kept: %s", name, tag, exc.message)
                         self.summary.kept_in_use += 1
                         continue
-                    await self.store.tags.untag(name, tag)
-                except RegistryError:  # removed meanwhile
-                    pass
+                    # removed meanwhile
                 else:
                     if self.store.events.active:  # as a DELETE of the tag through the API
                         await self.store.events.tag_deleted(name, tag)
@@ -315,7 +323,9 @@ class Collector:
         if not items:
             return
         self.progress.phase("deleting untagged manifests" if not self.o.dry_run else "untagged manifests", len(items))
-        deleted = await self._sweep(items, self._delete_in_order(first=lambda i: i.files[:1]))
+        deleted = await self._sweep(items, self._invalidating(
+            self._delete_in_order(first=lambda i: i.files[:1]), lambda i: {i.kind.split(":", 1)[1]},
+        ))
         gone = {(i.kind.split(":", 1)[1], i.key) for i in deleted}
         self.summary.manifests_deleted += len(deleted)
         # what was not deleted (claimed by a push, or re-checked as new) stays: a push that claimed
@@ -334,12 +344,15 @@ class Collector:
     async def _sweep_blobs(self, inv: Inventory, marked: set[Digest]) -> None:
         links: dict[Digest, list[FileInfo]] = {}
         linked_in: dict[Digest, list[Repository]] = {}
-        for repo in inv.repositories.values():
+        repo_names: dict[Digest, set[str]] = {}
+        for name, repo in inv.repositories.items():
             for d, info in repo.layers.items():
                 links.setdefault(d, []).append(info)
                 linked_in.setdefault(d, []).append(repo)
+                repo_names.setdefault(d, set()).add(name)
             for d, info in repo.revisions.items():  # a manifest's blob is "linked" by its revisions
                 links.setdefault(d, []).append(info)
+                repo_names.setdefault(d, set()).add(name)
         items: list[_Item] = []
         for d, blob in inv.blobs.items():
             if d in marked or blob.data is None:
@@ -353,7 +366,9 @@ class Collector:
             files = [f.path for f in blob.files] + [i.path for i in blob_links]
             items.append(_Item(str(d), f"blob {d}", files, files, size=blob.size, digest=d))
         self.progress.phase("deleting unreferenced blobs" if not self.o.dry_run else "unreferenced blobs", len(items))
-        deleted = await self._sweep(items, self._delete_in_order(first=_data_files))
+        deleted = await self._sweep(items, self._invalidating(
+            self._delete_in_order(first=_data_files), lambda i: repo_names.get(i.digest, set()) if i.digest else set(),
+        ))
         self.summary.blobs_deleted += len(deleted)
         self.summary.bytes_freed += sum(i.size for i in deleted)
         for item in deleted:
@@ -397,6 +412,46 @@ class Collector:
         self.summary.index_entries_deleted += sum(len(i.files) for i in deleted if i.kind == "index")
 
     # --- the sweep machinery ----------------------------------------------------------------------
+    def _invalidating(self, delete: Callable[[list[_Item]], Awaitable[list[_Item]]],
+                      repos_of: Callable[[_Item], set[str]]) -> Callable[[list[_Item]], Awaitable[list[_Item]]]:
+        """``delete`` holding the exclusive lock of every repository a batch touches (in name order,
+        so two holders never wait on each other; across instances with Redis), and making every
+        instance forget what the descriptor cache holds about those repositories and the batch's
+        blobs before and after. A batch whose locks or first invalidation cannot be had (Redis
+        away, lock wait over) is kept whole, deleting nothing: the next run takes it."""
+
+        async def delete_invalidated(items: list[_Item]) -> list[_Item]:
+            repos = sorted({r for i in items for r in repos_of(i)})
+            blobs = [i.digest for i in items if i.digest is not None]
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    for repo in repos:
+                        await stack.enter_async_context(self.store.locks.exclusive(repo))
+                    await self._forget(repos, blobs)
+                    try:
+                        return await delete(items)
+                    finally:
+                        try:
+                            await self._forget(repos, blobs)
+                        except StateUnavailable as exc:
+                            log.warning("garbage collection: the cache invalidation after a delete did not reach "
+                                        "Redis (%s); instances may serve deleted entries until they expire", exc)
+            except (RegistryError, StateUnavailable) as exc:
+                if isinstance(exc, RegistryError) and exc.code is not ErrorCode.UNAVAILABLE:
+                    raise
+                why = exc.message if isinstance(exc, RegistryError) else str(exc)
+                log.warning("garbage collection: %d item(s) kept for the next run: %s", len(items), why)
+                self.summary.kept_in_use += len(items)
+                return []
+
+        return delete_invalidated
+
+    async def _forget(self, repos: list[str], blobs: list[Digest]) -> None:
+        for repo in repos:
+            await self.store.forget_repository(repo)
+        for d in blobs:
+            await self.store.forget_blob(d)
+
     def _delete_in_order(self, first: Callable[[_Item], list[str]]) -> Callable[[list[_Item]], Awaitable[list[_Item]]]:
         """Delete each item's ``first`` files for the whole batch, then the rest: a crash in between
         leaves only entries pointing at nothing, which the next run removes."""

@@ -118,11 +118,23 @@ def _run(args: argparse.Namespace, body: Callable[[Config, settings.LifecycleSet
 
 
 def _store(config: Config) -> Any:
+    """The store as the serving instances see it: the same shared state (Redis: their leases and
+    their descriptor cache, which deletes here must invalidate)."""
     from ..app import open_driver
+    from ..state import open_state
     from ..store import Store
 
     driver = open_driver(config)
-    return Store(driver, secret=config.http.secret, events=_notifier(config, driver))
+    return Store(driver, secret=config.http.secret, events=_notifier(config, driver), state=open_state(config.state),
+                 cache=bool(config.state.blobdescriptor))
+
+
+async def _close(store: Any) -> None:
+    try:
+        await store.events.close()
+        await store.state.close()
+    finally:
+        await store.driver.close()
 
 
 def _notifier(config: Config, driver: Any) -> Any:
@@ -156,8 +168,7 @@ def _garbage_collect(args: argparse.Namespace) -> int:
             )  # fmt: skip
             summary = await collect(store, options, progress.for_terminal(args.quiet))
         finally:
-            await store.events.close()
-            await store.driver.close()
+            await _close(store)
         _print_summary(summary, args.json)
         return 0
 
@@ -199,8 +210,7 @@ def _retention(args: argparse.Namespace) -> int:
             collector.sweep_blobs = False
             summary = await collector.run()
         finally:
-            await store.events.close()
-            await store.driver.close()
+            await _close(store)
         _print_summary(summary, args.json)
         return 0
 
@@ -213,7 +223,7 @@ def _repo_list(args: argparse.Namespace) -> int:
         try:
             repos, total = await list_usage(store.driver)
         finally:
-            await store.driver.close()
+            await _close(store)
         if args.json:
             print(json.dumps({"repositories": [r.__dict__ for r in repos], "total_bytes": total}))
             return 0
@@ -239,7 +249,7 @@ def _repo_delete(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 try:
-                    areas = await delete_repository(store.driver, name, lifecycle.immutability,
+                    areas = await delete_repository(store, name, lifecycle.immutability,
                                                     force=args.force, dry_run=args.dry_run)
                 except RegistryError as exc:
                     print(f"registry: {name}: {exc.message}", file=sys.stderr)
@@ -251,8 +261,7 @@ def _repo_delete(args: argparse.Namespace) -> int:
                 print(f"{name}: {verb} {', '.join(a.rsplit('/', 1)[-1] for a in areas)}; its blobs go at the "
                       "next garbage collection")
         finally:
-            await store.events.close()
-            await store.driver.close()
+            await _close(store)
         return status
 
     return _run(args, body)

@@ -9,14 +9,18 @@ its blobs are reclaimed by the next garbage collection.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from drivers.base import PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
-from ..store import paths
+from ..state import StateUnavailable
+from ..store import Store, paths
 from ..store.catalog import entry_name
 from .inventory import Inventory, scan
 from .rules import ImmutabilityPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -49,10 +53,39 @@ async def list_usage(driver: StorageDriver) -> tuple[list[RepositoryUsage], int]
     return usage(inventory), total
 
 
-async def delete_repository(driver: StorageDriver, name: str, immutability: ImmutabilityPolicy,
+async def delete_repository(store: Store, name: str, immutability: ImmutabilityPolicy,
                             *, force: bool = False, dry_run: bool = False) -> list[str]:
     """Remove ``name``'s areas; NAME_UNKNOWN when it has none. Refuses (DENIED) when immutable
-    tags would go, unless ``force``. Returns the areas removed (or that would be)."""
+    tags would go, unless ``force``. Returns the areas removed (or that would be).
+
+    Holds the repository's exclusive lock (across instances with Redis) and makes every instance
+    forget what it cached about ``name`` before and after; UNAVAILABLE, deleting nothing, when
+    the shared state cannot be reached."""
+    if dry_run:
+        return await _delete_areas(store.driver, name, immutability, force=force, dry_run=True)
+    async with store.locks.exclusive(name):
+        try:
+            await store.forget_repository(name)
+        except StateUnavailable as exc:
+            raise exc.to_registry_error("a repository delete") from None
+        try:
+            areas = await _delete_areas(store.driver, name, immutability, force=force, dry_run=False)
+        finally:
+            try:
+                await store.forget_repository(name)
+            except StateUnavailable:
+                log.warning("repo delete: %s: the cache invalidation after the delete did not reach Redis; "
+                            "instances may serve %s from their cache until its entries expire", name, name)
+        try:
+            await store.catalog.forget(name)
+        except StateUnavailable:
+            log.warning("repo delete: %s: instances did not hear that its catalog entry is gone; "
+                        "a push within 10 minutes may not write it again (`registry reindex` does)", name)
+    return areas
+
+
+async def _delete_areas(driver: StorageDriver, name: str, immutability: ImmutabilityPolicy,
+                        *, force: bool, dry_run: bool) -> list[str]:
     try:
         children = await driver.list(paths.repo(name))
     except PathNotFound:
