@@ -20,7 +20,8 @@ worker threads) and does natively what matters for speed and safety:
   removed on our way anyway (a delete) just means starting over;
 - reads are 1 MiB ``pread`` calls on one open file; ``local_path`` lets the HTTP layer
   serve a blob with sendfile;
-- moves are ``os.replace``; directories left empty by delete or move are removed.
+- moves are ``os.replace``; directories left empty by delete or move are removed, also when
+  a crash's temporary file is all they still hold (it would keep a deleted tag listed).
 
 Blocking calls run in the driver's own thread pool (``maxthreads``), never on the loop.
 """
@@ -451,7 +452,9 @@ class FilesystemDriver(FsspecDriver):
         without the file it was made for, not even after a crash (a leftover carries ``~`` in its
         name, which listings skip). Every temporary entry sits in a directory that exists, so a
         concurrent prune (``rmdir`` of an emptied directory) cannot remove a directory we are
-        about to use; when a concurrent delete removes one anyway, we start over."""
+        about to use, except one holding nothing but temporary files (a prune drops those, so
+        a crash's leftover never keeps a directory); when a prune or a concurrent delete
+        removes one anyway, we start over."""
         for _ in range(_RETRIES):
             top = self._first_missing(posixpath.dirname(os_path))
             tmp = f"{top or os_path}~{uuid.uuid4().hex}~tmp"
@@ -578,8 +581,13 @@ class FilesystemDriver(FsspecDriver):
         while parent.startswith(self.root + "/"):
             try:
                 os.rmdir(parent)
-            except OSError:
-                return
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY or not _drop_temporary_files(parent):
+                    return
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    return
             parent = posixpath.dirname(parent)
 
 
@@ -641,6 +649,28 @@ def _remove_tree(path: str) -> None:
             return
     if failure and not all(getattr(e, "errno", None) == errno.ENOTEMPTY for e in failure):
         raise failure[0]
+
+
+def _drop_temporary_files(directory: str) -> bool:
+    """Remove the temporary files in a directory that holds nothing else; whether it did.
+
+    Such a directory is empty for every reader, but a crash's leftover (a small write killed
+    before its rename) would keep it, and with it a name in its parent's listing (a deleted
+    tag), for good. A writer still using one of these files loses nothing: its rename fails
+    with FileNotFoundError and :meth:`FilesystemDriver._place` starts over, recreating the
+    directory. Temporary directories are left alone: they hold directories being built."""
+    try:
+        with os.scandir(directory) as entries:
+            found = [(e.path, e.name, e.is_file(follow_symlinks=False)) for e in entries]
+    except OSError:
+        return False
+    if not found or not all(is_file and _LEFTOVER_RE.search(name) and name.endswith("~tmp")
+                            for _path, name, is_file in found):
+        return False
+    for path, _name, _is_file in found:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return True
 
 
 def _remove_stale_leftovers(directory: str, names: list[str]) -> None:

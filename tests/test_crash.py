@@ -168,3 +168,37 @@ def test_kill_during_tag_put_then_retry(restarts, root, point, retag):
     deleted = second.request("DELETE", f"/v2/crash/tag/manifests/{image.digest}")
     assert deleted.status == 202, deleted
     assert second.request("GET", "/v2/crash/tag/tags/list").json()["tags"] == []  # type: ignore[index]
+
+
+def test_tag_deleted_after_a_crash_is_gone_for_every_process(restarts, root):
+    """A kill -9 while a tag is moved leaves a temporary file in its ``current`` directory. When
+    another process later deletes the tag's manifest by digest, a third one that listed the tag
+    before (and so remembers it as complete) must see it gone too: the leftover must not keep the
+    tag's directory, and with it the name, in the shared listing."""
+    old = make_image(label="crash-stale-old", n_layers=1)
+    new = make_image(label="crash-stale-new", n_layers=1)
+    keeper = restarts.normal()  # runs through the whole test, as another instance would
+    for image in (old, new):
+        for digest, data in image.blobs.items():
+            assert keeper.client.push_blob("crash/stale", data, digest).status == 201
+    assert keeper.client.put_manifest("crash/stale", "t", old.manifest, old.media_type).status == 201
+    assert keeper.client.request("GET", "/v2/crash/stale/tags/list").json()["tags"] == ["t"]  # type: ignore[index]
+
+    first = restarts.crashing("fs.put.before_rename@/current/link")
+    send_expecting_death(first.client, first, "PUT", "/v2/crash/stale/manifests/t",
+                         headers={"Content-Type": new.media_type}, body=new.manifest)
+    tag_dir = root / "docker/registry/v2/repositories/crash/stale/_manifests/tags/t"
+    assert [p.name for p in (tag_dir / "current").iterdir() if "~" in p.name], "the crash left no temporary file"
+
+    deleter = restarts.normal().client
+    assert deleter.request("DELETE", f"/v2/crash/stale/manifests/{old.digest}").status == 202
+    for client in (keeper.client, deleter):
+        listed = client.request("GET", "/v2/crash/stale/tags/list")
+        assert listed.status == 200 and listed.json()["tags"] == [], listed  # type: ignore[index]
+        assert client.get_manifest("crash/stale", "t").status == 404
+    assert not tag_dir.exists(), sorted(str(p) for p in tag_dir.rglob("*"))
+    # the tag comes back through any process, and lists everywhere
+    assert deleter.put_manifest("crash/stale", "t", new.manifest, new.media_type).status == 201
+    for client in (keeper.client, deleter):
+        assert client.request("GET", "/v2/crash/stale/tags/list").json()["tags"] == ["t"]  # type: ignore[index]
+        assert client.get_manifest("crash/stale", "t").body == new.manifest

@@ -102,3 +102,23 @@ async def test_filesystem_lists_hide_foreign_names(tmp_path) -> None:
     await driver.put_content("/ok", b"1")
     assert await driver.list("/") == ["/ok"]
     await driver.close()
+
+
+async def test_filesystem_prune_is_not_held_by_a_crashs_temporary_file(tmp_path) -> None:
+    """A small write killed before its rename leaves ``<name>~<hex>~tmp`` beside its target; a
+    directory holding only such files is empty for readers, so deleting its last real file
+    removes it (and its emptied parents), as it would without the leftover. A temporary
+    directory (a directory tree being built) keeps its parent."""
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/r/tags/t/current/link", b"old")
+    await driver.put_content("/r/tags/u/current/link", b"other")
+    current = tmp_path / "r/tags/t/current"
+    (current / f"link~{'a' * 32}~tmp").write_bytes(b"new")  # what a kill -9 leaves
+    await driver.delete("/r/tags/t/current/link")
+    assert not (tmp_path / "r/tags/t").exists()
+    assert await driver.list("/r/tags") == ["/r/tags/u"]
+    building = tmp_path / f"r/tags/u/current~{'b' * 32}~tmp"
+    building.mkdir()
+    await driver.delete("/r/tags/u/current/link")
+    assert building.exists() and await driver.list("/r/tags") == ["/r/tags/u"]  # left alone: not a file
+    await driver.close()
