@@ -20,6 +20,7 @@ import yaml
 
 from fixtures_registry import REFERENCE_BINARY, make_image, sha256
 from helpers import ROOT, free_port, stop_process, wait_http
+from test_proxy import containerd  # noqa: F401  (fixture: a containerd daemon)
 from test_skopeo import read_oci_layout, write_oci_layout
 
 PASSWORDS = {"admin": "admin-pw-1", "alice": "alice-pw-2", "reader": "reader-pw-3", "ci": "ci-pw-4"}
@@ -278,6 +279,33 @@ def test_podman_search_with_token_auth(token_registry, skopeo_env, podman_env, t
     # alice has no catalog rule: refused, with the token server asked the same way (no hang, no 500)
     r = search("alice")
     assert r.returncode != 0 and re.search(r"401|unauthorized", r.stderr, re.I), r.stderr
+
+
+def test_containerd_pulls_through_the_token_flow(token_registry, skopeo_env, containerd, tmp_path):
+    """containerd (``ctr content fetch``, the daemon's own resolver) against the default challenge
+    status: it answers the 401 challenge with a token for the scope it names (through the token
+    server's OAuth2 form), and a wrong password is refused there, not with a hang or a 500."""
+    sock, _work = containerd
+    image = make_image("oci", label="auth-containerd")
+    write_oci_layout(tmp_path / "src", image, "v1")
+    assert push(skopeo_env, tmp_path / "src", token_registry.hostport, "alice/ctr:v1", _creds("alice")).returncode == 0
+    ref = f"{token_registry.hostport}/alice/ctr:v1"
+
+    def fetch(user: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ctr", "--address", sock, "content", "fetch", "--plain-http", "--all-platforms",
+                               "--user", f"{user}:{password}", ref], capture_output=True, text=True, timeout=180)
+
+    r = fetch("alice", "wrong-password")
+    assert r.returncode != 0 and re.search(r"401|unauthorized", r.stderr, re.I), r.stderr[-2000:]
+    r = fetch("alice", PASSWORDS["alice"])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    content = subprocess.run(["ctr", "--address", sock, "content", "ls", "-q"], capture_output=True, text=True,
+                             timeout=60)
+    assert {image.digest, *image.blobs} <= set(content.stdout.split()), content.stdout
+    log = token_registry.log.read_text(errors="replace")
+    # it resolves with HEAD, gets the challenge, and takes its token through the OAuth2 form
+    assert re.search(r'"HEAD /v2/alice/ctr/manifests/v1 HTTP/1.1" 401 .*"containerd/', log), "no challenge seen"
+    assert re.search(r'"POST /auth/token HTTP/1.1" 200 .*"containerd/', log), "no token issued to containerd"
 
 
 @pytest.fixture
