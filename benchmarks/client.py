@@ -109,24 +109,37 @@ class Connection:
         body: bytes | memoryview | None = None,
         sink: Callable[[memoryview], None] | None = None,
         expect_continue: bool = False,
+        chunked: int | None = None,
     ) -> Response:
         """Send one request and read its response.
 
         ``body`` is sent in memoryview slices. With ``sink`` the response body is streamed into it
         instead of being kept. With ``expect_continue`` the body is sent only after a 100 answer;
-        a final answer instead means the server did not want it (the body is not sent).
+        a final answer instead means the server did not want it (the body is not sent). With
+        ``chunked`` the body goes with ``Transfer-Encoding: chunked`` in chunks of that many bytes
+        and no length, as Go's HTTP client sends a body of unknown length (docker's PATCH of a
+        whole layer: one chunk per 32 KiB ``io.Copy`` buffer).
         """
         sock = self._connect()
         headers = dict(headers or {})
         if expect_continue:
             headers["Expect"] = "100-continue"
-        length = None if body is None and method in ("GET", "HEAD", "DELETE") else len(body or b"")
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+            length = None
+        else:
+            length = None if body is None and method in ("GET", "HEAD", "DELETE") else len(body or b"")
         sock.sendall(build_request(method, target, self.authority, headers, length))
         if expect_continue and body:
             status, head = self._read_head()
             if status != 100:
                 return self._finish(method, status, head, sink)
-        if body:
+        if body is not None and chunked:
+            try:
+                self._send_chunked(sock, memoryview(body), chunked)
+            except OSError:
+                pass
+        elif body:
             try:
                 self._send_body(sock, memoryview(body))
             except OSError:
@@ -141,6 +154,21 @@ class Connection:
     def _send_body(sock: socket.socket, view: memoryview) -> None:
         for offset in range(0, len(view), SEND_SLICE):
             sock.sendall(view[offset : offset + SEND_SLICE])
+
+    @staticmethod
+    def _send_chunked(sock: socket.socket, view: memoryview, chunk: int) -> None:
+        """The body as chunks of ``chunk`` bytes, then the last chunk; each ``sendmsg`` carries
+        about :data:`SEND_SLICE` bytes of chunks (what goes on the wire is the same)."""
+        per_call = max(1, SEND_SLICE // chunk)
+        crlf = b"\r\n"
+        offsets = range(0, len(view), chunk)
+        for first in range(0, len(offsets), per_call):
+            parts: list[bytes | memoryview] = []
+            for offset in offsets[first : first + per_call]:
+                piece = view[offset : offset + chunk]
+                parts += [b"%x\r\n" % len(piece), piece, crlf]
+            _sendmsg_all(sock, parts)
+        sock.sendall(b"0\r\n\r\n")
 
     def _finish(
         self, method: str, status: int, head: dict[str, str], sink: Callable[[memoryview], None] | None
@@ -274,6 +302,21 @@ class PipelinedHasher:
         self.full.put(None)
         self.thread.join()
         return self.hash.hexdigest()
+
+
+def _sendmsg_all(sock: socket.socket, parts: list[bytes | memoryview]) -> None:
+    """``sendmsg`` every part, resuming after partial sends."""
+    views = [memoryview(p) for p in parts]
+    i = 0
+    while i < len(views):
+        sent = sock.sendmsg(views[i : i + 1024])
+        while sent and i < len(views):
+            if sent >= views[i].nbytes:
+                sent -= views[i].nbytes
+                i += 1
+            else:
+                views[i] = views[i][sent:]
+                sent = 0
 
 
 def get_blob(conn: Connection, target: str, verify: bool) -> tuple[Response, str | None]:

@@ -4,9 +4,18 @@ Starts both registries (fresh directories, filesystem driver, free loopback port
 the same client, alternating between them on every repetition, and prints a table and one JSON line
 with each figure (median over repetitions), the ratio ours/reference, peak server RSS and CPU.
 
-Figures: push (POST+PUT, single POST ?digest=, 8 MiB PATCH chunks) and pull (with and without a
-client-side digest check) per size; 4 concurrent pulls of one blob; manifest PUT, manifest GET by
-tag, blob HEAD and tag list at N concurrent clients. ``--quick`` is a smoke-test mode.
+Figures (groups for ``--only``):
+
+- ``push``: per size, POST+PUT, single POST ?digest=, 8 MiB PATCHes, and one whole-body PATCH with
+  chunked transfer encoding in 32 KiB chunks (docker's way), each closed by PUT ?digest=;
+- ``pull``: per size, with and without a client-side digest check; 4 concurrent pulls of one blob;
+- ``small``: manifest PUT, manifest GET by tag, blob HEAD, tag list at N concurrent clients;
+- ``concurrent``: 16 clients pushing 64 MiB each at once (docker's way), aggregate MB/s;
+- ``catalog``: the whole ``/v2/_catalog`` of 10,000 repositories, in pages of 1,000 (``Link``);
+- ``startup``: idle memory after start, and start-up time on empty storage and on storage holding
+  the 10,000 repositories as the reference wrote them (no index of ours).
+
+``--quick`` is a smoke-test mode.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +59,15 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 ACCEPT_MANIFESTS = ", ".join(
     [OCI_MANIFEST, "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.v2+json"]
 )
-PUSH_TARGET, PULL_TARGET, SMALL_TARGET = 2.0, 1.0, 1.5
+PUSH_TARGET, PULL_TARGET, PULL_4X_TARGET, SMALL_TARGET, FAST_TARGET = 2.0, 1.2, 1.6, 1.5, 2.5
+CATALOG_TARGET = 2.0
 RSS_LIMIT_MIB = 100
+#: ours, idle after start (the issue's goal; the reference idles at ~22 MiB)
+IDLE_RSS_LIMIT_MIB = 40.0
+#: ours: start-up on full storage at most this many times the start-up on empty storage
+STARTUP_GROWTH_LIMIT = 1.5
+PUSH_MODES = ("monolithic", "single", "chunked", "whole")
+GROUPS = ("push", "pull", "small", "concurrent", "catalog", "startup")
 
 
 class BenchError(Exception):
@@ -71,10 +88,18 @@ class Figure:
     key: str
     label: str
     unit: str
+    #: the goal: ours/reference at least this (a rate), or, with ``limit``, ours at most this
     target: float
+    #: the goal is an upper bound on our own value (memory, seconds), not a ratio
+    limit: bool = False
 
     def to_json(self) -> dict[str, Any]:
+        if self.limit:
+            return {"label": self.label, "unit": self.unit, "limit": self.target}
         return {"label": self.label, "unit": self.unit, "target_ratio": self.target}
+
+    def goal_text(self) -> str:
+        return f"≤ {self.target:g}" if self.limit else f"≥ {self.target:.1f}"
 
 
 @dataclasses.dataclass
@@ -105,14 +130,16 @@ def parse_size(text: str) -> int:
 def figures_for(args: argparse.Namespace) -> list[Figure]:
     """Every figure this run measures, in table order (the smoke test checks the JSON against it)."""
     figures: list[Figure] = []
+    labels = {
+        "monolithic": "POST+PUT",
+        "single": "POST ?digest=",
+        "chunked": f"{size_label(args.chunk_size)} PATCHes",
+        "whole": "one chunked PATCH",
+    }
     if "push" in args.only:
         for size in args.sizes:
             s = size_label(size)
-            figures += [
-                Figure(f"push_monolithic_{s}", f"push {s} POST+PUT", "MB/s", PUSH_TARGET),
-                Figure(f"push_single_{s}", f"push {s} POST ?digest=", "MB/s", PUSH_TARGET),
-                Figure(f"push_chunked_{s}", f"push {s} {size_label(args.chunk_size)} PATCHes", "MB/s", PUSH_TARGET),
-            ]
+            figures += [Figure(f"push_{m}_{s}", f"push {s} {labels[m]}", "MB/s", PUSH_TARGET) for m in args.modes]
     if "pull" in args.only:
         for size in args.sizes:
             s = size_label(size)
@@ -121,14 +148,28 @@ def figures_for(args: argparse.Namespace) -> list[Figure]:
                 Figure(f"pull_verify_{s}", f"pull {s} + sha256 check", "MB/s", PULL_TARGET),
             ]
         s = size_label(max(args.sizes))
-        figures.append(Figure(f"pull_4x_{s}", f"4 concurrent pulls {s}", "MB/s", PULL_TARGET))
+        figures.append(Figure(f"pull_4x_{s}", f"4 concurrent pulls {s}", "MB/s", PULL_4X_TARGET))
     if "small" in args.only:
         c = args.concurrency
         figures += [
             Figure("manifest_put", f"manifest PUT (c={c})", "req/s", SMALL_TARGET),
-            Figure("manifest_get_tag", f"manifest GET by tag (c={c})", "req/s", SMALL_TARGET),
-            Figure("blob_head", f"blob HEAD (c={c})", "req/s", SMALL_TARGET),
+            Figure("manifest_get_tag", f"manifest GET by tag (c={c})", "req/s", FAST_TARGET),
+            Figure("blob_head", f"blob HEAD (c={c})", "req/s", FAST_TARGET),
             Figure("tag_list", f"tag list, {args.tags} tags (c={c})", "req/s", SMALL_TARGET),
+        ]
+    if "concurrent" in args.only:
+        figures.append(Figure(
+            f"push_{args.push_clients}x_{size_label(args.push_each)}",
+            f"{args.push_clients} concurrent pushes {size_label(args.push_each)}", "MB/s", PUSH_TARGET,
+        ))
+    if "catalog" in args.only:
+        figures.append(Figure("catalog", f"catalog, {args.repos:,} repositories (pages of 1,000)",
+                              "lists/s", CATALOG_TARGET))
+    if "startup" in args.only:
+        figures += [
+            Figure("idle_rss", "idle RSS after start", "MiB", IDLE_RSS_LIMIT_MIB, limit=True),
+            Figure("startup_empty", "start-up, empty storage", "s", 0, limit=True),
+            Figure("startup_full", f"start-up, {args.repos:,} repositories stored", "s", 0, limit=True),
         ]
     return figures
 
@@ -149,12 +190,24 @@ class Payload:
         self.view = memoryview(self.data)
         self.serial = 0
 
-    def fresh(self, size: int) -> tuple[memoryview, str]:
+    def fresh(self, size: int, offset: int = 0) -> tuple[memoryview, str]:
         self.serial += 1
         stamp = f"bench-{os.getpid()}-{self.serial}-{time.time_ns()}".encode().ljust(64, b".")
-        self.data[: len(stamp)] = stamp
-        view = self.view[:size]
+        self.data[offset : offset + len(stamp)] = stamp
+        view = self.view[offset : offset + size]
         return view, "sha256:" + hashlib.sha256(view).hexdigest()
+
+    def fresh_windows(self, n: int, size: int) -> list[tuple[memoryview, str]]:
+        """``n`` disjoint blobs of ``size`` bytes, each with its own stamp (hashed on threads)."""
+        stamps = []
+        for i in range(n):
+            self.serial += 1
+            stamp = f"bench-{os.getpid()}-{self.serial}-{time.time_ns()}".encode().ljust(64, b".")
+            self.data[i * size : i * size + len(stamp)] = stamp
+            stamps.append(self.view[i * size : (i + 1) * size])
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            digests = list(pool.map(lambda v: "sha256:" + hashlib.sha256(v).hexdigest(), stamps))
+        return list(zip(stamps, digests))
 
 
 # --- one registry under test ----------------------------------------------------------------------
@@ -216,16 +269,53 @@ class Target:
         self._put(location, digest, None)
         return ""
 
-    def _start_upload(self, repo: str) -> str:
-        response = expect(self.conn.request("POST", f"/v2/{repo}/blobs/uploads/"), (202,), "POST upload")
+    def push_whole(self, repo: str, view: memoryview, digest: str, conn: Connection | None = None) -> str:
+        """docker's way: POST, the whole blob in one PATCH of unknown length (chunked transfer
+        encoding, one chunk per 32 KiB), then PUT ?digest= without a body."""
+        conn = conn or self.conn
+        location = self._start_upload(repo, conn)
+        response = conn.request(
+            "PATCH", path_of(location), {"Content-Type": "application/octet-stream"}, body=view,
+            chunked=self.args.whole_chunk,
+        )
+        location = expect(response, (202,), "PATCH").header("location")
+        self._put(location, digest, None, conn)
+        return ""
+
+    def push_concurrently(self, blobs: list[tuple[memoryview, str]]) -> str:
+        """One client thread (own connection) per blob, all at once, each pushing docker's way."""
+        errors: list[BaseException] = []
+
+        def one(view: memoryview, digest: str) -> None:
+            conn = Connection(self.server.host, self.server.port)
+            try:
+                self.push_whole("bench/concurrent", view, digest, conn)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=one, args=blob) for blob in blobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return ""
+
+    def _start_upload(self, repo: str, conn: Connection | None = None) -> str:
+        conn = conn or self.conn
+        response = expect(conn.request("POST", f"/v2/{repo}/blobs/uploads/"), (202,), "POST upload")
         location = response.header("location")
         if not location:
             raise BenchError("POST upload: no Location")
         return location
 
-    def _put(self, location: str, digest: str, body: memoryview | None) -> None:
+    def _put(self, location: str, digest: str, body: memoryview | None, conn: Connection | None = None) -> None:
         target = add_query(path_of(location), f"digest={digest}")
-        response = self.conn.request("PUT", target, {"Content-Type": "application/octet-stream"}, body=body)
+        conn = conn or self.conn
+        response = conn.request("PUT", target, {"Content-Type": "application/octet-stream"}, body=body)
         expect(response, (201,), "PUT upload")
 
     def check_blob(self, repo: str, digest: str, size: int) -> None:
@@ -364,6 +454,75 @@ class Target:
             raise BenchError(f"{kind}: {result.errors} failed requests, statuses {result.statuses}")
         return result.ops / result.elapsed, f"{result.ops} requests"
 
+    def catalog_listing(self) -> tuple[float, str]:
+        """Whole catalogs per second: ``?n=1000`` pages, following ``Link`` to the end, for at
+        least ``duration`` seconds (and at least once)."""
+        t0 = time.perf_counter()
+        lists = 0
+        while True:
+            names: list[str] = []
+            target: str | None = "/v2/_catalog?n=1000"
+            pages = 0
+            while target:
+                response = expect(self.conn.request("GET", target), (200,), "GET _catalog")
+                names += json.loads(response.body)["repositories"]
+                pages += 1
+                link = response.header("link")
+                target = path_of(link.split(";")[0].strip().strip("<>")) if link else None
+            if len(names) < self.args.repos or len(set(names)) != len(names):
+                raise BenchError(f"catalog: {len(names)} names ({len(set(names))} distinct) in {pages} pages, "
+                                 f"expected at least {self.args.repos}")
+            lists += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= self.args.duration:
+                return lists / elapsed, f"{lists} listings of {len(names)} names, {pages} pages"
+
+
+def catalog_repo(i: int) -> str:
+    """The ``i``-th repository of the catalog figure: 100 namespaces of 100 repositories."""
+    return f"cat{i // 100:03d}/r{i:05d}"
+
+
+def prepare_catalog(targets: list[Target], args: argparse.Namespace) -> None:
+    """``args.repos`` repositories, each holding one manifest (a config, no layers), created through
+    the first registry's API (ours when it runs: its catalog index is written as pushes write it),
+    then copied into the other registries' storage (the layout is the same)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"},
+                         "bench": "catalog"}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    for target in targets:
+        target.push_monolithic("bench/catalog", memoryview(config), config_digest)
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": _descriptor(OCI_CONFIG, config),
+                       "layers": []}, separators=(",", ":")).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    source = sorted(targets, key=lambda t: t.name != "ours")[0]
+    server = source.server
+    authority = f"{server.host}:{server.port}"
+
+    def mount(n: int) -> tuple[bytes, bool, tuple[int, ...]]:
+        target = f"/v2/{catalog_repo(n)}/blobs/uploads/?mount={config_digest}&from=bench/catalog"
+        return build_request("POST", target, authority, length=0), False, (201,)
+
+    def put(n: int) -> tuple[bytes, bool, tuple[int, ...]]:
+        head = build_request("PUT", f"/v2/{catalog_repo(n)}/manifests/latest", authority,
+                             {"Content-Type": OCI_MANIFEST}, len(body))
+        return head + body, False, (201,)
+
+    for what, make in (("mounts", mount), ("manifests", put)):
+        result = run_small_requests(server.host, server.port, make, concurrency=args.concurrency, duration=7200,
+                                    max_ops=args.repos)
+        if result.ops != args.repos:
+            raise BenchError(f"catalog set-up: {result.ops} of {args.repos} {what}, statuses {result.statuses}")
+    repositories = Path("docker/registry/v2/repositories")
+    tops = sorted({catalog_repo(i).split("/")[0] for i in range(args.repos)})
+    for target in targets:
+        if target is source:
+            continue
+        for top in tops:
+            shutil.copytree(server.root / repositories / top, target.server.root / repositories / top,
+                            dirs_exist_ok=True)
+        shutil.copytree(server.blob_dir(manifest_digest), target.server.blob_dir(manifest_digest), dirs_exist_ok=True)
+
 
 def _descriptor(media_type: str, blob: bytes) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(blob).hexdigest(), "size": len(blob)}
@@ -456,9 +615,17 @@ class Runner:
                     target.conn.close()
                     print(f"  {target.name:9} {key}: FAILED {exc}", file=sys.stderr)
                     continue
-                self.samples.setdefault(key, {}).setdefault(target.name, []).append(sample)
-                if self.args.verbose:
-                    print(f"  {target.name:9} {key}: {sample.value:,.1f} ({sample.note})", file=sys.stderr)
+                self.record(key, target.name, sample)
+
+    def record(self, key: str, name: str, sample: Sample) -> None:
+        self.samples.setdefault(key, {}).setdefault(name, []).append(sample)
+        if self.args.verbose:
+            print(f"  {name:9} {key}: {sample.value:,.3g} ({sample.note})", file=sys.stderr)
+
+    def fail(self, target: Target, key: str, exc: BaseException) -> None:
+        self.errors.setdefault(target.name, {})[key] = f"{type(exc).__name__}: {exc}"
+        target.conn.close()
+        print(f"  {target.name:9} {key}: FAILED {exc}", file=sys.stderr)
 
 
 def run_all(targets: list[Target], args: argparse.Namespace, payload: Payload) -> Runner:
@@ -472,7 +639,7 @@ def run_all(targets: list[Target], args: argparse.Namespace, payload: Payload) -
     if "push" in args.only:
         for size in args.sizes:
             s = size_label(size)
-            for mode in ("monolithic", "single", "chunked"):
+            for mode in args.modes:
 
                 def prepare(target: Target, size: int = size) -> tuple[str, int, str]:
                     os.sync()
@@ -530,7 +697,100 @@ def run_all(targets: list[Target], args: argparse.Namespace, payload: Payload) -
         for kind in kinds:
             print(f"small {kind}", file=sys.stderr)
             runner.figure(kind, lambda target: None, lambda target, _state, kind=kind: lambda: target.small(kind))
+
+    if "concurrent" in args.only:
+        n, each = args.push_clients, args.push_each
+        key = f"push_{n}x_{size_label(each)}"
+        print(f"push {n} x {size_label(each)} at once", file=sys.stderr)
+
+        def prepare_many(target: Target) -> list[tuple[memoryview, str]]:
+            os.sync()
+            return payload.fresh_windows(n, each)
+
+        def after_many(target: Target, blobs: list[tuple[memoryview, str]]) -> None:
+            for view, digest in blobs:
+                target.check_blob("bench/concurrent", digest, len(view))
+                target.forget_blob(digest)
+
+        runner.figure(
+            key, prepare_many,
+            lambda target, blobs: timed_transfer(n * each, lambda: target.push_concurrently(blobs)),
+            after_many,
+        )
+
+    if "catalog" in args.only or "startup" in args.only:
+        print(f"catalog: creating {args.repos:,} repositories", file=sys.stderr)
+        try:
+            prepare_catalog(targets, args)
+        except Exception as exc:  # noqa: BLE001
+            for target in targets:
+                runner.errors.setdefault(target.name, {})["catalog"] = f"set-up: {exc}"
+                runner.errors.setdefault(target.name, {})["startup_full"] = f"set-up: {exc}"
+            print(f"  catalog set-up FAILED: {exc}", file=sys.stderr)
+    if "catalog" in args.only:
+        print("catalog listing", file=sys.stderr)
+        runner.figure("catalog", lambda target: None, lambda target, _state: target.catalog_listing)
+
+    if "startup" in args.only:
+        print("start-up and idle memory", file=sys.stderr)
+        measure_startup(targets, args, runner)
     return runner
+
+
+def _start_timed(server: Server) -> float:
+    """Start ``server`` and return the seconds until it first answered ``GET /v2/`` with 200."""
+    t0 = time.perf_counter()
+    server.start(poll=0.01)
+    return time.perf_counter() - t0
+
+
+def measure_startup(targets: list[Target], args: argparse.Namespace, runner: Runner) -> None:
+    """Start-up time (spawn to the first 200 on ``/v2/``) on empty storage, with the idle RSS a
+    second after it; then on the run's storage (the catalog repositories included) without our
+    indexes, as the reference would have left it. Alternating, ``reps`` times each."""
+    for rep in range(args.reps):
+        order = targets if rep % 2 == 0 else targets[::-1]
+        for target in order:
+            server = target.server
+            target.conn.close()
+            server.stop()
+            empty = server.root.parent / f"empty-{rep}"
+            shutil.rmtree(empty, ignore_errors=True)
+            empty.mkdir()
+            probe = dataclasses.replace(server, root=empty, process=None,
+                                        command=[c.replace(str(server.config_path), str(server.config_path) + ".empty")
+                                                 for c in server.command])
+            config_text = server.config_path.read_text().replace(str(server.root), str(empty))
+            Path(str(server.config_path) + ".empty").write_text(config_text)
+            try:
+                seconds = _start_timed(probe)
+                Connection(probe.host, probe.port).request("GET", "/v2/")
+                time.sleep(1.0)
+                assert probe.process is not None
+                monitor = Monitor(probe.process.pid)
+                rss_tree = monitor.rss(monitor._tree())
+                runner.record("startup_empty", target.name, Sample(seconds, seconds, rss_tree, monitor.peak_process_rss, 0, 0))
+                runner.record("idle_rss", target.name, Sample(rss_tree / MiB, 1.0, rss_tree, monitor.peak_process_rss, 0, 0))
+            except Exception as exc:  # noqa: BLE001
+                runner.fail(target, "startup_empty", exc)
+                runner.fail(target, "idle_rss", exc)
+            finally:
+                probe.stop()
+                shutil.rmtree(empty, ignore_errors=True)
+            if "startup_full" in runner.errors.get(target.name, {}):
+                server.start()
+                continue
+            # the run's storage as the reference leaves it: none of our index directories
+            shutil.rmtree(server.root / "docker/registry/v2/repositories/_catalog", ignore_errors=True)
+            try:
+                seconds = _start_timed(server)
+                assert server.process is not None
+                monitor = Monitor(server.process.pid)
+                rss_tree = monitor.rss(monitor._tree())
+                runner.record("startup_full", target.name, Sample(seconds, seconds, rss_tree, monitor.peak_process_rss, 0, 0))
+            except Exception as exc:  # noqa: BLE001
+                runner.fail(target, "startup_full", exc)
+                server.start()
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -589,9 +849,27 @@ def summarize(runner: Runner, figures: list[Figure]) -> dict[str, Any]:
                 entry[f"{short}_error"] = runner.errors.get(name, {}).get(fig.key, "not measured")
         ref, ours = entry.get("ref"), entry.get("ours")
         entry["ratio"] = round(ours / ref, 2) if ref and ours is not None else None
-        entry["met"] = entry["ratio"] is not None and entry["ratio"] >= fig.target
+        if fig.key == "startup_full":  # independent of what is stored: against our own empty start
+            empty = out.get("startup_empty", {}).get("ours")
+            entry["ours_growth"] = round(ours / empty, 2) if ours is not None and empty else None
+            entry["met"] = entry["ours_growth"] is not None and entry["ours_growth"] <= STARTUP_GROWTH_LIMIT
+        elif fig.limit:
+            entry["met"] = None if not fig.target else ours is not None and ours <= fig.target
+        else:
+            entry["met"] = entry["ratio"] is not None and entry["ratio"] >= fig.target
         out[fig.key] = entry
     return out
+
+
+def goal_cell(fig: Figure, entry: dict[str, Any]) -> tuple[str, str]:
+    """(goal, verdict) for the tables."""
+    if fig.key == "startup_full":
+        growth = entry.get("ours_growth")
+        return f"≤ {STARTUP_GROWTH_LIMIT:g}× empty", ("-" if growth is None else f"{growth:.2f}×") + (
+            " ok" if entry["met"] else " MISS")
+    if entry["met"] is None:
+        return "-", ""
+    return fig.goal_text(), "ok" if entry["met"] else "MISS"
 
 
 def goals(summary: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
@@ -624,7 +902,8 @@ def markdown(result: dict[str, Any], figures: list[Figure], argv: list[str] | No
     command = " ".join(["python -m benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
     out = [
         f"Run {m['date']} on {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
-        f"Python {m['python']}; reference: {result['reference']}.",
+        f"Python {m['python']}; reference: {result['reference']}. Load average (1, 5, 15 min) "
+        f"before {m.get('load_before')}, after {m.get('load_after')}.",
         "",
         f"Command: `{command}`",
         "",
@@ -635,7 +914,8 @@ def markdown(result: dict[str, Any], figures: list[Figure], argv: list[str] | No
     for fig in figures:
         e = result["figures"][fig.key]
         ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}"
-        goal = f"≥ {fig.target:.1f} {'ok' if e['met'] else '**missed**'}"
+        goal_text, verdict = goal_cell(fig, e)
+        goal = f"{goal_text} {verdict.replace('MISS', '**missed**')}".strip()
         out.append(
             f"| {fig.label} | {fig.unit} | {_num(e['ref'])} | {_num(e['ours'])} | {ratio} | {goal} "
             f"| {_num(e.get('ref_peak_rss_mib'))} / {_num(e.get('ours_peak_rss_mib'))} "
@@ -651,7 +931,9 @@ def markdown(result: dict[str, Any], figures: list[Figure], argv: list[str] | No
 
 
 def _num(v: Any) -> str:
-    return "-" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"
 
 
 def _ms(value: float | None) -> str:
@@ -660,27 +942,26 @@ def _ms(value: float | None) -> str:
 
 def print_table(summary: dict[str, Any], figures: list[Figure], out: Any = sys.stdout) -> None:
     header = (
-        f"{'figure':34} {'unit':5} {'reference':>10} {'ours':>10} {'ratio':>6} {'goal':>5}  "
+        f"{'figure':44} {'unit':7} {'reference':>10} {'ours':>10} {'ratio':>6} {'goal':>14} {'':>10}  "
         f"{'RSS MiB ref/ours':>16}  {'srv CPU% ref/ours':>17}  {'cli CPU% ref/ours':>17}  "
         f"{'srv CPU ms/MB or /req':>21}"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
 
-    def num(v: Any) -> str:
-        return "-" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+    num = _num
 
     for fig in figures:
         e = summary[fig.key]
         ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}"
-        mark = "ok" if e["met"] else "MISS"
+        goal_text, mark = goal_cell(fig, e)
         rss = f"{num(e.get('ref_peak_rss_mib'))}/{num(e.get('ours_peak_rss_mib'))}"
         srv = f"{num(e.get('ref_server_cpu_pct'))}/{num(e.get('ours_server_cpu_pct'))}"
         cli = f"{num(e.get('ref_client_cpu_pct'))}/{num(e.get('ours_client_cpu_pct'))}"
         per = f"{_ms(e.get('ref_server_cpu_ms_per_unit'))}/{_ms(e.get('ours_server_cpu_ms_per_unit'))}"
         print(
-            f"{fig.label:34} {fig.unit:5} {num(e['ref']):>10} {num(e['ours']):>10} {ratio:>6} "
-            f"{'≥' + format(fig.target, '.1f'):>5} {mark:>4}  {rss:>16}  {srv:>17}  {cli:>17}  {per:>21}",
+            f"{fig.label:44} {fig.unit:7} {num(e['ref']):>10} {num(e['ours']):>10} {ratio:>6} "
+            f"{goal_text:>14} {mark:>10}  {rss:>16}  {srv:>17}  {cli:>17}  {per:>21}",
             file=out,
         )
     for fig in figures:
@@ -695,14 +976,22 @@ def print_table(summary: dict[str, Any], figures: list[Figure], out: Any = sys.s
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-test mode: 16+32 MiB, 1 rep, 0.3 s, 50 tags")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke-test mode: 16+32 MiB, 1 rep, 0.3 s, 50 tags, 4 x 4 MiB at once, 200 repositories")
     parser.add_argument("--sizes", help="blob sizes, comma-separated (default 256MiB,1GiB)")
     parser.add_argument("--reps", type=int, help="repetitions per registry (default 3; median reported)")
     parser.add_argument("--duration", type=float, help="seconds per small-request repetition (default 3)")
     parser.add_argument("--tags", type=int, help="tags in the tag-list repository (default 1000)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients for small requests (default 16)")
     parser.add_argument("--chunk-size", default="8MiB", help="PATCH size for chunked pushes (default 8MiB)")
-    parser.add_argument("--only", default="push,pull,small", help="figure groups: push,pull,small")
+    parser.add_argument("--only", default=",".join(GROUPS), help=f"figure groups (default all): {','.join(GROUPS)}")
+    parser.add_argument("--modes", default=",".join(PUSH_MODES),
+                        help=f"push modes of the push group (default all): {','.join(PUSH_MODES)}")
+    parser.add_argument("--whole-chunk", default="32KiB",
+                        help="chunk size of the whole-body PATCH (chunked transfer; default 32KiB, as docker)")
+    parser.add_argument("--push-clients", type=int, help="clients of the concurrent pushes (default 16)")
+    parser.add_argument("--push-each", help="blob size of each concurrent push (default 64MiB)")
+    parser.add_argument("--repos", type=int, help="repositories of the catalog figure (default 10000)")
     parser.add_argument("--workers", type=int, help="our http.workers (default: the config default)")
     parser.add_argument("--ours-env", action="append", default=[], metavar="NAME=VALUE",
                         help="environment for our server (e.g. REGISTRY_NO_UVLOOP=1); repeatable")
@@ -721,7 +1010,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.duration = args.duration or (0.3 if quick else 3.0)
     args.tags = args.tags or (50 if quick else 1000)
     args.chunk_size = parse_size(args.chunk_size)
+    args.whole_chunk = parse_size(args.whole_chunk)
+    args.push_clients = args.push_clients or (4 if quick else 16)
+    args.push_each = parse_size(args.push_each or ("4MiB" if quick else "64MiB"))
+    args.repos = args.repos or (200 if quick else 10_000)
     args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = (args.only - set(GROUPS)) | (set(args.modes) - set(PUSH_MODES))
+    if unknown:
+        parser.error(f"unknown group or mode: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -731,7 +1028,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = ensure_reference(args.reference)
     version = subprocess.run([reference, "--version"], capture_output=True, text=True).stdout.strip()
     print(f"generating {size_label(max(args.sizes))} of test data", file=sys.stderr)
-    payload = Payload(max(args.sizes))
+    load = os.getloadavg()
+    payload = Payload(max(max(args.sizes), args.push_clients * args.push_each if "concurrent" in args.only else 0))
     names = tuple(n.strip() for n in args.registries.split(","))
     ours_env = dict(item.split("=", 1) for item in args.ours_env)
     servers, parent = start_servers(args.workdir, reference, args.workers, ours_env, names)
@@ -750,7 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(parent, ignore_errors=True)
     summary = summarize(runner, figures)
     result = {
-        "machine": machine(),
+        "machine": {**machine(), "load_before": [round(x, 1) for x in load],
+                    "load_after": [round(x, 1) for x in os.getloadavg()]},
         "reference": version,
         "params": {
             "sizes": [size_label(s) for s in args.sizes],
@@ -759,6 +1058,11 @@ def main(argv: list[str] | None = None) -> int:
             "tags": args.tags,
             "concurrency": args.concurrency,
             "chunk": size_label(args.chunk_size),
+            "modes": args.modes,
+            "whole_chunk": size_label(args.whole_chunk),
+            "push_clients": args.push_clients,
+            "push_each": size_label(args.push_each),
+            "repos": args.repos,
             "workers": args.workers,
             "ours_env": args.ours_env,
         },

@@ -78,12 +78,14 @@ class Server:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    #: the configuration file the command reads
+    config_path: Path | None = None
 
     @property
     def host(self) -> str:
         return "127.0.0.1"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, poll: float = 0.1) -> None:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             self.command,
@@ -104,7 +106,7 @@ class Server:
                     if answer.status == 200:
                         return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(poll)
         raise RuntimeError(f"{self.name} did not answer {url} within {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
@@ -152,7 +154,7 @@ def start_servers(
         else:
             command = [sys.executable, "-m", "registry", "serve", str(config_path)]
             env = ours_env
-        servers.append(Server(name, command, root, port, parent / name / "server.log", env))
+        servers.append(Server(name, command, root, port, parent / name / "server.log", env, config_path=config_path))
     try:
         for server in servers:
             server.start()
