@@ -1,6 +1,7 @@
 """Storage drivers: one async contract (:mod:`drivers.base`) and its backends."""
 
 from .base import (
+    ContentWrite,
     DriverConfigError,
     FileInfo,
     FileWriter,
@@ -17,6 +18,7 @@ from .base import (
 )
 
 __all__ = [
+    "ContentWrite",
     "DriverConfigError",
     "FileInfo",
     "FileWriter",

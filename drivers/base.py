@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
 import errno
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -34,6 +35,9 @@ class StorageError(Exception):
     """Base of every driver error; carries the driver's name so logs say which backend failed."""
 
     kind = "storage error"
+    #: raised by :meth:`StorageDriver.put_contents`: the driver paths it had written (made
+    #: visible) before it failed, which the caller may have to undo
+    visible: frozenset[str] = frozenset()
 
     def __init__(self, driver: str, path: str = "", detail: str = "") -> None:
         self.driver = driver
@@ -204,6 +208,19 @@ class FileInfo:
     is_dir: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class ContentWrite:
+    """One small file of :meth:`StorageDriver.put_contents`.
+
+    ``durable=False`` marks a file the registry can rebuild from others (an index entry, a
+    hint, a resumable hash state): the backend need not make it survive a power cut before
+    returning (local disk: no fsync), only make it visible atomically and in order."""
+
+    path: str
+    data: bytes
+    durable: bool = True
+
+
 class WalkAction(enum.Enum):
     CONTINUE = "continue"
     SKIP_DIR = "skip_dir"
@@ -303,6 +320,33 @@ class StorageDriver(abc.ABC):
     async def put_content(self, path: str, data: bytes) -> None:
         """Write a small file atomically (a reader sees the old or the new content, never a
         mix), replacing any previous content and creating parent directories."""
+
+    async def put_contents(self, stages: Sequence[Sequence[ContentWrite]]) -> None:
+        """Write small files as :meth:`put_content` does, stage after stage: every file of a stage
+        becomes visible only after every file of the stages before it (within a stage, in any
+        order). When it returns, every ``durable`` file survives a power cut. A failure raises
+        the error of the file that failed, with ``visible`` set to the paths written before it.
+
+        The default runs the files of a stage concurrently through :meth:`put_content`; a
+        backend that can (local disk) writes everything in one pass: one worker-thread hop,
+        the fsyncs of all stages at once, then the renames in stage order."""
+        for stage in stages:
+            for write in stage:
+                self.check(write.path)
+        visible: set[str] = set()
+
+        async def one(write: ContentWrite) -> None:
+            await self.put_content(write.path, write.data)
+            visible.add(write.path)
+
+        for stage in stages:
+            outcomes = await asyncio.gather(*(one(w) for w in stage), return_exceptions=True)
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                if isinstance(failures[0], Exception):  # a decorator's own error too (tests' faults)
+                    with contextlib.suppress(AttributeError):
+                        failures[0].visible = frozenset(visible)  # type: ignore[attr-defined]
+                raise failures[0]
 
     @abc.abstractmethod
     def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from .base import (
+    ContentWrite,
     FileInfo,
     InvalidOffset,
     InvalidPath,
@@ -229,6 +230,105 @@ async def test_put_content_creates_parents_and_accepts_bytes_likes(driver: Stora
     assert await driver.get_content("/deep/a/e") == b"mv"
     assert await driver.list("/deep/a") == ["/deep/a/b", "/deep/a/e"]
     await driver.delete("/deep")
+
+
+async def test_put_contents_round_trip(driver: StorageDriver) -> None:
+    """Files of several stages: in existing and new directories, two sharing a new directory in
+    one stage, one in a directory that an earlier stage creates, an overwrite, durable or not."""
+    await driver.put_content("/pc/old/file", b"before")
+    await driver.put_contents([
+        [ContentWrite("/pc/new/a/one", b"1"), ContentWrite("/pc/new/a/two", bytearray(b"2"), durable=False),
+         ContentWrite("/pc/old/file", b"after")],
+        [ContentWrite("/pc/new/a/b/three", b"3"), ContentWrite("/pc/old/sibling", b"s", durable=False)],
+        [],
+        [ContentWrite("/pc/other/four", memoryview(b"4"))],
+    ])
+    expected = {"/pc/new/a/one": b"1", "/pc/new/a/two": b"2", "/pc/old/file": b"after",
+                "/pc/new/a/b/three": b"3", "/pc/old/sibling": b"s", "/pc/other/four": b"4"}
+    for path, data in expected.items():
+        assert await driver.get_content(path) == data, path
+    assert await driver.list("/pc/new/a") == ["/pc/new/a/b", "/pc/new/a/one", "/pc/new/a/two"]
+    assert await driver.list("/pc") == ["/pc/new", "/pc/old", "/pc/other"]
+    await driver.put_contents([])
+    await driver.delete("/pc")
+
+
+async def test_put_contents_keeps_stage_order_for_readers(driver: StorageDriver) -> None:
+    """A reader never sees a file of a stage before every file of the stages before it (a
+    tag's current link before the manifest's revision link)."""
+    rounds = 20 if getattr(driver, "real_directories", False) else 3
+    for n in range(rounds):
+        base = f"/po/{n}"
+        stages = [[ContentWrite(f"{base}/data/x/d", b"d"), ContentWrite(f"{base}/entry/e", b"e", durable=False)],
+                  [ContentWrite(f"{base}/rev/link", b"r")],
+                  [ContentWrite(f"{base}/tags/t/current/link", b"c"), ContentWrite(f"{base}/tags/t/index/link", b"i")]]
+        order = [w.path for stage in stages for w in stage]
+        done = asyncio.Event()
+        seen: list[list[bool]] = []
+
+        async def watch() -> None:
+            while not done.is_set():
+                present = []
+                # later stages first: what they show must already hold for the earlier ones
+                for path in reversed(order):
+                    try:
+                        present.append(bool(await driver.get_content(path)))
+                    except PathNotFound:
+                        present.append(False)
+                seen.append(present[::-1])
+                await asyncio.sleep(0)
+
+        async def write() -> None:
+            try:
+                await driver.put_contents(stages)
+            finally:
+                done.set()
+
+        await asyncio.gather(watch(), write())
+        for present in seen:
+            # stage k visible only when the stages before it are: data+entry, rev, links
+            if present[2]:
+                assert present[0] and present[1], present
+            if present[3] or present[4]:
+                assert present[0] and present[1] and present[2], present
+    await driver.delete("/po")
+
+
+async def test_put_contents_checks_every_path_first(driver: StorageDriver) -> None:
+    with raises(InvalidPath, driver):
+        await driver.put_contents([[ContentWrite("/pv/ok", b"x")], [ContentWrite("/pv/../bad", b"y")]])
+    assert await driver.list("/") == []
+
+
+async def test_put_contents_racing_delete_of_its_directory(driver: StorageDriver) -> None:
+    """As :func:`test_put_racing_delete_of_its_directory`, for a batch: what survives is whole."""
+    rounds = 25 if getattr(driver, "real_directories", False) else 2
+
+    async def worker(k: int) -> None:
+        for n in range(rounds):
+            tag = f"/pcd/{k}/{n}/tag"
+            await driver.put_content(f"{tag}/index/link", b"old")
+
+            async def put() -> None:
+                await driver.put_contents([[ContentWrite(f"{tag}/current/link", b"new")],
+                                           [ContentWrite(f"{tag}/index/x/link", b"x", durable=False)]])
+
+            async def delete() -> None:
+                with contextlib.suppress(PathNotFound):
+                    await driver.delete(tag)
+
+            await asyncio.gather(put(), delete(), put(), delete())
+            try:
+                children = await driver.list(tag)
+            except PathNotFound:
+                continue
+            if f"{tag}/current" in children:
+                assert await driver.get_content(f"{tag}/current/link") == b"new"
+            await driver.delete(tag)
+
+    await asyncio.gather(*(worker(k) for k in range(4)))
+    with raises(PathNotFound, driver, "/pcd"):
+        await driver.list("/pcd")
 
 
 async def test_new_instance_sees_changes(driver: StorageDriver, new_driver: Callable[[], StorageDriver]) -> None:
@@ -942,6 +1042,7 @@ def _invalid_ops(driver: StorageDriver, bad: Any) -> dict[str, Callable[[], Awai
     ops: dict[str, Callable[[], Awaitable[Any]]] = {
         "get_content": lambda: driver.get_content(bad),
         "put_content": lambda: driver.put_content(bad, b"x"),
+        "put_contents": lambda: driver.put_contents([[ContentWrite("/ok/other", b"x")], [ContentWrite(bad, b"x")]]),
         "reader": lambda: drain(driver.reader(bad)),
         "writer": lambda: driver.writer(bad),
         "writer-append": lambda: driver.writer(bad, append=True),

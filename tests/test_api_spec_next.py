@@ -8,6 +8,7 @@ pull), and the listing bounds (``catalog.maxentries``, ``tags.maxtags``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -129,6 +130,12 @@ async def test_invalid_tag_parameters_write_nothing(client, query, status, code)
     assert await tag_list(client, "repo") == ["good"] and await resolve(client, "repo", "good") == before
 
 
+def _file_by_file(driver: Any) -> None:
+    """Batches of small files go through ``put_content`` one by one (the contract's default
+    ``put_contents``), so a test can fail or hold one file of a batch."""
+    driver.put_contents = functools.partial(StorageDriver.put_contents, driver)
+
+
 async def test_tag_parameters_are_all_or_none_when_a_write_fails(client):
     first, _, r = await put_image(client, "repo", b"first", query="?tag=a&tag=b")
     store_driver = _store(client).driver
@@ -140,15 +147,44 @@ async def test_tag_parameters_are_all_or_none_when_a_write_fails(client):
         await original(path, data)
 
     store_driver.put_content = failing  # type: ignore[method-assign]
+    _file_by_file(store_driver)
     try:
         second, _, r = await put_image(client, "repo", b"second", query="?tag=a&tag=b&tag=c&tag=d")
         assert r.status >= 500
     finally:
         store_driver.put_content = original  # type: ignore[method-assign]
+        del store_driver.put_contents
     # none moved, none appeared: a and b still name the first manifest, c and d do not exist
     assert [await resolve(client, "repo", t) for t in "abcd"] == [first, first, None, None]
     assert await tag_list(client, "repo") == ["a", "b"]
     # the retry applies them all
+    again, _, r = await put_image(client, "repo", b"second", query="?tag=a&tag=b&tag=c&tag=d")
+    assert r.status == 201 and again == second
+    assert [await resolve(client, "repo", t) for t in "abcd"] == [second] * 4
+
+
+async def test_tag_parameters_all_or_none_when_the_filesystem_batch_fails(aiohttp_client, tmp_path, monkeypatch):
+    """The same on the filesystem's own batch (one pass, renames in stage order): a rename that
+    fails among the tags' links puts back the tags already moved, and a retry applies them all."""
+    import errno
+
+    from drivers import filesystem
+
+    client = await app_client(aiohttp_client, FilesystemDriver(str(tmp_path / "root")))
+    first, _, r = await put_image(client, "repo", b"first", query="?tag=a&tag=b")
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        if dst.endswith("/_manifests/tags/c"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(filesystem.os, "rename", rename)
+    second, _, r = await put_image(client, "repo", b"second", query="?tag=a&tag=b&tag=c&tag=d")
+    monkeypatch.undo()
+    assert r.status >= 500
+    assert [await resolve(client, "repo", t) for t in "abcd"] == [first, first, None, None]
+    assert await tag_list(client, "repo") == ["a", "b"]
     again, _, r = await put_image(client, "repo", b"second", query="?tag=a&tag=b&tag=c&tag=d")
     assert r.status == 201 and again == second
     assert [await resolve(client, "repo", t) for t in "abcd"] == [second] * 4
@@ -169,6 +205,7 @@ async def test_readers_see_all_tags_moved_or_none(client):
             a_written.set()
 
     store_driver.put_content = slow  # type: ignore[method-assign]
+    _file_by_file(store_driver)
     try:
         push = asyncio.ensure_future(put_image(client, "repo", b"second", query="?tag=a&tag=b"))
         await asyncio.wait_for(a_written.wait(), 30)
@@ -184,6 +221,7 @@ async def test_readers_see_all_tags_moved_or_none(client):
     finally:
         release.set()
         store_driver.put_content = original  # type: ignore[method-assign]
+        del store_driver.put_contents
 
 
 def _store(client: Any) -> Any:

@@ -122,3 +122,108 @@ async def test_filesystem_prune_is_not_held_by_a_crashs_temporary_file(tmp_path)
     await driver.delete("/r/tags/u/current/link")
     assert building.exists() and await driver.list("/r/tags") == ["/r/tags/u"]  # left alone: not a file
     await driver.close()
+
+
+# --- the filesystem's put_contents: one pass, fsyncs together, renames in stage order ---------
+
+
+def _leftovers(root) -> list[str]:
+    return [str(p) for p in root.rglob("*~*")]
+
+
+async def test_filesystem_put_contents_fsyncs_durable_files_and_their_directories(tmp_path, monkeypatch) -> None:
+    """The durable files and the directories they were renamed into are fsynced (before the call
+    returns); a non-durable file is not; a new directory holding two files of one stage is
+    renamed into place once, with both."""
+    from drivers import filesystem
+    from drivers.base import ContentWrite
+
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/repo/tags/keep", b"k")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append(dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(filesystem.os, "fsync", fsync)
+    monkeypatch.setattr(filesystem.os, "rename", rename)
+    await driver.put_contents([
+        [ContentWrite("/repo/index/entry", b"e", durable=False), ContentWrite("/blobs/ab/data", b"d")],
+        [ContentWrite("/repo/rev/link", b"r")],
+        [ContentWrite("/repo/tags/t/current/link", b"c"), ContentWrite("/repo/tags/t/index/x/link", b"i")],
+    ])
+    monkeypatch.undo()
+    root = str(tmp_path)
+    # the order of visibility: the stages, in order; the new tag directory once, with both links
+    assert renamed == [f"{root}/repo/index", f"{root}/blobs", f"{root}/repo/rev", f"{root}/repo/tags/t"]
+    files = [p for p in synced if "~" in p]
+    assert not any("entry" in p for p in files)  # not durable: no fsync
+    assert sorted(p.rsplit("/", 1)[-1] for p in files) == ["data", "link", "link", "link"]
+    directories = {p for p in synced if "~" not in p}
+    assert directories == {root, f"{root}/repo", f"{root}/repo/tags"}  # where the durable ones went
+    assert await driver.get_content("/repo/tags/t/index/x/link") == b"i"
+    assert await driver.get_content("/repo/index/entry") == b"e"
+    assert _leftovers(tmp_path) == []
+
+
+async def test_filesystem_put_contents_reports_what_was_written_when_a_rename_fails(tmp_path, monkeypatch) -> None:
+    """A failure among the renames raises the driver's error with ``visible`` naming the files
+    already in place (the store puts tags back from it), and leaves no temporary entry."""
+    import errno
+
+    from drivers import filesystem
+    from drivers.base import ContentWrite, StorageError
+
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/r/tags/b/current/link", b"old")
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        if dst.endswith("/tags/c"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(filesystem.os, "rename", rename)
+    with pytest.raises(StorageError) as caught:
+        await driver.put_contents([
+            [ContentWrite("/r/rev/link", b"r")],
+            [ContentWrite("/r/tags/b/current/link", b"new"), ContentWrite("/r/tags/c/current/link", b"new"),
+             ContentWrite("/r/tags/d/current/link", b"new")],
+        ])
+    monkeypatch.undo()
+    assert "No space left" in str(caught.value)
+    assert caught.value.visible == frozenset({"/r/rev/link", "/r/tags/b/current/link"})
+    assert await driver.list("/r/tags") == ["/r/tags/b"]
+    assert _leftovers(tmp_path) == []
+
+
+async def test_filesystem_put_contents_into_a_directory_of_an_earlier_stage(tmp_path, monkeypatch) -> None:
+    """A file whose new directory an earlier stage of the same call creates (a new repository's
+    revision link, then its tag) waits for that stage's rename: still in stage order."""
+    from drivers import filesystem
+    from drivers.base import ContentWrite
+
+    driver = FilesystemDriver(str(tmp_path))
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append(dst.removeprefix(str(tmp_path)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(filesystem.os, "rename", rename)
+    await driver.put_contents([[ContentWrite("/new/_manifests/revisions/x/link", b"r")],
+                               [ContentWrite("/new/_manifests/tags/t/current/link", b"c")]])
+    monkeypatch.undo()
+    assert renamed == ["/new", "/new/_manifests/tags"]
+    assert await driver.get_content("/new/_manifests/tags/t/current/link") == b"c"
+    assert _leftovers(tmp_path) == []

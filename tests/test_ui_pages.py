@@ -392,6 +392,7 @@ async def test_catalog_index_follows_pushes_rebuilds_and_adopts(tmp_path: Path, 
     # another registry (the reference) created a repository: adopted by the next top-level check
     other = Store(driver, secret="s")
     other.catalog.record = lambda repo: _nothing()  # type: ignore[method-assign]
+    other.catalog.record_write = lambda repo, **_: None  # type: ignore[method-assign]  # (a PUT batches it)
     await store_image(other, "zeta/one", "1")
     await store_image(other, "a/nested-by-reference", "1")
     monkeypatch.setattr(catalog_mod, "RECONCILE_INTERVAL", 0.0)

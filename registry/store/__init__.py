@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import PathNotFound, StorageDriver
+from drivers.base import ContentWrite, PathNotFound, StorageDriver
 
 from .. import manifests as mf
 from ..errors import ErrorCode, RegistryError
@@ -63,7 +63,7 @@ class Store:
         self._blob_store = self.blobs  # the parts' own (store.blobs may be wrapped, e.g. by the proxy)
         self.uploads = UploadStore(driver, self.blobs, secret, self.events, state)
         self.tags = TagStore(driver)
-        self.referrers = ReferrerStore(driver)
+        self.referrers = ReferrerStore(driver, describe=self._describe_referrer)
         #: per-repository ordering of manifest and tag writes (leases in ``state``)
         self.locks = RepositoryLocks(state)
         self.catalog = Catalog(driver, state)
@@ -109,6 +109,15 @@ class Store:
         await self.tags.adopt(repo, foreign)
         return len(foreign)
 
+    async def _describe_referrer(self, repo: str, d: Digest) -> dict | None:
+        """The referrers-index descriptor of manifest ``d``, from its stored bytes."""
+        try:
+            body = await self.blobs.get_small(d)
+            m = mf.parse_stored(body, str(d))
+        except (PathNotFound, RegistryError):
+            return None
+        return m.referrer_descriptor().to_dict() if m.subject else None
+
     async def _index_referrer(self, repo: str, d: Digest) -> bool:
         try:
             body = await self.blobs.get_small(d)
@@ -122,17 +131,39 @@ class Store:
         return True
 
     async def rebuild_indexes(self, repo: str) -> dict[str, int]:
-        """Recreate our indexes of ``repo`` (reverse tags, referrers) from the manifests, e.g.
-        after the reference registry wrote to the same storage. Idempotent."""
+        """Recreate our indexes of ``repo`` (reverse tags, referrers, its catalog entry, the
+        ``linkedfrom`` hints of its blobs) from the manifests and links, e.g. after the reference
+        registry wrote to the same storage, or after a power cut took entries that are not made
+        durable on their own. Idempotent."""
         revisions = await self._revisions(repo, "sha256") + await self._revisions(repo, "sha512")
         referrers = 0
+        if revisions:
+            await self.driver.put_contents([[self.tags.marker_write(repo, d) for d in revisions]])
         for d in revisions:
-            await self.tags.mark_indexed(repo, d)
             referrers += await self._index_referrer(repo, d)
         tags = await self.tags.reindex(repo)
         if revisions:
-            await self.catalog.record(repo)
-        return {"manifests": len(revisions), "tags": tags, "referrers": referrers}
+            await self.catalog.record(repo, force=True)
+        hints = await self._rebuild_hints(repo)
+        return {"manifests": len(revisions), "tags": tags, "referrers": referrers, "hints": hints}
+
+    async def _rebuild_hints(self, repo: str) -> int:
+        """Write ``linkedfrom`` for the blobs linked in ``repo`` whose hint is missing or unreadable."""
+        writes = []
+        for algorithm in ("sha256", "sha512"):
+            try:
+                entries = await self.driver.list(f"{paths.layers_dir(repo)}/{algorithm}")
+            except PathNotFound:
+                continue
+            for entry in entries:
+                d = try_digest(f"{algorithm}:{paths.leaf(entry)}")
+                if d is None or await self.blobs.stat_data(d) is None:
+                    continue
+                if await self.blobs._linked_from(d) is None:
+                    writes.append(ContentWrite(paths.blob_linked_from(d), repo.encode(), durable=False))
+        if writes:
+            await self.driver.put_contents([writes])
+        return len(writes)
 
     async def _revisions(self, repo: str, algorithm: str) -> list[Digest]:
         try:

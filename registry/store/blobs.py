@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import InvalidOffset, PathNotFound, StorageDriver
+from drivers.base import ContentWrite, InvalidOffset, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, is_valid_name, try_digest
@@ -64,12 +64,19 @@ class BlobStore:
     async def put_small(self, d: Digest, data: bytes) -> None:
         """Store small content (a manifest) under its digest unless exactly it is already there
         (a read is cheaper than a durable write, and a lost or damaged copy gets rewritten)."""
+        write = await self.small_write(d, data)
+        if write is not None:
+            await self.driver.put_contents([[write]])
+
+    async def small_write(self, d: Digest, data: bytes) -> ContentWrite | None:
+        """The write :meth:`put_small` would make (None when the same bytes are stored), for a
+        caller that batches it with others."""
         try:
             if await self.driver.get_content(paths.blob_data(d)) == data:
-                return
+                return None
         except PathNotFound:
             pass
-        await self.driver.put_content(paths.blob_data(d), data)
+        return ContentWrite(paths.blob_data(d), data)
 
     async def get_small(self, d: Digest) -> bytes:
         return await self.driver.get_content(paths.blob_data(d))
@@ -84,15 +91,12 @@ class BlobStore:
 
     async def link(self, repo: str, d: Digest) -> None:
         """Make blob ``d`` visible in ``repo`` (its data must be written first), and note ``repo``
-        as the blob's latest linker (the hint :meth:`mount_any` follows; a stale hint is harmless)."""
-        outcomes = await asyncio.gather(
-            self.driver.put_content(paths.layer_link(repo, d), str(d).encode()),
-            self.driver.put_content(paths.blob_linked_from(d), repo.encode()),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:  # both writes end before an error is answered (no write in flight)
-            if isinstance(outcome, BaseException):
-                raise outcome
+        as the blob's latest linker (the hint :meth:`mount_any` follows; a stale or lost hint is
+        harmless, so it need not be durable). One batch: durable when it returns."""
+        await self.driver.put_contents([[
+            ContentWrite(paths.layer_link(repo, d), str(d).encode()),
+            ContentWrite(paths.blob_linked_from(d), repo.encode(), durable=False),
+        ]])
 
     async def stat(self, repo: str, d: Digest) -> BlobInfo:
         """The blob as seen from ``repo``: BLOB_UNKNOWN unless linked there and present (from

@@ -29,7 +29,7 @@ import time
 import contextlib
 from typing import TYPE_CHECKING
 
-from drivers.base import PathNotFound, StorageDriver
+from drivers.base import ContentWrite, PathNotFound, StorageDriver
 
 from ..state import StateUnavailable
 
@@ -129,25 +129,46 @@ class Catalog:
         repository existed). Idempotent; written at most every :data:`RECORD_INTERVAL` seconds
         per repository and process (so an entry another process dropped comes back)."""
         now = time.monotonic()
-        # with shared state only its answer counts (another instance may have forgotten the entry)
         if not force and self.state is None and now - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
             return
+        # with shared state only its answer counts (another instance may have forgotten the entry)
         generation = await self._shared_recently(repo)
         if generation is None and not force:
             self._recorded[repo] = now
             return
-        entry = entry_name(repo)
-        body = repo.encode() if entry.startswith(_HASHED) else b""
-        await self.driver.put_content(paths.catalog_entry(entry), body)
+        stages = [[self._entry_write(repo)]]
+        if self._fresh:  # after the entry: a complete index never lacks a repository
+            stages.append([ContentWrite(paths.catalog_entry(COMPLETE_MARKER), b"", durable=False)])
+        await self.driver.put_contents(stages)
+        self._fresh = False
         if self.state is not None and generation is not None and generation >= 0:
             with contextlib.suppress(StateUnavailable):
                 await self.state.cache_fill(_SCOPE, repo, str(time.time()).encode(), generation)
-        if self._fresh:
-            await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
-            self._fresh = False
+        self.recorded(repo)
+
+    def record_write(self, repo: str) -> ContentWrite | None:
+        """The entry :meth:`record` would write now, for a caller that batches it with its own
+        writes (then :meth:`recorded` once written); None when it was written lately, when it
+        would be the first entry (:meth:`record` also marks the index complete then) and with
+        shared state (whose answer :meth:`record` must ask first). Entries are rebuildable (the
+        walk), so not made durable on their own."""
+        if self.state is not None or self._fresh:
+            return None
+        if time.monotonic() - self._recorded.get(repo, -RECORD_INTERVAL) < RECORD_INTERVAL:
+            return None
+        return self._entry_write(repo)
+
+    @staticmethod
+    def _entry_write(repo: str) -> ContentWrite:
+        entry = entry_name(repo)
+        body = repo.encode() if entry.startswith(_HASHED) else b""
+        return ContentWrite(paths.catalog_entry(entry), body, durable=False)
+
+    def recorded(self, repo: str) -> None:
+        """``repo``'s entry was just written (see :meth:`record_write`)."""
         if len(self._recorded) > 100_000:
             self._recorded.clear()
-        self._recorded[repo] = now
+        self._recorded[repo] = time.monotonic()
 
     async def _shared_recently(self, repo: str) -> int | None:
         """None when another instance wrote ``repo``'s entry lately (nothing to write), else the
@@ -278,10 +299,16 @@ class Catalog:
         leaves = await self._leaves()
         present = set(leaves)
         wanted = {entry_name(r): r for r in walked}
-        for entry, repo in wanted.items():
-            if entry not in present:
-                self._recorded.pop(repo, None)
+        missing = [repo for entry, repo in wanted.items()
+                   if entry not in present or (entry.startswith(_HASHED) and await self._decode([entry]) != [repo])]
+        if self.state is not None:
+            for repo in missing:
                 await self.record(repo, force=True)
+        elif missing:  # one batch (one worker-thread hop on local disk), not one call per entry
+            await self.driver.put_contents([[self._entry_write(repo) for repo in missing]])
+            self._fresh = False
+            for repo in missing:
+                self.recorded(repo)
         for leaf in leaves:
             if leaf.startswith(".") or leaf in wanted:
                 continue
@@ -295,7 +322,7 @@ class Catalog:
                 await self.driver.delete(paths.catalog_entry(leaf))
             except PathNotFound:
                 pass
-        await self.driver.put_content(paths.catalog_entry(COMPLETE_MARKER), b"")
+        await self.driver.put_contents([[ContentWrite(paths.catalog_entry(COMPLETE_MARKER), b"", durable=False)]])
         self._checked = time.monotonic()
         log.info("catalog index built: %d repositories", len(walked))
         return sorted(set(walked), key=catalog_order)

@@ -1,7 +1,9 @@
 """Manifests in a repository: revision links, tags and referrers, written in a crash-safe order.
 
-PUT: manifest bytes -> reverse-index marker or entries -> revision link -> referrers entry and
-tags' current links (all or none) -> tags' index links. DELETE by digest: its tags -> signed
+PUT: manifest bytes and reverse-index marker or entries -> revision link -> tags' current links
+and index links (all or none), referrers and catalog entries, in one batch of the driver
+(:meth:`~drivers.base.StorageDriver.put_contents`: stage after stage, the durable files fsynced
+together; index entries, which can be rebuilt, are not made durable on their own). DELETE by digest: its tags -> signed
 bytes -> revision link -> (tags again) -> referrers entry -> reverse index. A crash between any
 two writes leaves either nothing visible or a visible, consistent manifest (index entries may be
 stale; a manifest whose reverse index is gone is treated like one the reference registry stored,
@@ -32,10 +34,10 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from drivers.base import PathNotFound, StorageDriver
+from drivers.base import ContentWrite, PathNotFound, StorageDriver
 
 from .. import manifests as mf
 from .. import mediatypes as mt
@@ -174,10 +176,9 @@ class ManifestStore:
         ``check_references=False``: the pull-through cache stores a manifest before the blobs
         and children it names, which it fetches when they are asked for.
 
-        Writes go in stages; within a stage they are independent and run concurrently (each
-        small write may cost an fsync): [bytes, signed bytes, reverse-index entries or marker]
-        -> revision link -> [referrers entry, the tags' current links, catalog index entry]
-        -> the tags' index links.
+        Writes go in stages of one batch (one worker-thread hop and two journal commits on local
+        disk): [bytes, signed bytes, reverse-index entries or marker] -> revision link -> [the
+        tags' current links and index links, referrers entry, catalog index entry].
         """
         d = try_digest(manifest.digest)
         assert d is not None
@@ -244,31 +245,36 @@ class ManifestStore:
         moves = {t: prev for t, prev in zip(tags, currents) if rewrite or prev != d}
         # signed schema 1: the canonical payload at the digest path, as the reference stores it;
         # written (or checked) even when the revision exists: the data may have been lost since
-        first: list[Awaitable[None]] = [
-            self.blobs.put_small(d, manifest.canonical if manifest.canonical is not None else manifest.body)
-        ]
+        first: list[ContentWrite] = []
+        blob = await self.blobs.small_write(d, manifest.canonical if manifest.canonical is not None else manifest.body)
+        if blob is not None:
+            first.append(blob)
         if manifest.canonical is not None:
-            first.append(self.driver.put_content(paths.signed_manifest(repo, d), manifest.body))
+            first.append(ContentWrite(paths.signed_manifest(repo, d), manifest.body))
         if not exists and not moves:
-            first.append(self.tags.mark_indexed(repo, d))
+            first.append(self.tags.marker_write(repo, d))
         if moves:
             if exists and not await self.tags.indexed(repo, d):
                 await self.tags.adopt(repo, {d})  # stored by the reference: index its tags first
-            first += [self.tags.add_reverse_entry(repo, t, d) for t in moves]
-        await asyncio.gather(*first)
-        if not exists:
-            await self.driver.put_content(paths.revision_link(repo, d), str(d).encode())
-        second: list[Awaitable[None]] = []
+            first += [self.tags.reverse_entry_write(repo, t, d) for t in moves]
+        second = [] if exists else [ContentWrite(paths.revision_link(repo, d), str(d).encode())]
+        third: list[ContentWrite] = []
         subject = try_digest(manifest.subject.digest) if manifest.subject else None
         if subject is not None:  # also on a re-push: completes an entry a crash left out
-            second.append(self.referrers.add(repo, subject, d, manifest.referrer_descriptor().to_dict()))
+            third.append(self.referrers.entry_write(repo, subject, d, manifest.referrer_descriptor().to_dict()))
+        # after the revision link: an entry implies the repository
+        entry = self.catalog.record_write(repo) if self.catalog is not None else None
+        if entry is not None:
+            third.append(entry)
+        # one batch: [bytes, reverse entries] -> revision link -> [tags, referrers and catalog entries]
         if moves:
-            second.append(self.tags.point_all(repo, d, moves))
-        if self.catalog is not None:  # after the revision link: an entry implies the repository
-            second.append(self.catalog.record(repo))
-        for outcome in await asyncio.gather(*second, return_exceptions=True):  # both end before an error
-            if isinstance(outcome, BaseException):
-                raise outcome
+            await self.tags.point_all(repo, d, moves, before=[first, second], also=third)
+        else:
+            await self.driver.put_contents([stage for stage in (first, second, third) if stage])
+        if entry is not None:
+            self.catalog.recorded(repo)
+        elif self.catalog is not None:
+            await self.catalog.record(repo)  # the first entry of a new index (or written lately: nothing)
         return list(moves)
 
     async def _check_references(self, repo: str, manifest: mf.Manifest,

@@ -154,6 +154,14 @@ def referrer_from_entry(path: str) -> Digest | None:
     return try_digest(leaf.replace("-", ":", 1))
 
 
+def referrer_subject_of(path: str) -> "Digest | None":
+    """The subject digest of a :func:`referrer_entry` path, or None."""
+    from ..reference import try_digest
+
+    parts = path.rsplit("/", 3)
+    return try_digest(f"{parts[-3]}:{parts[-2]}") if len(parts) == 4 else None
+
+
 def catalog_index_dir() -> str:
     """Catalog index: one empty file per repository we stored a manifest in, so the UI lists
     every repository with one listing (the walk of ``repositories/`` lists every directory).

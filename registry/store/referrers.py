@@ -10,21 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from drivers.base import PathNotFound, StorageDriver
+from drivers.base import ContentWrite, PathNotFound, StorageDriver
 
 from ..reference import Digest
 from . import paths
 
 
+#: rebuilds a referrer's descriptor from its stored manifest (repository, digest -> descriptor)
+Describe = Callable[[str, Digest], Awaitable["dict[str, Any] | None"]]
+
+
 class ReferrerStore:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, describe: Describe | None = None) -> None:
         self.driver = driver
+        #: repairs an entry that is empty or damaged (entries are not durable on their own: a
+        #: power cut may leave one empty) from the manifest it describes
+        self.describe = describe
 
     async def add(self, repo: str, subject: Digest, referrer: Digest, descriptor: dict[str, Any]) -> None:
+        await self.driver.put_contents([[self.entry_write(repo, subject, referrer, descriptor)]])
+
+    @staticmethod
+    def entry_write(repo: str, subject: Digest, referrer: Digest, descriptor: dict[str, Any]) -> ContentWrite:
+        """The entry of ``referrer``: rebuildable from the manifests (``registry reindex``), so
+        not made durable on its own."""
         body = json.dumps(descriptor, separators=(",", ":"), sort_keys=True).encode()
-        await self.driver.put_content(paths.referrer_entry(repo, subject, referrer), body)
+        return ContentWrite(paths.referrer_entry(repo, subject, referrer), body, durable=False)
 
     async def remove(self, repo: str, subject: Digest, referrer: Digest) -> None:
         try:
@@ -56,7 +70,19 @@ class ReferrerStore:
             return None
         try:
             await self.driver.stat(paths.revision_link(repo, d))
-            descriptor = json.loads(await self.driver.get_content(entry))
-        except (PathNotFound, ValueError):
+            raw = await self.driver.get_content(entry)
+        except PathNotFound:
             return None
-        return descriptor if isinstance(descriptor, dict) else None
+        try:
+            descriptor = json.loads(raw)
+        except ValueError:
+            descriptor = None
+        if isinstance(descriptor, dict):
+            return descriptor
+        if self.describe is None:
+            return None
+        repaired = await self.describe(repo, d)
+        subject = paths.referrer_subject_of(entry)
+        if repaired is not None and subject is not None:
+            await self.add(repo, subject, d, repaired)
+        return repaired

@@ -32,9 +32,9 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
-from drivers.base import PathNotFound, StorageDriver
+from drivers.base import ContentWrite, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest, is_valid_tag, try_digest
@@ -87,7 +87,20 @@ class TagStore:
         await self.record(repo, tag, d)
 
     async def add_reverse_entry(self, repo: str, tag: str, d: Digest) -> None:
-        await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
+        await self.driver.put_contents([[self.reverse_entry_write(repo, tag, d)]])
+
+    @staticmethod
+    def reverse_entry_write(repo: str, tag: str, d: Digest) -> ContentWrite:
+        """The reverse entry of ``tag`` -> ``d``: rebuildable from the current links
+        (:meth:`reindex`), so not made durable on its own; the stage order of a batch (and
+        the journal's order after a power cut) keeps it ahead of the tag's current link."""
+        return ContentWrite(paths.digest_tag_entry(repo, d, tag), str(d).encode(), durable=False)
+
+    @staticmethod
+    def link_writes(repo: str, tag: str, d: Digest) -> list[ContentWrite]:
+        """The tag's current link and its history entry (durable: neither can be rebuilt)."""
+        return [ContentWrite(paths.tag_current_link(repo, tag), str(d).encode()),
+                ContentWrite(paths.tag_index_link(repo, tag, d), str(d).encode())]
 
     async def point(self, repo: str, tag: str, d: Digest) -> None:
         """The tag's current link: from here on the tag resolves to ``d``."""
@@ -97,23 +110,26 @@ class TagStore:
         """The tag's history entry (distribution's tag index)."""
         await self.driver.put_content(paths.tag_index_link(repo, tag, d), str(d).encode())
 
-    async def point_all(self, repo: str, d: Digest, previous: Mapping[str, Digest | None]) -> None:
-        """Point every tag of ``previous`` (tag -> the digest it points at now, None for a new tag;
-        reverse entries already written) at ``d``, all or none: the current links go together, and
-        if one fails the others written go back to ``previous`` before the error propagates. Then
-        the history entries."""
+    async def point_all(self, repo: str, d: Digest, previous: Mapping[str, Digest | None], *,
+                        before: Sequence[Sequence[ContentWrite]] = (), also: Sequence[ContentWrite] = ()) -> None:
+        """Point every tag of ``previous`` (tag -> the digest it points at now, None for a new tag)
+        at ``d``, all or none: the current links and history entries go in one stage of one
+        batch, after the stages ``before`` (the manifest's own writes, its reverse entries) and
+        with ``also``; if the batch fails after some current links were written, those tags go
+        back to ``previous`` (a new tag is removed) before the error propagates."""
         async with self._moving_together(repo, previous.keys()):
-            tags = list(previous)
-            outcomes = await asyncio.gather(*(self.point(repo, t, d) for t in tags), return_exceptions=True)
-            failures = [o for o in outcomes if isinstance(o, BaseException)]
-            if failures:
-                # the links written go back; a new tag whose write failed goes too (no empty directory)
-                undo = [t for t, o in zip(tags, outcomes) if not isinstance(o, BaseException) or previous[t] is None]
-                await self._put_back(repo, {t: previous[t] for t in undo})
-                raise failures[0]
-        await asyncio.gather(*(self.record(repo, t, d) for t in previous))
+            links = [w for t in previous for w in self.link_writes(repo, t, d)]
+            try:
+                await self.driver.put_contents([*(stage for stage in before if stage), [*links, *also]])
+            except BaseException as exc:
+                written = getattr(exc, "visible", frozenset())
+                undo = [t for t in previous
+                        if previous[t] is None or paths.tag_current_link(repo, t) in written]
+                if undo:
+                    await self._put_back(repo, {t: previous[t] for t in undo}, d)
+                raise
 
-    async def _put_back(self, repo: str, previous: Mapping[str, Digest | None]) -> None:
+    async def _put_back(self, repo: str, previous: Mapping[str, Digest | None], d: Digest) -> None:
         """Undo current links of a failed :meth:`point_all` (no reads: readers wait on us)."""
 
         async def restore(tag: str, before: Digest | None) -> None:
@@ -122,6 +138,8 @@ class TagStore:
                     await self._delete_quietly(paths.tag_dir(repo, tag))
                 else:
                     await self.point(repo, tag, before)
+                    if before != d:  # the history entry written with the failed link
+                        await self._delete_quietly(paths.tag_index_link(repo, tag, d))
             except Exception:
                 log.exception("repository %s: tag %s could not be put back to %s", repo, tag, before)
 
@@ -164,7 +182,12 @@ class TagStore:
     async def mark_indexed(self, repo: str, d: Digest) -> None:
         """Record that manifest ``d`` was stored here untagged: its (empty) reverse index is
         complete. A tagged push needs no marker: its reverse entry is the evidence."""
-        await self.driver.put_content(paths.digest_tags_marker(repo, d), b"")
+        await self.driver.put_contents([[self.marker_write(repo, d)]])
+
+    @staticmethod
+    def marker_write(repo: str, d: Digest) -> ContentWrite:
+        """The marker of :meth:`mark_indexed` (rebuildable: ``Store.rebuild_indexes``)."""
+        return ContentWrite(paths.digest_tags_marker(repo, d), b"", durable=False)
 
     async def tags_of(self, repo: str, d: Digest, *, scan: bool = True) -> list[str]:
         """Tags that point at ``d`` now: from the reverse index (stale entries dropped), or, when
@@ -306,14 +329,16 @@ class TagStore:
             known.discard(tag)
 
     async def reindex(self, repo: str) -> int:
-        """Rebuild the reverse index from the current links (e.g. after the reference wrote tags)."""
-        count = 0
+        """Rebuild the reverse index from the current links (e.g. after the reference wrote tags,
+        or after a power cut took entries that were not yet durable)."""
+        writes = []
         for tag in await self.list(repo):
             d = await self.current(repo, tag)
             if d is not None:
-                await self.driver.put_content(paths.digest_tag_entry(repo, d, tag), str(d).encode())
-                count += 1
-        return count
+                writes.append(self.reverse_entry_write(repo, tag, d))
+        if writes:
+            await self.driver.put_contents([writes])
+        return len(writes)
 
     async def _exists(self, path: str) -> bool:
         try:

@@ -46,7 +46,7 @@ from typing import Any
 
 from drivers import crashpoints
 from drivers import digest as digests
-from drivers.base import Conflict, FileWriter, PathNotFound, StorageDriver
+from drivers.base import Conflict, ContentWrite, FileWriter, PathNotFound, StorageDriver
 
 from ..errors import ErrorCode, RegistryError
 from ..reference import Digest
@@ -171,7 +171,9 @@ class UploadStore:
         algorithm = algorithm or CANONICAL
         s = UploadSession(repo, str(uuid.uuid4()), _now_rfc3339(), algorithm=algorithm)
         try:
-            await self.driver.put_content(paths.upload_started_at(repo, s.id), s.started_at.encode())
+            # a session is answered 202, not 201: a power cut may take it (the client starts over)
+            await self.driver.put_contents([[ContentWrite(paths.upload_started_at(repo, s.id),
+                                                          s.started_at.encode(), durable=False)]])
             w = await self.driver.writer(paths.upload_data(repo, s.id))
             await w.close()
             if algorithm != CANONICAL:
@@ -599,9 +601,11 @@ class UploadStore:
     async def _save_hash(self, s: UploadSession, hasher: digests.ResumableHash) -> None:
         state = hasher.state()
         if state is not None:
-            await self.driver.put_content(
-                paths.upload_hashstate(s.repo, s.id, hasher.algorithm, hasher.size), state
-            )
+            # not made durable on its own: a state lost (or cut short) in a power cut only makes
+            # commit re-read the data (see _rehash), and a damaged one cannot pass for another
+            # digest (commit compares the result with the client's digest)
+            path = paths.upload_hashstate(s.repo, s.id, hasher.algorithm, hasher.size)
+            await self.driver.put_contents([[ContentWrite(path, state, durable=False)]])
 
     async def _rehash(self, s: UploadSession, algorithm: str) -> digests.ResumableHash:
         """Hash the committed upload data, from the newest usable saved state."""
