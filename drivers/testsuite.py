@@ -300,6 +300,52 @@ async def test_put_contents_checks_every_path_first(driver: StorageDriver) -> No
     assert await driver.list("/") == []
 
 
+async def test_put_contents_failure_names_what_is_visible(driver: StorageDriver) -> None:
+    """A file of a middle stage fails: the error says which paths are ``visible``, exactly those
+    read their new content, no file of a later stage is written and stage order still holds.
+    The failure is the backend's own where it has directories (a file under a file); elsewhere
+    that one ``put_content`` is refused (the generic batch writes through it)."""
+    await driver.put_content("/pf/plain", b"a file")
+    await driver.put_content("/pf/old/link", b"old")
+    bad = "/pf/plain/child"
+    if not getattr(driver, "real_directories", False):
+        real_put = driver.put_content
+
+        async def put_content(path: str, data: Any) -> None:
+            if path == bad:
+                raise StorageError(driver.name, path, "refused by the test")
+            await real_put(path, data)
+
+        driver.put_content = put_content  # type: ignore[method-assign]
+    stages = [[ContentWrite("/pf/a/one", b"1"), ContentWrite("/pf/old/link", b"new")],
+              [ContentWrite("/pf/b/two", b"2", durable=False), ContentWrite(bad, b"x")],
+              [ContentWrite("/pf/c/three", b"3")]]
+    try:
+        with pytest.raises(StorageError) as caught:
+            await driver.put_contents(stages)
+    finally:
+        with contextlib.suppress(AttributeError):
+            del driver.put_content  # type: ignore[method-assign]
+    visible = caught.value.visible
+    assert bad not in visible
+    shown: list[list[bool]] = []
+    for stage in stages:
+        shown.append([])
+        for write in stage:
+            try:
+                new = await driver.get_content(write.path) == bytes(write.data)
+            except PathNotFound:
+                new = False
+            assert new == (write.path in visible), (write.path, visible)
+            shown[-1].append(new)
+    assert not any(shown[2])
+    if any(shown[1]):
+        assert all(shown[0])
+    if "/pf/old/link" not in visible:
+        assert await driver.get_content("/pf/old/link") == b"old"
+    await driver.delete("/pf")
+
+
 async def test_put_contents_racing_delete_of_its_directory(driver: StorageDriver) -> None:
     """As :func:`test_put_racing_delete_of_its_directory`, for a batch: what survives is whole."""
     rounds = 25 if getattr(driver, "real_directories", False) else 2

@@ -227,3 +227,145 @@ async def test_filesystem_put_contents_into_a_directory_of_an_earlier_stage(tmp_
     assert renamed == ["/new", "/new/_manifests/tags"]
     assert await driver.get_content("/new/_manifests/tags/t/current/link") == b"c"
     assert _leftovers(tmp_path) == []
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+async def test_filesystem_put_contents_failure_while_writing_publishes_nothing(tmp_path) -> None:
+    """A file that cannot be written (its parent is a file) in a later stage fails the whole call
+    before any rename: nothing of any stage is visible (an overwrite keeps the old content, a new
+    directory holding two files of a stage does not appear), ``visible`` is empty, no temporary
+    entry is left and no descriptor stays open."""
+    from drivers.base import ContentWrite, StorageError
+
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/r/tags/t/current/link", b"old")
+    await driver.put_content("/r/plain", b"a file")
+    before = _open_fds()
+    with pytest.raises(StorageError, match="a parent is a file") as caught:
+        await driver.put_contents([
+            [ContentWrite("/blobs/ab/data", b"d"), ContentWrite("/r/new/one", b"1"),
+             ContentWrite("/r/new/two", b"2", durable=False)],
+            [ContentWrite("/r/tags/t/current/link", b"new"), ContentWrite("/r/plain/child", b"x")],
+        ])
+    assert caught.value.visible == frozenset()
+    assert await driver.get_content("/r/tags/t/current/link") == b"old"
+    assert await driver.list("/") == ["/r"]
+    assert await driver.list("/r") == ["/r/plain", "/r/tags"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # not even a hidden entry
+    assert _leftovers(tmp_path) == []
+    assert _open_fds() == before
+    await driver.close()
+
+
+async def test_filesystem_put_contents_failed_fsync_publishes_nothing(tmp_path, monkeypatch) -> None:
+    """An fsync that fails (EIO: the disk lost the data) means no file of the call is renamed into
+    place: nothing was answered durable, nothing is visible, every temporary file is removed and
+    every descriptor closed, though the other fsyncs of the batch ran."""
+    import errno
+
+    from drivers import filesystem
+    from drivers.base import ContentWrite, StorageError
+
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/r/tags/t/current/link", b"old")
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append(dst)
+        real_rename(src, dst)
+
+    before = _open_fds()
+    monkeypatch.setattr(filesystem.os, "fsync", fsync)
+    monkeypatch.setattr(filesystem.os, "rename", rename)
+    with pytest.raises(StorageError) as caught:
+        await driver.put_contents([
+            [ContentWrite("/blobs/ab/data", b"d"), ContentWrite("/r/rev/link", b"r")],
+            [ContentWrite("/r/tags/t/current/link", b"new"), ContentWrite("/r/tags/u/current/link", b"new")],
+        ])
+    monkeypatch.undo()
+    assert "Input/output error" in str(caught.value)
+    assert len(calls) == 4  # every durable file's fsync was tried: none is left running
+    assert renamed == [] and caught.value.visible == frozenset()
+    assert await driver.get_content("/r/tags/t/current/link") == b"old"
+    assert await driver.list("/r/tags") == ["/r/tags/t"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert _leftovers(tmp_path) == []
+    assert _open_fds() == before
+    await driver.close()
+
+
+async def test_filesystem_put_contents_failure_after_an_earlier_stage_was_published(tmp_path) -> None:
+    """When a stage writes into a directory an earlier stage creates, the earlier stages are
+    renamed first; a failure after that names exactly those files in ``visible`` (they are whole
+    and readable) and nothing of the failing stage appears."""
+    from drivers.base import ContentWrite, StorageError
+
+    driver = FilesystemDriver(str(tmp_path))
+    await driver.put_content("/plain", b"a file")
+    with pytest.raises(StorageError, match="a parent is a file") as caught:
+        await driver.put_contents([
+            [ContentWrite("/new/_manifests/revisions/x/link", b"r"), ContentWrite("/blobs/ab/data", b"d")],
+            [ContentWrite("/new/_manifests/tags/t/current/link", b"c"), ContentWrite("/plain/child", b"x")],
+        ])
+    assert caught.value.visible == frozenset({"/new/_manifests/revisions/x/link", "/blobs/ab/data"})
+    assert await driver.get_content("/new/_manifests/revisions/x/link") == b"r"
+    assert await driver.get_content("/blobs/ab/data") == b"d"
+    assert await driver.list("/new/_manifests") == ["/new/_manifests/revisions"]
+    assert _leftovers(tmp_path) == []
+    await driver.close()
+
+
+_CRASHING_BATCH = """
+import asyncio, sys
+from drivers.base import ContentWrite
+from drivers.filesystem import FilesystemDriver
+
+async def main() -> None:
+    driver = FilesystemDriver(sys.argv[1])
+    await driver.put_contents([
+        [ContentWrite("/r/_layers/ab/link", b"l"), ContentWrite("/r/_index/e", b"e", durable=False)],
+        [ContentWrite("/r/_manifests/revisions/x/link", b"r")],
+        [ContentWrite("/r/_manifests/tags/t/current/link", b"c"), ContentWrite("/r/_manifests/tags/u/current/link", b"c")],
+    ])
+
+asyncio.run(main())
+"""
+
+
+async def test_filesystem_put_contents_killed_between_renames(tmp_path) -> None:
+    """kill -9 in the middle of the renames (before the first tag's): the stages before it are in
+    place and whole, nothing of its stage is visible to listings or reads, and the temporary
+    entries the crash left are hidden (a later listing removes them once they are old)."""
+    import subprocess
+    import sys
+
+    from drivers import crashpoints
+
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {**os.environ, crashpoints.ENV: "fs.put.before_rename@/tags/t/"}
+    done = subprocess.run([sys.executable, "-c", _CRASHING_BATCH, str(root)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == -9, done.stderr
+    driver = FilesystemDriver(str(root))
+    assert await driver.get_content("/r/_layers/ab/link") == b"l"
+    assert await driver.get_content("/r/_index/e") == b"e"
+    assert await driver.get_content("/r/_manifests/revisions/x/link") == b"r"
+    assert await driver.list("/r/_manifests") == ["/r/_manifests/revisions"]
+    assert await driver.list("/r") == ["/r/_index", "/r/_layers", "/r/_manifests"]
+    left = _leftovers(root)
+    assert left and all(p.endswith("~tmp") for p in left)  # the unrenamed stage, hidden
+    await driver.close()
