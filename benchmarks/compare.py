@@ -819,6 +819,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _shown(value: float) -> float:
+    """A measured value as reported: one decimal, but three significant digits below 10 (a
+    start-up of 0.04 s must not read as 0)."""
+    return round(value, 1) if abs(value) >= 10 else float(f"{value:.3g}")
+
+
 def summarize(runner: Runner, figures: list[Figure]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fig in figures:
@@ -827,8 +833,8 @@ def summarize(runner: Runner, figures: list[Figure]) -> dict[str, Any]:
             samples = runner.samples.get(fig.key, {}).get(name, [])
             short = "ref" if name == "reference" else "ours"
             if samples:
-                entry[short] = round(statistics.median(s.value for s in samples), 1)
-                entry[f"{short}_samples"] = [round(s.value, 1) for s in samples]
+                entry[short] = _shown(statistics.median(s.value for s in samples))
+                entry[f"{short}_samples"] = [_shown(s.value) for s in samples]
                 entry[f"{short}_peak_rss_mib"] = round(max(s.peak_rss for s in samples) / MiB, 1)
                 entry[f"{short}_peak_process_rss_mib"] = round(max(s.peak_process_rss for s in samples) / MiB, 1)
                 entry[f"{short}_server_cpu_pct"] = round(
