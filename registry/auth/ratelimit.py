@@ -21,12 +21,15 @@ unlimited.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from ..state import State
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,24 @@ log = logging.getLogger(__name__)
 KNOWN_ADDRESSES = 32
 #: how long such an address stays remembered after its last successful login
 KNOWN_FOR = 30 * 24 * 3600.0
+
+
+def client_address(request: "web.Request",
+                   proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> str:
+    """The client's address, the one rule every per-client limit keys on: the peer, or behind
+    ``proxies`` (trusted) the last ``X-Forwarded-For`` hop that is not one of them."""
+    hops = [request.remote or "?"]
+    if proxies:
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()][-16:] + hops
+    for hop in reversed(hops):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop[:64]
+        if not any(ip in net for net in proxies):
+            return hop
+    return hops[0][:64]
 
 
 class FailureStore(Protocol):

@@ -26,7 +26,7 @@ from aiohttp import web
 from . import acl, keys
 from .config import TokenServerConfig
 from .htpasswd import USERNAME_RE, Htpasswd, parse_basic
-from .ratelimit import LoginLimiter
+from .ratelimit import LoginLimiter, client_address
 from .refresh import RefreshStore, SharedRefreshStore
 from .scope import Scope, ScopeError, format_scopes, parse_scopes, to_claim
 
@@ -175,18 +175,7 @@ class TokenServer:
 
     def _address(self, request: web.Request) -> str:
         """The client's address: the peer, or behind trusted proxies the last untrusted X-Forwarded-For hop."""
-        hops = [request.remote or "?"]
-        if self._proxies:
-            forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
-            hops = [h.strip() for h in forwarded.split(",") if h.strip()][-16:] + hops
-        for hop in reversed(hops):
-            try:
-                ip = ipaddress.ip_address(hop)
-            except ValueError:
-                return hop[:64]
-            if not any(ip in net for net in self._proxies):
-                return hop
-        return hops[0][:64]
+        return client_address(request, self._proxies)
 
     async def _login(self, request: web.Request, user: str, password: str) -> str:
         """The account when ``user``/``password`` are right; failures limited per address and account."""
