@@ -98,6 +98,12 @@ def create_app(config: Config, driver: StorageDriver | None = None) -> web.Appli
     from .state import open_state
 
     app[STATE_KEY] = open_state(config.state, workers=config.http.workers)
+    if config.http.ratelimit is not None:  # http.ratelimit: before auth and any storage work
+        from .ratelimit import RequestLimiter, make_middleware
+
+        app.middlewares.insert(app.middlewares.index(errors_middleware) + 1,
+                               make_middleware(RequestLimiter(config.http.ratelimit, app[STATE_KEY]),
+                                               config.http.prefix))
     app.cleanup_ctx.append(_state_lifecycle)
     app.cleanup_ctx.append(_driver_lifecycle)
     instrument(app, config, DRIVER_KEY, api.base.v2_url)

@@ -509,6 +509,8 @@ class HTTPConfig(_FromRaw):
     timeouts: HTTPTimeouts = dataclasses.field(default_factory=HTTPTimeouts)
     #: ours: client connections open at once, all workers together; 0 = from the file descriptor limit
     maxconnections: int = 0
+    #: ours: ``http.ratelimit``, a registry.ratelimit.RateLimitConfig; None = no request-rate limit
+    ratelimit: Any = None
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -566,6 +568,7 @@ class HTTPConfig(_FromRaw):
             debug=_debug_config(s.section("debug")),
             timeouts=HTTPTimeouts.from_section(s.section("timeouts")),
             maxconnections=s.int("maxconnections", 0, minimum=0),
+            ratelimit=_ratelimit_config(s.section("ratelimit")),
         )
 
 
@@ -574,6 +577,12 @@ def _workers(s: Section, net: str) -> int:
     if workers > 1 and net == "unix":
         raise s.error("http.workers: several workers share a TCP port; with http.net unix use 1")
     return workers
+
+
+def _ratelimit_config(s: Section) -> Any:
+    from .ratelimit import RateLimitConfig  # the limiter reads its own block
+
+    return RateLimitConfig.from_section(s)
 
 
 def _debug_config(s: Section) -> Any:

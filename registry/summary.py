@@ -115,6 +115,10 @@ def features_line(config: Config) -> str:
             parts.append(f"pull-through cache of {proxy.upstreams[0].remoteurl} (pushes refused)")
         else:
             parts.append("pull-through cache: " + ", ".join(f"{u.prefix}/ -> {u.remoteurl}" for u in proxy.upstreams))
+    limit = config.http.ratelimit
+    if limit is not None:
+        shared = "shared through Redis" if config.state.redis is not None else "per process"
+        parts.append(f"request-rate limit {limit.requests} per {_duration(limit.period)} per client ({shared})")
     debug = config.http.debug
     if getattr(debug, "addr", ""):
         parts.append(f"debug server on {debug.addr}" + (" with metrics" if debug.prometheus_enabled else ""))

@@ -2,9 +2,9 @@
 
 Proves over real HTTP what docs/scale-out.md promises: racing PATCHes of one upload on different
 instances (one accepted per offset, the blob's digest right), an instance killed with -9 in the
-middle of a PATCH (the upload goes on through another), the failed-login limit and refresh
-tokens across instances, a delete on one instance is a 404 on the others at once (the blob
-descriptor cache is on), and Redis restarted in the middle of pushes and pulls.
+middle of a PATCH (the upload goes on through another), the failed-login limit, the request-rate
+limit and refresh tokens across instances, a delete on one instance is a 404 on the others at
+once (the blob descriptor cache is on), and Redis restarted in the middle of pushes and pulls.
 The fixtures (tests/scale_support.py) are session-scoped; each test leaves all three instances
 and Redis running.
 """
@@ -153,6 +153,46 @@ def test_failed_login_limit_and_refresh_tokens_across_instances(scale_out):
     for i in range(3):
         r = scale_out.direct(i).request("POST", "/auth/token", body=again, headers=form_headers)
         assert r.status == 401, r
+
+
+def test_request_rate_limit_is_one_budget_across_instances(scale_out):
+    """http.ratelimit on three instances sharing the scale-out Redis and bucket, behind their own
+    haproxy: the client's budget of 6 is spent after 6 requests in total, not 6 per instance."""
+    import shutil
+
+    import yaml
+
+    from scale_support import start_haproxy, start_instance
+
+    budget = 6
+    http_extra = yaml.safe_dump({"ratelimit": {"requests": budget, "period": "1h",
+                                               "trustedproxies": ["127.0.0.1"]}})  # haproxy and this test
+    workdir = scale_out.workdir / f"ratelimit-{random.randrange(1 << 30)}"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        limited = list(pool.map(lambda i: start_instance(workdir / f"instance-{i}", scale_out.storage,
+                                                         scale_out.extra_config, http_extra=http_extra), range(3)))
+    lb = start_haproxy(workdir, [r.hostport for r in limited])
+    try:
+        for _ in range(3):  # /v2/ is not limited: haproxy's health checks and this wait stay out of budgets
+            wait_http(f"{lb.url}/v2/", timeout=20)
+        client = {"X-Forwarded-For": f"10.{random.randrange(256)}.{random.randrange(256)}.14"}
+        for n in range(budget):  # round robin: two requests on each instance
+            r = lb.client.request("GET", "/v2/_catalog", headers=client)
+            assert r.status == 200, (n, r)
+        r = lb.client.request("GET", "/v2/_catalog", headers=client)
+        assert r.status == 429 and json.loads(r.body)["errors"][0]["code"] == "TOOMANYREQUESTS", r
+        assert 1 <= int(r.header("Retry-After")) <= 3601, r
+        for instance in limited:  # every instance sees the spent budget (per-process counts would allow 6 each)
+            r = instance.client.request("GET", "/v2/_catalog", headers=client)
+            assert r.status == 429 and int(r.header("Retry-After")) > 0, r
+        other = {"X-Forwarded-For": "192.0.2.77"}
+        r = lb.client.request("GET", "/v2/_catalog", headers=other)
+        assert r.status == 200, r
+    finally:
+        lb.stop()
+        for instance in limited:
+            instance.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_delete_on_one_instance_is_404_on_the_others_at_once(scale_out):
