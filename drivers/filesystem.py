@@ -74,6 +74,10 @@ _LIST_CACHE_MIN_AGE = 2.0
 _LEFTOVER_RE = re.compile(r"~[0-9a-f]{32}~(?:tmp|del)$")
 #: seconds after which such an entry is a crash's leftover, removed when a listing meets it
 _LEFTOVER_MIN_AGE = 600.0
+#: seconds after which a temporary file no longer holds up a prune of its directory: a live
+#: small write renames its file within milliseconds, so a younger one may still be in use (and
+#: dropping it would make its writer start over, again and again under a racing delete)
+_PRUNE_TEMPORARY_MIN_AGE = 5.0
 #: worker threads a bulk listing or bulk delete keeps busy at once
 _BULK_THREADS = 16
 
@@ -867,16 +871,20 @@ def _drop_temporary_files(directory: str) -> bool:
 
     Such a directory is empty for every reader, but a crash's leftover (a small write killed
     before its rename) would keep it, and with it a name in its parent's listing (a deleted
-    tag), for good. A writer still using one of these files loses nothing: its rename fails
-    with FileNotFoundError and :meth:`FilesystemDriver._place` starts over, recreating the
-    directory. Temporary directories are left alone: they hold directories being built."""
+    tag), for good. Only files older than ``_PRUNE_TEMPORARY_MIN_AGE`` count as leftovers: a
+    younger one may belong to a writer about to rename it (one that is dropped anyway loses
+    nothing: its rename fails and :meth:`FilesystemDriver._place` starts over). Temporary
+    directories are left alone: they hold directories being built."""
+    now = time.time()
     try:
         with os.scandir(directory) as entries:
-            found = [(e.path, e.name, e.is_file(follow_symlinks=False)) for e in entries]
+            found = [(e.path, e.name, e.is_file(follow_symlinks=False)
+                      and now - e.stat(follow_symlinks=False).st_mtime >= _PRUNE_TEMPORARY_MIN_AGE)
+                     for e in entries]
     except OSError:
         return False
-    if not found or not all(is_file and _LEFTOVER_RE.search(name) and name.endswith("~tmp")
-                            for _path, name, is_file in found):
+    if not found or not all(old_file and _LEFTOVER_RE.search(name) and name.endswith("~tmp")
+                            for _path, name, old_file in found):
         return False
     for path, _name, _is_file in found:
         with contextlib.suppress(FileNotFoundError):

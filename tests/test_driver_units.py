@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
@@ -113,7 +114,15 @@ async def test_filesystem_prune_is_not_held_by_a_crashs_temporary_file(tmp_path)
     await driver.put_content("/r/tags/t/current/link", b"old")
     await driver.put_content("/r/tags/u/current/link", b"other")
     current = tmp_path / "r/tags/t/current"
-    (current / f"link~{'a' * 32}~tmp").write_bytes(b"new")  # what a kill -9 leaves
+    leftover = current / f"link~{'a' * 32}~tmp"
+    leftover.write_bytes(b"new")  # what a kill -9 leaves
+    fresh = current / f"link~{'c' * 32}~tmp"
+    fresh.write_bytes(b"in flight")  # what a live writer holds for a moment: it keeps the directory
+    await driver.delete("/r/tags/t/current/link")
+    assert leftover.exists() and fresh.exists() and await driver.list("/r/tags") == ["/r/tags/t", "/r/tags/u"]
+    await driver.put_content("/r/tags/t/current/link", b"old")
+    fresh.unlink()
+    os.utime(leftover, (time.time() - 60, time.time() - 60))  # the crash was a minute ago
     await driver.delete("/r/tags/t/current/link")
     assert not (tmp_path / "r/tags/t").exists()
     assert await driver.list("/r/tags") == ["/r/tags/u"]
