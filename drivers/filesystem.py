@@ -62,7 +62,7 @@ from .params import Params
 T = TypeVar("T")
 
 DEFAULT_ROOT = "/var/lib/registry"
-_RETRIES = 8  # attempts when a concurrent delete removes a parent directory we just made
+_RETRIES = 100  # attempts when a concurrent delete removes a parent directory we just made (each is cheap; racing deletes and writers of one tree are finite)
 #: directories whose listing is remembered (per process), and how old a directory's mtime must be
 #: before its listing is: a change within the same timestamp tick must not be able to hide
 _LIST_CACHE_SIZE = 256
