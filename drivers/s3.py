@@ -446,16 +446,7 @@ class _S3Parts(PartStore):
         return self._d._errors(self._d._path(key))
 
     async def get_small(self, key: str) -> bytes:
-        bucket, name = self._d._split(key)
-        with self._err(key):
-            try:
-                resp = await self._d._s3("get_object", Bucket=bucket, Key=name)
-            except ClientError as exc:
-                if _client_error_code(exc) in _NOT_FOUND_CODES:
-                    raise FileNotFoundError(key) from None
-                raise
-            async with resp["Body"] as body:
-                return await body.read()
+        return (await self.get_small_tagged(key))[0]
 
     async def put_small(self, key: str, data: bytes) -> None:
         bucket, name = self._d._split(key)
