@@ -4,6 +4,7 @@
 #   make image  the container image, offline: mmdebstrap + buildah (deploy/build-image; IMAGE=name)
 #   make test   install everything the tests need (pip, apt, npm) and run the whole suite
 #   make bench  run the side-by-side benchmark against the reference registry
+#   make mutation [MUTATION_ARGS='auth --jobs 2']  mutation testing of the parsers (tools/mutation.py)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,7 +28,7 @@ IMAGE  ?= localhost/pyregistry:latest
 BUILD_DIR ?= build
 PYTEST_ARGS ?=
 
-.PHONY: run install image test deps test-deps apt-deps node-deps bench clean
+.PHONY: run install image test deps test-deps apt-deps node-deps bench mutation clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +99,11 @@ test: test-deps
 
 bench: test-deps
 	$(PY) -m benchmarks.compare $(BENCH_ARGS)
+
+# mutation testing of the parsers and validators; targets in pyproject.toml [tool.mutation.targets]
+# (unit tests only: needs the test venv, no Debian packages)
+mutation: $(VENV)/.test
+	$(PY) -m tools.mutation $(MUTATION_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache
