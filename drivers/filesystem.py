@@ -36,6 +36,7 @@ import datetime as dt
 import errno
 import os
 import posixpath
+import random
 import re
 import shutil
 import stat
@@ -63,6 +64,9 @@ T = TypeVar("T")
 
 DEFAULT_ROOT = "/var/lib/registry"
 _RETRIES = 100  # attempts when a concurrent delete removes a parent directory we just made (each is cheap; racing deletes and writers of one tree are finite)
+#: attempts made at once before each further one waits a random moment (worker threads only):
+#: writers and deletes that keep undoing each other in lockstep drift apart instead
+_RETRIES_AT_ONCE = 4
 #: directories whose listing is remembered (per process), and how old a directory's mtime must be
 #: before its listing is: a change within the same timestamp tick must not be able to hide
 _LIST_CACHE_SIZE = 256
@@ -489,10 +493,11 @@ class FilesystemDriver(FsspecDriver):
         A concurrent delete or prune may remove an empty parent at any moment: between our
         makedirs and ``fn``, or inside makedirs itself (it creates one level after the other,
         and a prune can remove a level it just made). Both just mean "try again"."""
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             try:
                 return fn()
             except FileNotFoundError:
+                _back_off(attempt)
                 self._makedirs(os.path.dirname(os_path))
         return fn()
 
@@ -536,7 +541,8 @@ class FilesystemDriver(FsspecDriver):
         about to use, except one holding nothing but temporary files (a prune drops those, so
         a crash's leftover never keeps a directory); when a prune or a concurrent delete
         removes one anyway, we start over."""
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
+            _back_off(attempt)
             top = self._first_missing(posixpath.dirname(os_path))
             tmp = f"{top or os_path}~{uuid.uuid4().hex}~tmp"
             try:
@@ -631,7 +637,8 @@ class FilesystemDriver(FsspecDriver):
         """Write one file under a temporary name; returns its new :class:`_Pending`, None when it
         joined one of the same stage (same missing directory), or ``_BARRIER``."""
         fresh = False  # after a failure inside a joined directory (a delete took it): a new one
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
+            _back_off(attempt)
             top = self._first_missing(posixpath.dirname(os_path))
             joined = by_top.get(top) if top is not None and not fresh else None
             if joined is not None and joined.stage != stage:
@@ -831,6 +838,14 @@ def _read_small(os_path: str, limit: int) -> bytes | None:
                 return None  # grew since fstat
     finally:
         os.close(fd)
+
+
+def _back_off(attempt: int) -> None:
+    """Before attempt number ``attempt`` (from 0) of a write that racing deletes undid: the first
+    :data:`_RETRIES_AT_ONCE` go at once, later ones after a random pause growing to ~10 ms (a
+    worker thread's sleep; the event loop never runs this)."""
+    if attempt >= _RETRIES_AT_ONCE:
+        time.sleep(random.uniform(0, 0.0005 * min(attempt, 20)))
 
 
 def _remove_quietly(path: str) -> None:
