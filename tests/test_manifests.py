@@ -25,10 +25,8 @@ from helpers import free_port, wait_http
 from registry import mediatypes as mt
 from registry.errors import ErrorCode, RegistryError
 from registry.manifests import (
-    MAX_MANIFEST_SIZE,
     Descriptor,
     acceptable,
-    check_manifest_size,
     detect_media_type,
     libtrust_key_id,
     manifest_digest,
@@ -322,24 +320,6 @@ def test_invalid_manifests_are_refused(name, body, content_type, message) -> Non
 
 def test_invalid_table_is_large() -> None:
     assert len(INVALID) >= 30
-
-
-def test_size_limit() -> None:
-    obj = oci_manifest(annotations={"pad": ""})
-    base = len(dumps(obj))
-    obj["annotations"]["pad"] = "x" * (MAX_MANIFEST_SIZE - base)
-    body = dumps(obj)
-    assert len(body) == MAX_MANIFEST_SIZE
-    assert parse_manifest(body, mt.OCI_MANIFEST).size == MAX_MANIFEST_SIZE  # exactly 4 MiB is fine
-    err = invalid(body + b" ", mt.OCI_MANIFEST)
-    assert err.code is ErrorCode.MANIFEST_TOO_LARGE and err.status == 413
-    assert "limit" in err.message
-    err = invalid(dumps(oci_manifest()), mt.OCI_MANIFEST, max_size=100)
-    assert err.status == 413
-    check_manifest_size(MAX_MANIFEST_SIZE)
-    with pytest.raises(RegistryError) as info:
-        check_manifest_size(MAX_MANIFEST_SIZE + 1)
-    assert info.value.status == 413
 
 
 def test_put_by_digest_must_match_the_body() -> None:

@@ -24,7 +24,7 @@ Modules: :mod:`.model` (descriptors, manifests), :mod:`.fields` (strict field ru
 Interface used by the store and the handlers (imported from this package):
 
 - :class:`Descriptor`, :class:`Manifest` (``required_blobs()``, ``required_manifests()``,
-  ``referrer_descriptor()``, ``descriptor()``)
+  ``referrer_descriptor()``)
 - :func:`check_manifest_size`, :func:`parse_manifest` (PUT), :func:`parse_stored` (lenient),
   :func:`detect_media_type`, :func:`manifest_digest`, :func:`acceptable`
 """

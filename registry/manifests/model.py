@@ -74,10 +74,6 @@ class Manifest:
     def is_schema1(self) -> bool:
         return self.media_type in mt.SCHEMA1_MEDIA_TYPES
 
-    def descriptor(self) -> Descriptor:
-        """This manifest as a plain descriptor (mediaType, digest, size)."""
-        return Descriptor(self.media_type, self.digest, self.size)
-
     def required_blobs(self) -> list[Descriptor]:
         """Config and layers that must exist in the repository (else MANIFEST_BLOB_UNKNOWN).
 

@@ -68,7 +68,6 @@ def _b64url_decode(value: Any, what: str) -> bytes:
     """libtrust's joseBase64UrlDecode: unpadded (or padded) URL-safe base64, strictly."""
     if not isinstance(value, str):
         raise invalid(f"{what} must be a base64url string")
-    value = value.replace(" ", "")
     if len(value) % 4 == 1:
         raise invalid(f"{what} is not valid base64url")
     try:
