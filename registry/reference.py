@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 
 from .errors import ErrorCode, RegistryError
 
+# Every pattern is used with fullmatch (``^...$`` with match() also accepts a trailing newline: "latest\n").
 NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{NAME_COMPONENT}(?:/{NAME_COMPONENT})*$")
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+NAME_RE = re.compile(rf"{NAME_COMPONENT}(?:/{NAME_COMPONENT})*")
+TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_NAME_LENGTH = 255
 
 #: supported algorithms and the exact length of their lower-hex encoding
 DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
-_HEX_RE = re.compile(r"^[a-f0-9]+$")
+_LOWER_HEX = frozenset("0123456789abcdef")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -28,7 +29,7 @@ class Digest:
 
 
 def is_valid_name(name: str) -> bool:
-    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and bool(NAME_RE.match(name))
+    return isinstance(name, str) and len(name) <= MAX_NAME_LENGTH and bool(NAME_RE.fullmatch(name))
 
 
 def parse_name(name: str) -> str:
@@ -39,7 +40,7 @@ def parse_name(name: str) -> str:
 
 
 def is_valid_tag(tag: str) -> bool:
-    return isinstance(tag, str) and bool(TAG_RE.match(tag))
+    return isinstance(tag, str) and bool(TAG_RE.fullmatch(tag))
 
 
 def parse_tag(tag: str) -> str:
@@ -50,13 +51,11 @@ def parse_tag(tag: str) -> str:
 
 def try_digest(value: str) -> Digest | None:
     """A supported, well-formed digest, or None."""
-    if not isinstance(value, str) or len(value) > 256:
+    if not isinstance(value, str):
         return None
-    m = _DIGEST_RE.match(value)
-    if not m:
-        return None
-    alg, enc = m.group(1), m.group(2)
-    if DIGEST_ALGORITHMS.get(alg) != len(enc) or not _HEX_RE.match(enc):
+    # only the supported algorithms' names pass, so the digest grammar's algorithm rule needs no check
+    alg, _, enc = value.partition(":")
+    if DIGEST_ALGORITHMS.get(alg) != len(enc) or not set(enc) <= _LOWER_HEX:
         return None
     return Digest(alg, enc)
 
@@ -104,49 +103,67 @@ def _printable(value: object) -> str:
 
 # --------------------------------------------------------------------------- uploads and ranges
 
-_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
-_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?$")
-_BYTE_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+# ASCII digits only ([0-9], not \d: that also matches "٣")
+_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:([0-9]{1,19})|\*))?")
+_BYTE_RANGE_RE = re.compile(r"([0-9]*)-([0-9]*)")
 
 
 def parse_upload_id(value: str) -> str:
     """An upload session id (a UUID from us or the reference): a single safe path component."""
-    if not isinstance(value, str) or not _UPLOAD_ID_RE.match(value):
+    if not isinstance(value, str) or not _UPLOAD_ID_RE.fullmatch(value):
         raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": _printable(value)})
     return value
 
 
 def parse_content_range(value: str) -> tuple[int, int]:
-    """``start-end`` of an upload PATCH (no unit, as the spec says; ``bytes `` tolerated), or 416."""
-    m = _CONTENT_RANGE_RE.match(value.strip()) if isinstance(value, str) else None
-    if not m or int(m.group(2)) < int(m.group(1)):
+    """``start-end`` of an upload PATCH (no unit, as the spec says; ``bytes `` tolerated), or 416.
+
+    A complete length after ``/`` is tolerated but must exceed ``end`` (RFC 9110 14.4)."""
+    m = _CONTENT_RANGE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not m or int(m.group(2)) < int(m.group(1)) or (m.group(3) is not None and int(m.group(3)) <= int(m.group(2))):
         raise RegistryError(ErrorCode.RANGE_INVALID, detail={"Content-Range": _printable(value)})
     return int(m.group(1)), int(m.group(2))
+
+
+def _position(digits: str) -> int:
+    """A Range position of any length (leading zeros allowed) without building a huge integer:
+    one beyond any blob's size (a signed 64-bit number) stands for it."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= len(str(sys.maxsize)) else sys.maxsize
 
 
 def parse_byte_range(value: str, size: int) -> tuple[int, int] | None:
     """The ``(start, end)`` inclusive byte range a blob GET asks for, clipped to ``size``.
 
-    None means "send the whole blob" (a multi-range request, which we may ignore per RFC 9110).
-    A malformed or unsatisfiable range raises RANGE_INVALID (416) with the blob's size.
+    None means "send the whole blob", as RFC 9110 14.2 allows or demands: a range unit other than
+    ``bytes`` (compared case-insensitively; it MUST be ignored), several ranges (we may ignore
+    them), or a suffix range of an empty blob (satisfiable: the whole, empty, blob).
+    A malformed or unsatisfiable bytes range raises RANGE_INVALID (416) with the blob's size.
     """
-    text = value.strip() if isinstance(value, str) else ""
-    if text.startswith("bytes=") and "," in text:
+    if not isinstance(value, str):
         return None
-    m = _BYTE_RANGE_RE.match(text)
+    unit, eq, spec = value.strip().partition("=")
+    if unit.lower() != "bytes":
+        return None
+    if eq and "," in spec:
+        return None
+    m = _BYTE_RANGE_RE.fullmatch(spec) if eq else None
     unsatisfiable = RegistryError(
         ErrorCode.RANGE_INVALID, detail={"Range": _printable(value)}, headers={"Content-Range": f"bytes */{size}"}
     )
-    if not m or (m.group(1) == "" and m.group(2) == ""):
+    if not m:
         raise unsatisfiable
     first, last = m.group(1), m.group(2)
-    if first == "":  # suffix range: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
+    if first == "":  # suffix range: the last N bytes ("bytes=-" is N = 0)
+        n = _position(last)
+        if n == 0:
             raise unsatisfiable
+        if size == 0:
+            return None
         return max(0, size - n), size - 1
-    start = int(first)
-    end = int(last) if last != "" else size - 1
+    start = _position(first)
+    end = _position(last) if last != "" else size - 1
     if start >= size or end < start:
         raise unsatisfiable
     return start, min(end, size - 1)

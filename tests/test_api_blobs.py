@@ -39,12 +39,33 @@ async def test_blob_get_head_range(client):
     assert r.status == 206 and await r.read() == data[-5:]
     r = await client.get(f"/v2/repo/blobs/{d}", headers={"Range": "bytes=2990-"})
     assert r.status == 206 and await r.read() == data[2990:]
-    for bad in ("bytes=5000-6000", "bytes=9-3", "items=0-1", "bytes=abc", "bytes=-0"):
+    for bad in ("bytes=5000-6000", "bytes=3000-", "bytes=9-3", "bytes=abc", "bytes=-0", "bytes=-"):
         r = await client.get(f"/v2/repo/blobs/{d}", headers={"Range": bad})
         assert r.status == 416, bad
         assert r.headers["Content-Range"] == "bytes */3000"
+        assert (await r.json())["errors"][0]["code"] == "RANGE_INVALID"
     r = await client.head(f"/v2/repo/blobs/{d}", headers={"Range": "bytes=0-9"})
     assert r.status == 206 and r.headers["Content-Length"] == "10"
+    r = await client.get(f"/v2/repo/blobs/{d}", headers={"Range": "Bytes=2999-5000"})  # the unit's case is free
+    assert r.status == 206 and await r.read() == data[2999:]
+    assert r.headers["Content-Range"] == "bytes 2999-2999/3000"
+    # RFC 9110 14.2: a Range of another unit MUST be ignored; several ranges may be (the whole blob)
+    for ignored in ("items=0-1", "bytes=0-1,5-9"):
+        r = await client.get(f"/v2/repo/blobs/{d}", headers={"Range": ignored})
+        assert r.status == 200 and await r.read() == data and "Content-Range" not in r.headers, ignored
+
+
+async def test_ranges_of_an_empty_blob(client):
+    """No byte range of an empty blob is satisfiable except a suffix (RFC 9110 14.1.1), which is the
+    whole, empty, blob."""
+    d = digest_of(b"")
+    r = await client.put(f"{loc_of(await client.post('/v2/repo/blobs/uploads/'))}&digest={d}", data=b"")
+    assert r.status == 201, await r.text()
+    for method in ("GET", "HEAD"):
+        r = await client.request(method, f"/v2/repo/blobs/{d}", headers={"Range": "bytes=0-"})
+        assert r.status == 416 and r.headers["Content-Range"] == "bytes */0", method
+        r = await client.request(method, f"/v2/repo/blobs/{d}", headers={"Range": "bytes=-5"})
+        assert r.status == 200 and r.headers["Content-Length"] == "0" and await r.read() == b"", method
 
 
 async def test_blob_unknown_and_invalid(client):

@@ -97,4 +97,4 @@ async def delete_blob(request: web.Request) -> web.Response:
 def _is_suffix_range(value: str | None) -> bool:
     """``bytes=-N`` (the last N bytes): some backends (Azure Blob) reject it on their URLs, so
     such requests are answered here instead of redirected."""
-    return value is not None and value.replace(" ", "").startswith("bytes=-")
+    return value is not None and value.replace(" ", "").lower().startswith("bytes=-")
