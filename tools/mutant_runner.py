@@ -85,6 +85,7 @@ def _child(root: Path, tests: list[str], file: str | None, index: int | None, ou
         _quiet(output)
         os.chdir(work)
         sys.dont_write_bytecode = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if file is not None:
             from tools.mutation import module_name, mutated_code
 
@@ -109,6 +110,8 @@ def _child(root: Path, tests: list[str], file: str | None, index: int | None, ou
 
 
 def serve(root: Path, tests: list[str], jobs: int, factor: float, requests: list[tuple[str, int]]) -> int:
+    import tools.mutation  # noqa: F401 - now, so that every child builds its mutant with this version
+
     _preload()
     scratch = tempfile.mkdtemp(prefix="mutation-")
     try:
@@ -151,6 +154,16 @@ def _serve(root: Path, tests: list[str], jobs: int, factor: float, requests: lis
     timeout = baseline * factor + 10
     queue = list(enumerate(requests))
     running: dict[int, tuple[int, float, str]] = {}
+
+    def stop(signum: int, frame: Any) -> None:  # the orchestrator is gone: take the children along
+        for pid in running:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
     while queue or running:
         while queue and len(running) < jobs:
             n, (file, index) = queue.pop(0)

@@ -6,7 +6,8 @@ Usage::
     make mutation MUTATION_ARGS='auth --jobs 2'
 
 Targets live in ``pyproject.toml`` under ``[tool.mutation.targets.NAME]``: ``sources`` (files to mutate;
-``file.py::Qual.name`` limits a file to the mutants inside that class or function), ``tests`` (the fast
+``file.py::Qual.name`` limits a file to the mutants inside that class or function, or of that
+module constant), ``tests`` (the fast
 unit-level test files or node ids that should kill them) and an optional ``equivalent`` list of
 ``{at = "file:line", mutation = "original -> mutant", reason = "..."}`` entries.
 
@@ -18,7 +19,7 @@ Mutants come from the AST (each one located by file:line:col), close to mutmut's
 - a ``raise`` statement replaced by ``pass``; ``return X`` replaced by ``return None``
 - ``break``/``continue`` swapped
 - regular-expression anchors removed: a leading ``^`` or a trailing ``$`` of a pattern passed to ``re.*``
-  (also in f-string patterns); other string constants changed to ``"XX" + s + "XX"``
+  or ``\\Z`` (also in f-string patterns); other string constants changed to ``"XX" + s + "XX"``
 
 Not mutated (noise, not behaviour): docstrings and other bare string statements, logging calls
 (``log.*``, ``logger.*``, ``logging.*``, ``warnings.warn``), the arguments of a raised exception
@@ -151,6 +152,10 @@ class _Collector:
             if node.name == "__repr__":
                 return
             scope = f"{scope}.{node.name}" if scope else node.name
+        elif isinstance(parent, ast.Module) and isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if len(targets) == 1 and isinstance(targets[0], ast.Name):
+                scope = targets[0].id  # a module constant: selectable as file.py::NAME
         if _is_log_call(node):
             return
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -232,15 +237,17 @@ class _Collector:
         first, last = parts[0], parts[-1]
         if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.startswith("^"):
             self.add(node, parent, field, position, "anchor", _strip_anchor(0, "^"), scope)
-        if (isinstance(last, ast.Constant) and isinstance(last.value, str) and last.value.endswith("$")
-                and not last.value.endswith("\\$")):
-            self.add(node, parent, field, position, "anchor", _strip_anchor(-1, "$"), scope)
+        if isinstance(last, ast.Constant) and isinstance(last.value, str):
+            if last.value.endswith("$") and not last.value.endswith("\\$"):
+                self.add(node, parent, field, position, "anchor", _strip_anchor(-1, "$"), scope)
+            elif last.value.endswith("\\Z") and not last.value.endswith("\\\\Z"):
+                self.add(node, parent, field, position, "anchor", _strip_anchor(-1, "\\Z"), scope)
 
 
 def _strip_anchor(which: int, anchor: str) -> Callable[[ast.AST], ast.AST]:
     def apply(node: ast.AST) -> ast.AST:
         part = node if isinstance(node, ast.Constant) else node.values[which]  # type: ignore[attr-defined]
-        part.value = part.value[1:] if anchor == "^" else part.value[:-1]
+        part.value = part.value[1:] if anchor == "^" else part.value[: -len(anchor)]
         return node
 
     return apply
@@ -428,8 +435,12 @@ def run_target(target: Target, mutants: list[Mutant], root: Path, jobs: int, tim
             raise MutationError(f"target {target.name}: the runner stopped after {len(outcomes)} mutants")
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.terminate()  # the server kills its running children
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     outcomes.sort(key=lambda o: (o.mutant.file, o.mutant.index))  # type: ignore[union-attr]
     return Report(target, outcomes, baseline)
 

@@ -39,7 +39,8 @@ JWKS_REFRESH_MIN_INTERVAL = 30.0
 #: one token on every request pays the signature check once a minute, not once a request
 CACHE_SECONDS = 60.0
 CACHE_SIZE = 4096
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+#: \Z, not $ (which also matches before a trailing newline)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
 
 
 class InvalidToken(Exception):

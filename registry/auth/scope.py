@@ -15,10 +15,11 @@ from typing import Any
 
 from ..reference import is_valid_name
 
-_TYPE_RE = re.compile(r"^([a-z0-9]+)(?:\(([a-z0-9]+)\))?$")
-_ACTION_RE = re.compile(r"^(?:[a-z][a-z0-9_-]{0,31}|\*)$")
+# \Z, not $: a $ also matches before a trailing newline ("pull\n" would pass)
+_TYPE_RE = re.compile(r"^([a-z0-9]+)(?:\(([a-z0-9]+)\))?\Z")
+_ACTION_RE = re.compile(r"^(?:[a-z][a-z0-9_-]{0,31}|\*)\Z")
 #: non-repository resources have short plain names (``registry:catalog:*``)
-_OTHER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}$")
+_OTHER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,127}\Z")
 MAX_SCOPES = 64
 MAX_SCOPE_LENGTH = 512
 #: the actions a ``*`` stands for when a grant is cut down to what a rule allows
