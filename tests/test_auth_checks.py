@@ -136,6 +136,24 @@ def test_scope_longest_parts_are_accepted() -> None:
     assert Scope("repository", "a", ("pull",)).resource_class == ""
 
 
+def test_repository_names_follow_the_repository_grammar() -> None:
+    long_name = "a" * 200  # a valid repository name, longer than other resources' names may be
+    assert parse_scope(f"repository:{long_name}:pull").name == long_name
+    for bad in ("a..b", "a//b", "-a", "a/"):
+        with pytest.raises(ScopeError, match="invalid repository name"):
+            parse_scope(f"repository:{bad}:pull")
+    assert parse_scope("registry:a..b:*").name == "a..b"  # other resources have their own, looser rule
+
+
+def test_a_star_is_cut_down_to_the_known_actions_a_rule_allows() -> None:
+    from registry.auth import acl
+    from registry.auth.config import AclRule
+
+    rule = AclRule(("alice",), False, "repository", "**", frozenset({"delete", "push", "pull", "sign"}))
+    asked = [Scope("repository", "a", ("*",))]
+    assert acl.grant([rule], "alice", asked) == [Scope("repository", "a", ("pull", "push", "delete"))]
+
+
 def test_at_most_64_scopes() -> None:
     assert MAX_SCOPES == 64
     many = [f"repository:r{i}:pull" for i in range(65)]

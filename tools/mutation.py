@@ -30,9 +30,11 @@ Nothing in the working tree is modified, so runs may happen concurrently in seve
 target's mutants run in processes forked by one :mod:`tools.mutant_runner` server (third-party
 modules preloaded); a child's import hook serves the mutated code for that one module, then it runs
 ``pytest -x -q -p no:cacheprovider`` on the target's tests from a temporary directory (PYTHONPATH:
-the tree first; no bytecode written). A baseline run comes first and
-must pass. A mutant whose run exceeds ``--timeout-factor`` times the baseline (plus 10 s) is counted
-killed (timeout), and the report says so. The score is killed / (total - named equivalents).
+the tree first; no bytecode written). A baseline run comes first and must pass; it records which
+tests run each line of the sources (a trace function), and each mutant then runs only the tests
+that run its statement (all of them for module-level code; none, and it survives "not covered",
+when no test runs it). A mutant whose run exceeds ``--timeout-factor`` times the baseline (plus
+10 s) is counted killed (timeout), and the report says so. The score is killed / (total - named equivalents).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class Mutant:
     original: str
     mutated: str
     scope: str
+    #: the lines of the enclosing statement (its header for a compound one): tests covering any run it
+    lines: tuple[int, int] = (0, 0)
 
     @property
     def at(self) -> str:
@@ -104,6 +108,7 @@ class _Point:
     apply: Callable[[ast.AST], ast.AST]
     scope: str
     describe: Callable[[ast.AST, ast.AST], tuple[str, str]] | None = None
+    lines: tuple[int, int] = (0, 0)
 
 
 def _text(node: ast.AST) -> str:
@@ -142,10 +147,11 @@ class _Collector:
 
     def __init__(self) -> None:
         self.points: list[_Point] = []
+        self.lines = (0, 0)
 
     def add(self, node: ast.AST, parent: ast.AST, field: str, position: int | None, kind: str,
             apply: Callable[[ast.AST], ast.AST], scope: str, describe: Any = None) -> None:
-        self.points.append(_Point(node, parent, field, position, kind, apply, scope, describe))
+        self.points.append(_Point(node, parent, field, position, kind, apply, scope, describe, self.lines))
 
     def visit(self, node: ast.AST, parent: ast.AST | None, field: str, position: int | None, scope: str) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -160,6 +166,19 @@ class _Collector:
             return
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             return  # docstrings and other bare strings
+        outer = self.lines
+        if isinstance(node, ast.stmt):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                self.lines = (node.lineno, max(node.lineno, body[0].lineno - 1))
+            else:
+                self.lines = (node.lineno, node.end_lineno or node.lineno)
+        try:
+            self._visit(node, parent, field, position, scope)
+        finally:
+            self.lines = outer
+
+    def _visit(self, node: ast.AST, parent: ast.AST | None, field: str, position: int | None, scope: str) -> None:
         if parent is not None:
             self._points_of(node, parent, field, position, scope)
         for name, value in ast.iter_fields(node):
@@ -283,7 +302,7 @@ def mutants_of(path: Path, relative: str) -> list[Mutant]:
             original, mutated = _text(old), _text(new)
         line = getattr(point.node, "lineno", 0)
         col = getattr(point.node, "col_offset", -1) + 1
-        out.append(Mutant(relative, index, line, col, point.kind, original, mutated, point.scope))
+        out.append(Mutant(relative, index, line, col, point.kind, original, mutated, point.scope, point.lines))
     return out
 
 
@@ -376,7 +395,7 @@ def target_mutants(target: Target, root: Path) -> list[Mutant]:
 @dataclasses.dataclass
 class Outcome:
     mutant: Mutant | None
-    status: str  # killed, timeout, survived, error
+    status: str  # killed, timeout, survived, uncovered (survived: no test runs its line), error
     seconds: float
     output: str = ""
 
@@ -405,7 +424,7 @@ def run_target(target: Target, mutants: list[Mutant], root: Path, jobs: int, tim
     proc = _server(root, target, jobs, timeout_factor)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write("".join(f"{m.file} {m.index}\n" for m in mutants))
+        proc.stdin.write("".join(f"{m.file} {m.index} {m.lines[0]} {m.lines[1]}\n" for m in mutants))
         proc.stdin.close()
         first = proc.stdout.readline().split()
         if len(first) != 4 or first[0] != "baseline":
@@ -427,7 +446,7 @@ def run_target(target: Target, mutants: list[Mutant], root: Path, jobs: int, tim
             n, status, seconds = line.split()
             outcome = Outcome(mutants[int(n)], status, float(seconds))
             outcomes.append(outcome)
-            if status in ("survived", "error"):
+            if status in ("survived", "uncovered", "error"):
                 progress(f"  [{len(outcomes)}/{len(mutants)}] {status}: {outcome.mutant}")
             elif len(outcomes) % 20 == 0:
                 progress(f"  [{len(outcomes)}/{len(mutants)}]")
@@ -484,17 +503,17 @@ def format_reports(reports: list[Report]) -> str:
     for r in reports:
         lines.append(
             f"{r.target.name:<12} {r.count('killed', 'timeout'):>7} {r.count('timeout'):>8} "
-            f"{r.count('survived'):>9} {r.count('error'):>6} {len(r.equivalent):>6} {len(r.counted):>6} "
+            f"{r.count('survived', 'uncovered'):>9} {r.count('error'):>6} {len(r.equivalent):>6} {len(r.counted):>6} "
             f"{r.score:>6.1f}%"
         )
     lines.append("(killed includes timeouts: a mutant running past the timeout counts as killed;"
                  " total excludes named equivalents)")
     for r in reports:
-        survivors = [o for o in r.counted if o.status in ("survived", "error")]
+        survivors = [o for o in r.counted if o.status in ("survived", "uncovered", "error")]
+        notes = {"error": "  [error: mutant did not build]", "uncovered": "  [no test runs this line]"}
         if survivors:
             lines.append(f"\nsurvivors of {r.target.name}:")
-            lines += [f"  {o.mutant}" + ("  [error: mutant did not build]" if o.status == "error" else "")
-                      for o in survivors]
+            lines += [f"  {o.mutant}{notes.get(o.status, '')}" for o in survivors]
         timeouts = [o for o in r.counted if o.status == "timeout"]
         if timeouts:
             lines.append(f"\ntimeouts of {r.target.name} (counted killed):")
@@ -502,7 +521,7 @@ def format_reports(reports: list[Report]) -> str:
         if r.equivalent:
             lines.append(f"\nequivalent (named) of {r.target.name}:")
             for o, e in r.equivalent:
-                flag = "" if o.status == "survived" else f"  [but {o.status}: drop this entry]"
+                flag = "" if o.status in ("survived", "uncovered") else f"  [but {o.status}: drop this entry]"
                 lines.append(f"  {o.mutant}  -- {e.reason}{flag}")
         for e in r.stale():
             lines.append(f"\nwarning: {r.target.name}: equivalent entry matches no mutant: {e.at} {e.mutation}")
