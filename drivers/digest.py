@@ -149,17 +149,15 @@ class ResumableHash:
             raise ValueError("not a hash state of this algorithm")
         fmt = "I" if algorithm == "sha256" else "Q"
         hs = struct.unpack(f">8{fmt}", state[4 : 4 + 8 * word])
-        buf = state[4 + 8 * word : 4 + 8 * word + block]
         (size,) = struct.unpack(">Q", state[-8:])
         ctx = h._ctx
         for i, v in enumerate(hs):
             ctx.h[i] = v
+        # OpenSSL counts bits in two words (Nh:Nl); ctypes keeps the low 32/64 bits of each value
         bits = size * 8
-        mask = (1 << (8 * word)) - 1
-        ctx.Nl = bits & mask
-        ctx.Nh = (bits >> (8 * word)) & mask
-        pending = size % block
-        ctypes.memmove(ctx.data, buf, block)
-        ctx.num = pending
+        ctx.Nl = bits
+        ctx.Nh = bits >> (8 * word)
+        ctx.data[:] = state[4 + 8 * word : 4 + 8 * word + block]  # exactly one block, or ValueError
+        ctx.num = size % block
         h.size = size
         return h

@@ -51,6 +51,23 @@ def test_unsupported_algorithm() -> None:
         ResumableHash("md5")
 
 
+def test_default_algorithm_is_sha256() -> None:
+    h = ResumableHash()
+    h.update(b"abc")
+    assert h.algorithm == "sha256" and h.digest() == "sha256:" + hashlib.sha256(b"abc").hexdigest()
+
+
+@pytest.mark.parametrize(("algorithm", "length"), [("sha256", 32), ("sha512", 64)])
+def test_context_struct_matches_openssl(algorithm: str, length: int) -> None:
+    """The ctypes struct mirrors OpenSSL's SHA256_CTX/SHA512_CTX: the last field, which Init sets
+    to the digest length, reads back right (a wrong layout would read other bytes there)."""
+    h = ResumableHash(algorithm)
+    assert h._ctx.md_len == length
+    h.update(os.urandom(300))
+    resumed = ResumableHash.restore(algorithm, h.state())
+    assert resumed._ctx.md_len == length and resumed._ctx.num == 300 % (64 if algorithm == "sha256" else 128)
+
+
 # ------------------------------------------------------------------------------------------------
 # an independent SHA-2 (FIPS 180-4) in pure Python: the oracle for states no test can afford to
 # reach with real data (lengths past 512 MiB, 2**61 bytes...). Constants are derived, not copied.
@@ -368,6 +385,57 @@ def test_loader_gives_none_without_a_usable_libcrypto(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(ctypes, "CDLL", missing)
     assert digest._load_libcrypto() is None
+
+
+def _libcrypto_path() -> str:
+    """The libcrypto this interpreter has mapped (hashlib links against it)."""
+    with open("/proc/self/maps") as maps:
+        return next(line.split()[-1] for line in maps if "libcrypto" in line.split()[-1])
+
+
+def test_loader_takes_the_libcrypto_python_links_against(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ldconfig/gcc, find_library finds nothing: the soname Python's _hashlib uses still loads."""
+    import ctypes.util
+
+    import drivers.digest as digest
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert digest._load_libcrypto() is not None
+
+
+def test_loader_falls_back_to_find_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The soname refused (another OpenSSL), the library find_library("crypto") names loads."""
+    import ctypes
+    import ctypes.util
+
+    import drivers.digest as digest
+
+    real, path, opened = ctypes.CDLL, _libcrypto_path(), []
+
+    def cdll(name: str, *args, **kwargs):
+        opened.append(name)
+        if name != path:
+            raise OSError(f"{name}: refused by the test")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: path if name == "crypto" else None)
+    assert digest._load_libcrypto() is not None
+    assert opened == ["libcrypto.so.3", path]
+
+
+def test_calls_declare_their_c_types() -> None:
+    """size_t lengths and pointer arguments: without argtypes ctypes passes a C int, and an update
+    of 2 GiB or more would fail (too big to build in a test, so the declaration is pinned)."""
+    import ctypes
+
+    import drivers.digest as digest
+
+    assert digest._lib is not None
+    for alg in ("SHA256", "SHA512"):
+        assert getattr(digest._lib, f"{alg}_Init").argtypes == [ctypes.c_void_p]
+        assert getattr(digest._lib, f"{alg}_Update").argtypes == [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        assert getattr(digest._lib, f"{alg}_Final").argtypes == [ctypes.c_char_p, ctypes.c_void_p]
 
 
 def test_module_without_libcrypto_in_a_fresh_process() -> None:
