@@ -84,4 +84,4 @@ async def test_other_secret_rejects_state(aiohttp_client, twin_drivers):
     b = await aiohttp_client(create_app(make_config(secret="another"), twin_drivers[1]))
     r = await a.post("/v2/repo/blobs/uploads/")
     r = await b.patch(loc_of(r), data=b"x")
-    assert r.status == 400
+    assert r.status == 400 and (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"

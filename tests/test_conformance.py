@@ -1500,7 +1500,8 @@ class TestNextSuite:
             assert isinstance(r.json().get("tags"), (list, type(None))), r
 
     def test_empty_referrers(self):
-        referrers_list(NEXT_REPO1, from_bytes(random.Random(SEED).randbytes(16)))
+        r = referrers_list(NEXT_REPO1, from_bytes(random.Random(SEED).randbytes(16)))
+        assert r.json() == {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}, r
 
     # ---- blob APIs, sha256 and sha512
     BLOB_APIS = ["post only", "post+put", "chunked single", "stream", "mount", "mount anonymous", "mount missing",
