@@ -166,7 +166,11 @@ def start_servers(
 
 
 class Monitor:
-    """Polls a server's process tree: peak RSS while running, CPU seconds used between start and stop."""
+    """Polls a server's process tree: peak RSS while running, CPU seconds used between start and stop.
+
+    A worker that ends between two polls is skipped, but an error reading the server process
+    itself (or any other error in the polling thread) is raised when the block ends: a figure
+    never rests on a poller that stopped."""
 
     def __init__(self, pid: int, interval: float = 0.01) -> None:
         self.root = psutil.Process(pid)
@@ -178,6 +182,8 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._cpu0 = 0.0
         self.cpu_seconds = 0.0
+        self.samples = 0
+        self.error: BaseException | None = None
 
     def _tree(self) -> list[psutil.Process]:
         try:
@@ -201,19 +207,25 @@ class Monitor:
             try:
                 one = proc.memory_info().rss
             except psutil.Error:
+                if proc.pid == self.root.pid:
+                    raise  # the server itself: no figure without it
                 continue
             total += one
             self.peak_process_rss = max(self.peak_process_rss, one)
         return total
 
     def _run(self) -> None:
-        procs = self._tree()
-        refreshed = time.monotonic()
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self.rss(procs))
-            if time.monotonic() - refreshed > 0.5:  # workers may come and go; children() is costly
-                procs, refreshed = self._tree(), time.monotonic()
-            self._stop.wait(self.interval)
+        try:
+            procs = self._tree()
+            refreshed = time.monotonic()
+            while not self._stop.is_set():
+                self.peak_rss = max(self.peak_rss, self.rss(procs))
+                self.samples += 1
+                if time.monotonic() - refreshed > 0.5:  # workers may come and go; children() is costly
+                    procs, refreshed = self._tree(), time.monotonic()
+                self._stop.wait(self.interval)
+        except BaseException as exc:  # noqa: BLE001 - raised by __exit__
+            self.error = exc
 
     def __enter__(self) -> "Monitor":
         self._cpu0 = self.cpu()
@@ -227,3 +239,10 @@ class Monitor:
         assert self._thread is not None
         self._thread.join()
         self.cpu_seconds = self.cpu() - self._cpu0
+        if exc and exc[0] is not None:
+            return  # the block's own failure is the one to report
+        if self.error is not None:
+            raise RuntimeError(f"polling process {self.root.pid} failed after {self.samples} samples: "
+                               f"{self.error!r}") from self.error
+        self.peak_rss = max(self.peak_rss, self.rss(self._tree()))  # a last sample: never none
+        self.samples += 1

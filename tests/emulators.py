@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 import swift_aio
-from helpers import stop_process
+from helpers import missing, stop_process
 
 # Keep every SDK away from cloud metadata addresses, whatever a test does.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -63,9 +63,7 @@ def free_port() -> int:
 
 
 def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is not installed: run `make test-deps`")
-    pytest.skip(f"{what} is not installed: run `make test-deps`")
+    missing(f"{what} is not installed: run `make test-deps`")
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:

@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, free_port, stop_process, wait_http
+from helpers import ROOT, free_port, require_tool, stop_process, wait_http
 
 REFERENCE_BINARY = "/usr/bin/docker-registry"
 #: one secret for both registries: upload state tokens are HMAC-signed with it
@@ -351,8 +350,7 @@ def reference_registry(
     shared_registry_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningRegistry]:
     """distribution 2.8.2 over the same root directory as ``our_registry``."""
-    if not Path(REFERENCE_BINARY).exists():
-        pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
+    require_tool(REFERENCE_BINARY, hint="`make apt-deps` installs docker-registry")
     if our_storage() != "filesystem":
         pytest.skip(f"our registry runs on {our_storage()}: the reference shares only a filesystem root")
     if os.environ.get("OUR_REGISTRY_PREFIX"):
@@ -364,10 +362,7 @@ def reference_registry(
 
 @pytest.fixture(scope="session")
 def skopeo_binary() -> str:
-    path = shutil.which("skopeo")
-    if path is None:
-        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
-    return path
+    return require_tool("skopeo", hint="`make apt-deps` installs it")[0]
 
 
 # --------------------------------------------------------------------------- test images

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_registry import Client, RunningRegistry, start_or_fail
-from helpers import free_port, stop_process, wait_http
+from helpers import free_port, missing, stop_process, wait_http
 
 REDIS_SERVER = "/usr/bin/redis-server"
 HAPROXY = "/usr/sbin/haproxy"
@@ -31,9 +31,7 @@ LEASE_TTL = "3s"
 
 
 def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is not installed: run `make test-deps`")
-    pytest.skip(f"{what} is not installed: run `make test-deps`")
+    missing(f"{what} is not installed: run `make test-deps`")
 
 
 def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,7 +24,7 @@ from tls_support import CA
 
 HOST = "registry.test"
 
-pytestmark = pytest.mark.skipif(not shutil.which("pebble"), reason="Debian's pebble is not installed (make test-deps)")
+pytestmark = pytest.mark.requires_tool("pebble", hint="Debian's pebble: `make test-deps` installs it")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from fixtures_registry import REFERENCE_BINARY, make_image, sha256
-from helpers import ROOT, free_port, stop_process, wait_http
+from helpers import ROOT, free_port, require_tool, stop_process, wait_http
 from test_proxy import containerd  # noqa: F401  (fixture: a containerd daemon)
 from test_skopeo import read_oci_layout, write_oci_layout
 
@@ -104,8 +103,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 @pytest.fixture(scope="module")
 def skopeo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
+    require_tool("skopeo", hint="`make apt-deps` installs it")
     home = tmp_path_factory.mktemp("skopeo-auth-home")
     (home / "auth.json").write_text("{}")
     (home / "registries.conf").write_text("unqualified-search-registries = []\n")
@@ -242,8 +240,7 @@ def test_oras_push_pull_through_the_token_flow(token_registry, tmp_path, monkeyp
 @pytest.fixture(scope="module")
 def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """podman with its own storage, registries.conf and auth file under a temporary HOME."""
-    if shutil.which("podman") is None:
-        pytest.skip("podman (Debian package) is not installed: `make apt-deps`")
+    require_tool("podman", hint="`make apt-deps` installs it")
     home = tmp_path_factory.mktemp("podman-home")
     (home / "registries.conf").write_text("unqualified-search-registries = []\n")
     (home / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{home}/graph"\n'
@@ -341,8 +338,7 @@ def test_skopeo_with_htpasswd(htpasswd_registry, skopeo_env, tmp_path):
 
 def test_distribution_accepts_our_tokens(tmp_path, skopeo_env):
     """distribution 2.8.2 as the registry, our stand-alone token server as its realm (x5c chain)."""
-    if not Path(REFERENCE_BINARY).exists():
-        pytest.skip("docker-registry (Debian package) is not installed")
+    require_tool(REFERENCE_BINARY, hint="`make apt-deps` installs docker-registry")
     etc = tmp_path / "etc"
     make_users_and_key(etc)
     ts_port, reg_port = free_port(), free_port()
@@ -410,8 +406,7 @@ def test_skopeo_identity_token_uses_the_oauth2_refresh_grant(token_registry, tmp
     client or revoked does not."""
     import base64
     import urllib.request
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is not installed")
+    require_tool("skopeo", hint="`make apt-deps` installs it")
 
     def refresh_token(client_id: str) -> str:
         req = urllib.request.Request(

@@ -5,8 +5,6 @@ No timing is asserted."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +15,7 @@ from benchmarks.servers import REFERENCE_BINARY
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(REFERENCE_BINARY) or shutil.which("docker-registry")),
-    reason="the reference registry (Debian package docker-registry) is not installed",
-)
+pytestmark = pytest.mark.requires_tool(REFERENCE_BINARY, hint="the reference: `make apt-deps` installs docker-registry")
 
 
 def test_gc_benchmark_reports_every_figure(tmp_path: Path) -> None:

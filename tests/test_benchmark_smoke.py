@@ -7,8 +7,6 @@ without a protocol error, the JSON has each figure with a value for both and a r
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (os.path.exists(REFERENCE_BINARY) or shutil.which("docker-registry")),
-        reason="the reference registry (Debian package docker-registry) is not installed",
-    ),
+    pytest.mark.requires_tool(REFERENCE_BINARY, hint="the reference: `make apt-deps` installs docker-registry"),
 ]
 
 

@@ -8,7 +8,6 @@ import hashlib
 import random
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +21,7 @@ import yaml
 from drivers.base import PathNotFound
 from emulators import Emulator, Proxy, s3_params
 from fixtures_registry import RunningRegistry
-from helpers import ROOT, free_port, wait_http
+from helpers import ROOT, RssSampler, free_port, wait_http
 
 MiB = 1 << 20
 SECRET = "two-instances-share-this-secret-0123456789"
@@ -113,34 +112,6 @@ async def test_chunked_upload_alternating_between_two_processes(moto_emulator: E
         assert len(parts) >= 3  # the bytes went out as multipart parts as they arrived
 
 
-class RssSampler:
-    """Samples a process's resident memory every few milliseconds in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.process = psutil.Process(pid)
-        self.baseline = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except Exception:  # noqa: BLE001 - the process ended
-                return
-            time.sleep(0.01)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 PUSHES, PUSH_SIZE = 16, 64 * MiB
 #: the bound asserted on the registry process's RSS growth while 16 x 64 MiB (1 GiB) stream in
 #: at once: the drivers' part-buffer budget (32 MiB here; the rest spools to disk), plus the API
@@ -185,7 +156,7 @@ async def test_concurrent_large_pushes_stay_in_bounded_memory(moto_emulator: Emu
                 elapsed = time.monotonic() - started
             growth = rss.peak - rss.baseline
             print(f"\n{PUSHES} x {PUSH_SIZE // MiB} MiB pushed in {elapsed:.1f}s; registry RSS "
-                  f"baseline {rss.baseline / MiB:.0f} MiB, peak {rss.peak / MiB:.0f} MiB, growth {growth / MiB:.0f} MiB")  # fmt: skip
+                  f"baseline {rss.baseline / MiB:.0f} MiB, peak {rss.peak / MiB:.0f} MiB, growth {growth / MiB:.0f} MiB; {rss.samples} samples")  # fmt: skip
             r = await http.head(f"{registry.url}/v2/load/r3/blobs/{digests[3]}")
             assert r.status == 200 and int(r.headers["Content-Length"]) == PUSH_SIZE
             assert growth < MEMORY_BOUND, f"registry memory grew by {growth / MiB:.0f} MiB"

@@ -19,21 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, free_port
+from helpers import ROOT, free_port, missing, require_tool
 
 NEEDED = ("mmdebstrap", "buildah", "skopeo", "umoci", "chroot")
-
-
-def _missing() -> list[str]:
-    return [tool for tool in NEEDED if not shutil.which(tool) and not Path("/usr/sbin", tool).exists()]
 
 
 @pytest.fixture(scope="session")
 def image(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`make image` once per run (the slow part: Debian packages, wheels, a 300 MB layer); with only
     the `fast` extra to keep the run short -- the build steps are the same for every extra."""
-    if os.geteuid() != 0 or _missing():
-        pytest.skip(f"make image needs root and {', '.join(NEEDED)} (make test-deps installs them)")
+    if os.geteuid() != 0:
+        missing("make image needs root")
+    require_tool(*NEEDED, hint="`make test-deps` installs them")
     work = tmp_path_factory.mktemp("image")
     archive = work / "pyregistry.tar"
     flags = f"--root {work}/storage --runroot {work}/run --storage-driver vfs"
@@ -132,8 +129,7 @@ def test_image_entrypoint_in_a_chroot_serves_push_and_pull(image: dict[str, Path
 
 
 def test_systemd_units_verify(tmp_path: Path) -> None:
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze not installed (make test-deps installs systemd)")
+    require_tool("systemd-analyze", hint="`make test-deps` installs systemd")
     registry = Path(sys.prefix) / "bin" / "registry"
     for name in ("pyregistry.service", "pyregistry.socket"):
         text = (ROOT / "deploy" / name).read_text()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_registry import Client, RunningRegistry, make_image, push_image, sha256, start_or_fail
+from helpers import missing
 
 MiB = 1 << 20
 SIZE = 24 * MiB
@@ -33,16 +34,15 @@ def _can_mount() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_can_mount() is not None, reason=f"disk-full test skipped: {_can_mount()}")
-
-
 @pytest.fixture(scope="module")
 def small_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if reason := _can_mount():
+        missing(f"disk-full test: {reason}")
     mountpoint = tmp_path_factory.mktemp("small-disk")
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mountpoint)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"disk-full test skipped: cannot mount a tmpfs here: {done.stderr.strip()}")
+        missing(f"disk-full test: cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield mountpoint
     finally:

@@ -207,7 +207,7 @@ def _reference_starts(config: dict, tmp: Path) -> bool:
         stop_process(proc)
 
 
-@pytest.mark.skipif(not Path(REFERENCE_BINARY).exists(), reason="distribution 2.8.2 (docker-registry) not installed")
+@pytest.mark.requires_tool(REFERENCE_BINARY, hint="distribution 2.8.2: `make apt-deps` installs docker-registry")
 @pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith("3.x")])
 def test_the_reference_agrees(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
     tmp = tmp_path_factory.mktemp("reference")

@@ -14,9 +14,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from helpers import missing
 from registry import eventloop
 
-pytestmark = pytest.mark.skipif(not eventloop.uvloop_available(), reason="uvloop is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _uvloop() -> None:
+    if not eventloop.uvloop_available():
+        missing("uvloop is not installed: `make test-deps` installs the fast extra")
 
 SIZE = 8 * 1024 * 1024 + 12345
 

@@ -23,6 +23,7 @@ from fixtures_registry import (
     push_image,
     start_or_fail,
 )
+from helpers import require_module, require_tool
 from observe_support import Receiver, debug_section, scrape, start_server, total, wait_for
 
 
@@ -134,8 +135,7 @@ def _session(client: Client, prefix: str) -> None:
 
 
 def test_envelope_has_every_field_distribution_sends(tmp_path: Path, receiver: Receiver) -> None:
-    if not Path(REFERENCE_BINARY).exists():
-        pytest.skip("docker-registry (distribution 2.8.2) is not installed")
+    require_tool(REFERENCE_BINARY, hint="distribution 2.8.2: `make apt-deps` installs docker-registry")
     import yaml
 
     extra = yaml.safe_dump({"notifications": {"events": {"includereferences": True}, "endpoints": [
@@ -180,7 +180,7 @@ def test_envelope_has_every_field_distribution_sends(tmp_path: Path, receiver: R
 
 
 def test_cloudevents_format(tmp_path: Path, receiver: Receiver) -> None:
-    cloudevents_http = pytest.importorskip("cloudevents.v1.http")
+    cloudevents_http = require_module("cloudevents.v1.http")
     server = start_server(tmp_path, notifications={"endpoints": [endpoint(receiver, format="cloudevents",
                                                                           maxbatch=1)]})
     try:

@@ -21,7 +21,7 @@ import pytest
 from drivers.factory import create_driver
 from fixtures_registry import REFERENCE_BINARY, RunningRegistry, assert_pulls, make_image, push_image, sha256, start_or_fail
 from gc_support import SCHEMA1_ON, V2, assert_survivors, blob_dirs, gc, push_scenario, reference_dry_run
-from helpers import run_cli
+from helpers import require_tool, run_cli
 
 
 def _s3_blobs(params: dict) -> set[str]:
@@ -78,8 +78,7 @@ def test_collect_keeps_exactly_what_is_referenced(backend, delete_untagged, tmp_
     # no link is left pointing at a deleted blob, no index entry at a deleted manifest
     for link in (reg.root / V2 / "repositories").glob("**/_layers/sha256/*/link"):
         assert f"sha256:{link.parent.name}" in after, link
-    if not os.path.exists(REFERENCE_BINARY):
-        pytest.skip("the reference registry (Debian docker-registry) is not installed")
+    require_tool(REFERENCE_BINARY, hint="the reference: `make apt-deps` installs docker-registry")
     reg.stop()
     ref = start_or_fail("reference", reg.root, tmp_path / "ref")
     try:

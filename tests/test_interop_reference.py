@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import require_tool, run_cli
 from fixtures_registry import (
     OCI_MANIFEST,
     REFERENCE_BINARY,
@@ -228,8 +228,7 @@ SCHEMA1_ON = "compatibility:\n  schema1:\n    enabled: true\n"
 
 def _start_pair(tmp_path_factory: pytest.TempPathFactory, name: str, extra_config: str = ""):
     """Ours and the reference on a fresh shared root of their own (for tests that rewrite the whole root)."""
-    if not Path(REFERENCE_BINARY).exists():
-        pytest.skip("docker-registry (Debian package) is not installed")
+    require_tool(REFERENCE_BINARY, hint="`make apt-deps` installs docker-registry")
     shared = tmp_path_factory.mktemp(f"{name}-root")
     work = tmp_path_factory.mktemp(name)
     ours_reg = start_or_fail("ours", shared, work, extra_config)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from helpers import free_port, wait_http
+from helpers import free_port, require_tool, wait_http
 from registry import mediatypes as mt
 from registry.errors import ErrorCode, RegistryError
 from registry.manifests import (
@@ -668,8 +668,7 @@ def _write(root: Path, rel: str, data: bytes) -> None:
 @pytest.fixture(scope="module")
 def reference_schema1(tmp_path_factory) -> dict[str, Any]:
     """GET a schema 1 manifest, stored as the reference stores it, from a real distribution 2.8.2."""
-    if not os.path.exists(REFERENCE_BINARY):
-        pytest.skip("docker-registry (Debian package) is not installed: `make apt-deps`")
+    require_tool(REFERENCE_BINARY, hint="`make apt-deps` installs docker-registry")
     import urllib.request
 
     work = tmp_path_factory.mktemp("ref-schema1")

@@ -25,8 +25,7 @@ from tls_support import CA
 SIZE = 1 << 30
 CHUNK = 1 << 20
 
-pytestmark = pytest.mark.skipif(not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists(),
-                                reason="Debian's nginx is not installed (make test-deps)")
+pytestmark = pytest.mark.requires_tool("nginx", hint="Debian's nginx: `make test-deps` installs it")
 
 
 def nginx_config(workdir: Path, backend_port: int, port: int, cert: Path, key: Path) -> Path:

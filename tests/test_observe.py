@@ -22,9 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from fixtures_registry import make_image, push_image, sha256
+from helpers import missing, require_module, require_tool
 from observe_support import debug_section, scrape, start_server, total, wait_for
 
 MANIFEST_ROUTE = "/v2/{name}/manifests/{reference}"
@@ -140,8 +139,7 @@ def _status(url: str) -> tuple[int, bytes]:
 
 
 def test_storage_failure_turns_api_503_and_recovery_back(tmp_path: Path) -> None:
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr (e2fsprogs) is needed to make the storage unwritable as root")
+    require_tool("chattr", hint="e2fsprogs has it; it makes the storage unwritable as root")
     root = tmp_path / "root"
     out_of_rotation = tmp_path / "maintenance"
     server = start_server(tmp_path, root=root, http=debug_section(),
@@ -153,7 +151,7 @@ def test_storage_failure_turns_api_503_and_recovery_back(tmp_path: Path) -> None
         push_image(server.client, "observe/health", image, "v1")
         assert _status(server.debug_url + "/debug/health") == (200, b"{}")
         if not _chattr("+i", root):
-            pytest.skip("this filesystem or user cannot set the immutable attribute")
+            missing("this filesystem or user cannot set the immutable attribute")
         try:
             status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(
                 _status(server.debug_url + "/debug/health")), what="/debug/health to fail")
@@ -238,7 +236,7 @@ def test_logstash_and_text_formats(tmp_path: Path) -> None:
 
 
 def test_traces_for_requests_and_driver_calls(tmp_path: Path) -> None:
-    pytest.importorskip("opentelemetry.sdk")
+    require_module("opentelemetry.sdk")
     server = start_server(tmp_path, env={"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "registry-test",
                                          "OTEL_BSP_SCHEDULE_DELAY": "100"})
     try:

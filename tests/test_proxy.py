@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ from fixtures_registry import (
     push_image,
     sha256,
 )
-from helpers import free_port
+from helpers import RssSampler, free_port, require_tool
 from proxy_support import (
     MIRROR_PASSWORD,
     MIRROR_USER,
@@ -44,8 +43,7 @@ from proxy_support import (
     token_client,
 )
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/docker-registry").exists(),
-                                reason="docker-registry (Debian package) is not installed: `make apt-deps`")
+pytestmark = pytest.mark.requires_tool("/usr/bin/docker-registry", hint="`make apt-deps` installs docker-registry")
 
 
 @pytest.fixture(scope="module")
@@ -251,24 +249,12 @@ def test_concurrent_pulls_of_one_uncached_blob_share_one_upstream_fetch(cache, r
     import hashlib
     import http.client
 
-    import psutil
-
     size = 256 << 20
     data = os.urandom(size)
     digest = sha256(data)
     resp = basic_client(ref_upstream).push_blob("team/big", data, digest)
     assert resp.status == 201, resp
     del data
-    proc = psutil.Process(cache.proc.pid)
-    baseline = proc.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
     barrier = threading.Barrier(8)
     results: list[tuple[int, int, str]] = []
 
@@ -284,18 +270,15 @@ def test_concurrent_pulls_of_one_uncached_blob_share_one_upstream_fetch(cache, r
         results.append((r.status, n, "sha256:" + h.hexdigest()))
         conn.close()
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    threads = [threading.Thread(target=pull) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    done.set()
-    sampler.join(5)
+    with RssSampler(cache.proc.pid, 0.02) as rss:  # fails the test if sampling fails or starves
+        threads = [threading.Thread(target=pull) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
     assert results == [(200, size, digest)] * 8, results
     assert blob_gets(ref_upstream, digest) == 1, "the upstream served the blob more than once"
-    grown = (peak[0] - baseline) >> 20
+    grown = (rss.peak - rss.baseline) >> 20
     assert grown < 96, f"the cache grew by {grown} MiB while serving a 256 MiB blob 8 times"
     assert cached(cache.client, "ref/team/big", digest)
     assert blob_gets(ref_upstream, digest) == 1
@@ -358,8 +341,7 @@ def test_upstream_that_corrupts_a_byte_gets_nothing_stored(cache, ref_upstream, 
 
 @pytest.fixture(scope="module")
 def skopeo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo (Debian package) is not installed: `make apt-deps`")
+    require_tool("skopeo", hint="`make apt-deps` installs it")
     home = tmp_path_factory.mktemp("proxy-skopeo-home")
     (home / "auth.json").write_text("{}")
     (home / "registries.conf").write_text("unqualified-search-registries = []\n")
@@ -406,8 +388,7 @@ def test_skopeo_pulls_images_and_multi_arch_indexes_through_the_cache(cache, ref
 
 @pytest.fixture(scope="module")
 def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if shutil.which("podman") is None:
-        pytest.skip("podman (Debian package) is not installed: `make apt-deps`")
+    require_tool("podman", hint="`make apt-deps` installs it")
     home = tmp_path_factory.mktemp("proxy-podman-home")
     (home / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{home}/graph"\n'
                                        f'runroot = "{home}/run"\n')
@@ -470,8 +451,7 @@ def test_cached_pulls_work_while_the_upstream_is_down(cache, spare_upstream, sko
 def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A containerd daemon (Debian package) on its own root, state and socket; no CRI, no snapshots
     needed (``ctr content fetch`` only fetches)."""
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd (Debian package) is not installed: `make apt-deps`")
+    require_tool("containerd", "ctr", hint="`make apt-deps` installs containerd")
     work = tmp_path_factory.mktemp("ctd")
     sock = work / "c.sock"
     (work / "config.toml").write_text(

@@ -4,7 +4,6 @@ timing asserted: this proves the tool works)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists("/usr/bin/docker-registry"),
-                                                   reason="the reference registry is not installed")]
+pytestmark = [pytest.mark.slow,
+              pytest.mark.requires_tool("/usr/bin/docker-registry", hint="the reference: `make apt-deps` installs it")]
 
 
 def test_quick_proxy_benchmark_reports_every_ratio(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from api_support import make_config
-from helpers import free_port
+from helpers import free_port, require_module
 from registry.app import create_app
 from registry.config import ConfigError
 from registry.summary import features_line
@@ -79,7 +79,7 @@ async def test_burst_caps_requests_at_once_below_the_period_budget(aiohttp_clien
 
 async def test_redis_unavailable_serves_and_logs_one_line(aiohttp_client: Any, caplog: pytest.LogCaptureFixture
                                                           ) -> None:
-    pytest.importorskip("redis")
+    require_module("redis")
     config = make_config(http={"ratelimit": {"requests": 1, "period": "1h"}},
                          redis={"addr": f"127.0.0.1:{free_port()}", "dialtimeout": "200ms"})  # nobody listens
     c = await aiohttp_client(create_app(config))

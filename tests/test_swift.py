@@ -26,9 +26,10 @@ from drivers.base import DriverConfigError, PathNotFound, StorageError
 from drivers.factory import create_driver
 from drivers.multipart import SIDECAR_SUFFIX
 from emulators import SWIFT_TEMPURL_KEY, Proxy, swift_params, unique_name
+from helpers import RssSampler
 from registry.app import create_app
 from swift_aio import KEY, SwiftServer
-from test_cloud_registry import RssSampler, path_of, pieces, start_s3_registry
+from test_cloud_registry import path_of, pieces, start_s3_registry
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -512,7 +513,7 @@ async def test_1gib_push_and_pull_through_the_registry_in_flat_memory(swift_serv
                 assert length == size and back.hexdigest() == digest[7:]
             growth = rss.peak - rss.baseline
             print(f"\n1 GiB pushed in {pushed:.1f}s, pulled in {time.monotonic() - started - pushed:.1f}s; registry RSS "
-                  f"baseline {rss.baseline / MiB:.0f} MiB, peak {rss.peak / MiB:.0f} MiB, growth {growth / MiB:.0f} MiB")  # fmt: skip
+                  f"baseline {rss.baseline / MiB:.0f} MiB, peak {rss.peak / MiB:.0f} MiB, growth {growth / MiB:.0f} MiB; {rss.samples} samples")  # fmt: skip
             assert growth < MEMORY_BOUND, f"registry memory grew by {growth / MiB:.0f} MiB"
     finally:
         registry.stop()

@@ -20,6 +20,7 @@ import yaml
 from auth_support import ISSUER, PASSWORDS, SERVICE, make_pki, make_users, tokenserver_block
 from fixtures_registry import (Client, Image, OCI_MANIFEST, RunningRegistry, make_image, make_index, push_image,
                                sha256, start_or_fail)
+from helpers import missing
 from ui_support import DESKTOP, PHONE, Browser
 
 pytestmark = pytest.mark.timeout(300)
@@ -369,7 +370,7 @@ def test_axe_finds_no_accessibility_violations(browser: Browser, world: World) -
     """axe-core (Deque's rules, npm; installed by `make test`) on every kind of page, WCAG 2.1 A
     and AA, desktop and phone widths."""
     if not AXE.exists():
-        pytest.skip("axe-core is not installed: `make node-deps`")
+        missing("axe-core is not installed: `make node-deps`")
     b = browser
     source = AXE.read_text()
     pages = ["login", "", "r/alice/multi", "r/alice/multi/-/manifest/1.0",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from drivers.base import FileInfo, FileWriter, StorageDriver
+from helpers import require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -104,8 +105,7 @@ class Browser:
 
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("chromium and chromium-driver (Debian packages) are not installed: `make apt-deps`")
+    require_tool(CHROMIUM, CHROMEDRIVER, hint="`make apt-deps` installs chromium and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
