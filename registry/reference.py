@@ -163,7 +163,7 @@ def parse_byte_range(value: str, size: int) -> tuple[int, int] | None:
             return None
         return max(0, size - n), size - 1
     start = _position(first)
-    end = _position(last) if last != "" else size - 1
+    end = _position(last) if last != "" else sys.maxsize  # "first-": to the end
     if start >= size or end < start:
         raise unsatisfiable
     return start, min(end, size - 1)
