@@ -201,6 +201,7 @@ def test_access_set_queries() -> None:
 def test_access_set_empty() -> None:
     assert AccessSet().empty and AccessSet().subject == "" and AccessSet.from_claim(None).empty
     assert AccessSet.from_claim(None, subject="x").subject == "x"
+    assert AccessSet.from_claim([]).subject == "" and AccessSet.from_claim(None).subject == ""
     nothing = AccessSet.from_claim(_claim(("repository", "a", [])))
     assert nothing.empty and not nothing.allows("repository", "a", "pull")
     assert not AccessSet([Scope("repository", "a", ("pull",))]).empty
@@ -474,6 +475,7 @@ def test_parse_jwks(key: Any) -> None:
     oct_key = {"kty": "oct", "kid": "h", "k": b64url(b"0123456789abcdef0123456789abcdef")}
     assert parse_jwks({"keys": [oct_key]}, allow_hmac=False) == {}
     assert parse_jwks({"keys": [oct_key]}, allow_hmac=True) == {"h": b"0123456789abcdef0123456789abcdef"}
+    assert list(parse_jwks({"keys": [oct_key, dict(public, kid="after")]}, allow_hmac=False)) == ["after"]
     nums = key.private_numbers()
     private = dict(public, kid="p", d=b64url(nums.private_value.to_bytes(32, "big")))
     from_private = parse_jwks({"keys": [private]}, allow_hmac=False)["p"]
