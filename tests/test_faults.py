@@ -26,6 +26,10 @@ from registry.app import create_app
 from registry.store import paths
 
 EXPECTED = {"enospc": (507, "STORAGE_FULL"), "timeout": (503, "UNAVAILABLE"), "reset": (503, "UNAVAILABLE")}
+#: (driver, operation) a one-request push makes no call of, by design: S3 streams it straight to
+#: the blob's key (tests/test_cloud_registry.py), so there is no move to fail. Any other fault
+#: that does not fire fails its test: a step that stopped calling the driver is news.
+NO_CALL_IN_MONOLITHIC_PUSH = {("s3", "move")}
 
 
 @pytest.fixture(params=["filesystem", "s3"])
@@ -98,6 +102,7 @@ async def test_monolithic_push_fault_then_retry(client, faulty, caplog, op, faul
     rule = faulty.fail(op, fault, path="/_layers/" if op == "put_content" else "")
     r = await client.post(f"/v2/faults/push/blobs/uploads/?digest={d}", data=data)
     if not rule.fired:
+        assert (faulty.inner.name, op) in NO_CALL_IN_MONOLITHIC_PUSH, f"{faulty.inner.name}: no {op} call in one request"
         pytest.skip(f"this driver makes no {op} call in a one-request push")
     await assert_fault(r, fault, caplog)
     faulty.clear()
@@ -155,8 +160,7 @@ async def test_commit_fault_then_retry(client, faulty, caplog, op, fault, where)
     loc = loc_of(r)
     rule = faulty.fail(op, fault, path=where)
     r = await client.put(f"{loc}&digest={d}", data=data[200_000:])
-    if not rule.fired:
-        pytest.skip(f"this driver makes no {op} call at this point of a commit")
+    assert rule.fired, f"{faulty.inner.name}: no {op} call at this point of a commit"
     await assert_fault(r, fault, caplog)
     faulty.clear()
     r = await client.put(f"{loc}&digest={d}", data=data[200_000:])  # the client's retry, as it was
@@ -176,8 +180,7 @@ async def test_manifest_put_fault_then_retry(client, faulty, caplog, nth):
     body = image_manifest(config, [layer], subject={"mediaType": OCI_MANIFEST, "digest": digest_of(b"s"), "size": 1})
     rule = faulty.fail("put_content", "enospc", nth=nth)
     r = await client.put("/v2/faults/manifest/manifests/v1", data=body, headers={"Content-Type": OCI_MANIFEST})
-    if not rule.fired:
-        pytest.skip(f"a manifest PUT makes fewer than {nth} small writes")
+    assert rule.fired, f"a manifest PUT made fewer than {nth} small writes"
     await assert_fault(r, "enospc", caplog)
     faulty.clear()
     tags = (await (await client.get("/v2/faults/manifest/tags/list")).json())["tags"]
@@ -240,8 +243,7 @@ async def test_delete_fault_then_retry(client, faulty, caplog, nth):
         assert r.status == 201
     rule = faulty.fail("delete", "timeout", nth=nth)
     r = await client.delete(f"/v2/faults/delete/manifests/{d}")
-    if not rule.fired:
-        pytest.skip(f"a delete by digest makes fewer than {nth} removals")
+    assert rule.fired, f"a delete by digest made fewer than {nth} removals"
     await assert_fault(r, "timeout", caplog)
     faulty.clear()
     for tag in (await (await client.get("/v2/faults/delete/tags/list")).json())["tags"]:
