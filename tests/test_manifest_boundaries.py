@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 from typing import Any, Callable
 
@@ -594,3 +595,85 @@ def test_padded_base64url_is_taken_as_libtrust_does(keys) -> None:
     assert obj["signatures"][0]["signature"].endswith("=")
     body = payload[:-2] + b',\n   "signatures": ' + json.dumps(obj["signatures"]).encode() + b"\n}"
     assert parse_s1(body).digest == sha256(payload)
+
+
+def test_descriptor_json_form_keeps_every_field() -> None:
+    """Descriptor.to_dict (referrers lists, events) writes back each optional field as pushed."""
+    layer = {**LAYERS[0], "urls": ["https://example.com/l"], "artifactType": "application/x",
+             "annotations": {"k": "v"}}
+    config = {**desc(mt.OCI_CONFIG, b"{}"), "data": base64.b64encode(b"{}").decode()}
+    m = parse_manifest(dumps(oci_manifest(config=config, layers=[layer])), None)
+    assert m.layers[0].to_dict() == layer
+    assert m.config is not None and m.config.to_dict() == config
+    child = {**SUBJECT, "platform": {"os": "linux", "architecture": "arm64"}}
+    assert parse_manifest(dumps(oci_index(manifests=[child])), None).children[0].to_dict() == child
+
+
+def test_put_by_digest_takes_a_parsed_digest() -> None:
+    from registry.reference import try_digest
+
+    body = dumps(oci_manifest())
+    for algorithm in ("sha256", "sha512"):
+        expected = try_digest(f"{algorithm}:" + hashlib.new(algorithm, body).hexdigest())
+        assert expected is not None and not isinstance(expected, str)
+        assert parse_manifest(body, mt.OCI_MANIFEST, expected_digest=expected).digest == str(expected)
+
+
+@pytest.mark.parametrize(("body", "content_type"), [
+    (oci_manifest(), mt.DOCKER_SCHEMA1),
+    (oci_manifest(), mt.DOCKER_SCHEMA1_SIGNED),
+    ({"schemaVersion": 1, "mediaType": mt.DOCKER_SCHEMA1, "name": "a"}, mt.OCI_MANIFEST),
+    ({"schemaVersion": 1, "mediaType": mt.DOCKER_SCHEMA1_SIGNED, "name": "a"}, mt.DOCKER_MANIFEST),
+    (docker_list(), mt.OCI_INDEX),
+], ids=["oci-as-schema1", "oci-as-signed-schema1", "schema1-as-oci", "signed-schema1-as-docker", "list-as-oci-index"])
+def test_content_type_and_body_media_type_of_different_kinds(body: dict[str, Any], content_type: str) -> None:
+    """Only the two schema 1 types stand in for each other; any other pair is refused as a mismatch
+    (before the schema version is looked at)."""
+    for enabled in (False, True):
+        err = refused(dumps(body), content_type, schema1_enabled=enabled)
+        assert err.message == (f"Content-Type {content_type!r} does not match the manifest's mediaType "
+                               f"{body['mediaType']!r}")
+
+
+def test_long_bad_digest_is_shown_cut_to_200_characters() -> None:
+    bad = "sha256:" + "a" * 300
+    err = refused(dumps(oci_manifest(config={**CONFIG, "digest": bad})))
+    assert err.message == f"config.digest {bad[:200]!r} is not a valid sha256 or sha512 digest"
+
+
+def test_index_children_are_required_once_each() -> None:
+    a, b = desc(mt.OCI_MANIFEST, b"a"), desc(mt.OCI_MANIFEST, b"b")
+    m = parse_manifest(dumps(oci_index(manifests=[a, b, a, b, a])), None)
+    assert [d.digest for d in m.required_manifests()] == [a["digest"], b["digest"]]
+    assert len(m.children) == 5 and m.required_blobs() == []
+
+
+def test_format_length_equal_to_the_body_length_is_not_past_the_end(keys) -> None:
+    """formatLength may be the whole body (the bound is inclusive); such a cut then fails later."""
+    payload = schema1_payload()
+    key = keys["P-256"]
+    target = len(payload) + 1000
+
+    def build(pad: int) -> bytes:
+        prot = b64url(json.dumps({"formatLength": target, "formatTail": ""}).encode())
+        sig = _sign(key, "ES256", f"{prot}.{b64url(payload)}".encode())
+        sigs = [{"header": {"alg": "ES256", "jwk": jwk_of(key)}, "signature": b64url(sig), "protected": prot}]
+        return payload[:-2] + b',\n   "signatures": ' + json.dumps(sigs).encode() + b" " * pad + b"\n}"
+
+    missing = target - len(build(0))
+    body = build(missing)
+    assert len(body) == target
+    message = refused_s1(body)
+    assert "exceeds" not in message and "does not verify" in message
+    one_short = build(missing - 1)
+    assert len(one_short) == target - 1
+    assert "exceeds the manifest length" in refused_s1(one_short)
+
+
+def test_index_subject_is_parsed_and_checked() -> None:
+    m = parse_manifest(dumps(oci_index(subject=SUBJECT)), None)
+    assert m.subject == Descriptor(SUBJECT["mediaType"], SUBJECT["digest"], SUBJECT["size"])
+    assert parse_manifest(dumps(oci_index()), None).subject is None
+    for bad in (1, "x", [SUBJECT], {**SUBJECT, "size": "1"}):
+        err = refused(dumps(oci_index(subject=bad)), mt.OCI_INDEX)
+        assert err.message.startswith("subject"), err.message

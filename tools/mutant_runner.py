@@ -106,7 +106,9 @@ def _own(root: Path, name: str, module: ModuleType) -> bool:
         return True
     file = getattr(module, "__file__", None) or ""
     try:
-        return not file or Path(file).resolve().is_relative_to(root)
+        # built-in modules (sys, builtins...) have no file and are never ours: dropping them from
+        # sys.modules gave the tests a fresh, empty ``sys`` (no sys.executable)
+        return bool(file) and Path(file).resolve().is_relative_to(root)
     except (OSError, ValueError):
         return True
 

@@ -56,7 +56,7 @@ def shape_media_type(obj: dict[str, Any]) -> str:
     return mt.OCI_MANIFEST
 
 
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+def digest_of(data: bytes, algorithm: str) -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
