@@ -231,6 +231,12 @@ def test_access_claim_refuses(claim: Any) -> None:
 def test_access_claim_with_a_resource_class_and_round_trip() -> None:
     grants = AccessSet.from_claim(_claim(("repository(plugin)", "a/b", ["pull", "pull", "push"])))
     assert grants.allows("repository", "a/b", "push") and grants.names("repository", "pull") == ["a/b"]
+    # the name is checked as the type's (without its class) name
+    long_name = "a" * 200
+    assert AccessSet.from_claim(_claim(("repository(plugin)", long_name, ["pull"]))).allows(
+        "repository", long_name, "pull")
+    with pytest.raises(ScopeError, match="invalid repository name"):
+        AccessSet.from_claim(_claim(("repository(plugin)", "a..b", ["pull"])))
     scopes = [Scope("repository", "a/b", ("pull", "push")), Scope("registry", "catalog", ("*",))]
     assert to_claim(scopes) == [{"type": "repository", "name": "a/b", "actions": ["pull", "push"]},
                                 {"type": "registry", "name": "catalog", "actions": ["*"]}]
