@@ -497,7 +497,7 @@ class Report:
         return [e for e in self.target.equivalent if (e.at, e.mutation) not in seen]
 
 
-def format_reports(reports: list[Report]) -> str:
+def format_reports(reports: list[Report], filtered: bool = False) -> str:
     lines = [f"{'target':<12} {'killed':>7} {'timeout':>8} {'survived':>9} {'error':>6} {'equiv':>6} "
              f"{'total':>6} {'score':>7}"]
     for r in reports:
@@ -523,7 +523,7 @@ def format_reports(reports: list[Report]) -> str:
             for o, e in r.equivalent:
                 flag = "" if o.status in ("survived", "uncovered") else f"  [but {o.status}: drop this entry]"
                 lines.append(f"  {o.mutant}  -- {e.reason}{flag}")
-        for e in r.stale():
+        for e in ([] if filtered else r.stale()):  # with --file, most entries are out of the run
             lines.append(f"\nwarning: {r.target.name}: equivalent entry matches no mutant: {e.at} {e.mutation}")
     return "\n".join(lines)
 
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     except MutationError as exc:
         print(f"mutation: {exc}", file=sys.stderr)
         return 2
-    print(format_reports(reports))
+    print(format_reports(reports, filtered=bool(filters)))
     print(f"\n{sum(len(r.outcomes) for r in reports)} mutants in {time.monotonic() - started:.0f} s")
     low = [r.target.name for r in reports if r.score < args.min_score]
     if low:
