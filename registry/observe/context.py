@@ -19,10 +19,13 @@ from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("registry.request_id", str)
-#: ``time.perf_counter()`` when the observe middleware saw the request (the access hook's clock)
-STARTED_KEY: web.RequestKey[float] = web.RequestKey("registry.started", float)
 #: the request being handled by the current task (None outside requests)
 CURRENT: ContextVar[web.Request | None] = ContextVar("registry_request", default=None)
+#: ``time.perf_counter()`` when the observe middleware saw the request (the access hook's clock).
+#: A context variable, not a request key: aiohttp runs each request in its own task (its own copy
+#: of the context) and calls the access hook in that task, so one C call sets it and one reads it
+#: (a request key costs two Python-level calls each way); never reset, it dies with the task.
+STARTED: ContextVar[float | None] = ContextVar("registry_request_started", default=None)
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 

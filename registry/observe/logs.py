@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp.abc import AbstractAccessLogger
 
-from .context import CURRENT, REQUEST_ID_KEY, STARTED_KEY
+from .context import CURRENT, REQUEST_ID_KEY, STARTED
 from .metrics import METRICS
 
 FORMATTERS = ("text", "json", "logstash")
@@ -156,6 +156,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 _ROUTES: dict[Any, str] = {}
+#: route object -> its label and the label's key tuple (the access hook's one lookup per request)
+_ROUTE_KEYS: dict[Any, tuple[str, tuple[str]]] = {}
 
 
 def route_of(request: Any) -> str:
@@ -171,6 +173,7 @@ def route_of(request: Any) -> str:
         label = "unmatched" if resource is None else resource.canonical
         if len(_ROUTES) < 1000:
             _ROUTES[route] = label
+            _ROUTE_KEYS[route] = (label, (label,))
     return label
 
 
@@ -189,9 +192,12 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
     """The aiohttp access-logger class: records the HTTP metrics and/or writes the access line."""
 
     durations = METRICS.http_duration  # requests_total is derived from its counts
+    duration_values, duration_new = durations.values, durations.new  # cleared in place, never replaced
     bounds = durations.buckets
     received_inc = METRICS.http_received.inc
-    sent_inc = METRICS.http_sent.inc
+    sent_values = METRICS.http_sent.values
+    started_at = STARTED.get
+    clock = time.perf_counter
 
     class AccessLog(AbstractAccessLogger):
         @property
@@ -200,9 +206,9 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
 
         def log(self, request: Any, response: Any, duration: float) -> None:
             try:
-                started = request.get(STARTED_KEY)
+                started = started_at()
                 if started is not None:  # aiohttp's loop clock has millisecond steps on uvloop
-                    duration = time.perf_counter() - started
+                    duration = clock() - started
                 method = request.method
                 status = response.status
                 # body bytes: the announced length (a sendfile body bypasses aiohttp's count), else
@@ -215,21 +221,22 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                         sent = response.body_length
                 if metrics:
                     try:
-                        route = _ROUTES[request.match_info.route]
+                        route, route_key = _ROUTE_KEYS[request.match_info.route]
                     except (KeyError, AttributeError):
                         route = route_of(request)
+                        route_key = (route,)
                     if method not in _METHODS:
                         method = "other"
                     key = (route, method, status)  # the code becomes a label string at exposition
-                    series = durations.values.get(key) or durations.new(key)  # Histogram.observe, inline
+                    series = duration_values.get(key) or duration_new(key)  # Histogram.observe, inline
                     series[bisect_left(bounds, duration)] += 1
                     series[-1] += duration
                     if method in _BODY_METHODS and request.body_exists:
                         received = request.content.total_bytes
                         if received:
-                            received_inc((route,), received)
+                            received_inc(route_key, received)
                     if sent:
-                        sent_inc((route,), sent)
+                        sent_values[route_key] = sent_values.get(route_key, 0) + sent  # Counter.inc, inline
                 if access_log:
                     self._write(request, response, duration, sent)
             except Exception:  # noqa: BLE001 - an access line must never break a response

@@ -48,19 +48,28 @@ def observe_middleware(*, metrics_on: bool) -> Any:
     key = context.REQUEST_ID_KEY
     current = context.CURRENT
     uploads = METRICS.uploads_in_progress
-    started = context.STARTED_KEY
+    set_started = context.STARTED.set
     clock = time.perf_counter
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[key] = new_id(request)
         token = current.set(request)
-        upload = False
-        if metrics_on:
-            request[started] = clock()
-            upload = request.method in _UPLOAD_METHODS and request.body_exists and "/blobs/uploads/" in request.path
-            if upload:
-                uploads.inc()
+        try:
+            if tracing.TRACER is not None:
+                return await _traced(request, handler)
+            return await handler(request)
+        finally:
+            current.reset(token)
+
+    @web.middleware
+    async def observe_metered(request: web.Request, handler: Handler) -> web.StreamResponse:
+        set_started(clock())  # first: the latency histogram starts here
+        request[key] = new_id(request)
+        token = current.set(request)
+        upload = request.method in _UPLOAD_METHODS and request.body_exists and "/blobs/uploads/" in request.path
+        if upload:
+            uploads.inc()
         try:
             if tracing.TRACER is not None:
                 return await _traced(request, handler)
@@ -70,7 +79,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
             if upload:
                 uploads.dec()
 
-    return observe
+    return observe_metered if metrics_on else observe
 
 
 async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:

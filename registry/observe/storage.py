@@ -4,7 +4,8 @@
 it from the backend. Each call records ``registry_storage_action_seconds{driver,action}``, and
 ``registry_storage_errors_total{driver,action,error}`` when it raises (PathNotFound is an
 answer, not an error); bytes moved through
-readers and writers (blob data) are counted in ``registry_storage_bytes_total``. With tracing on, each call
+readers and writers (blob data) are counted in ``registry_storage_bytes_total`` (once per reader
+and per writer, not per chunk). With tracing on, each call
 is a span (a child of the request's span). Attributes the store probes with ``getattr``
 (``commits_atomically``...) are the backend's.
 """
@@ -57,27 +58,52 @@ def _failed(driver: str, action: str, exc: BaseException) -> None:
         METRICS.storage_errors.inc((driver, action, type(exc).__name__))
 
 
+def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
+    """``call`` (a backend method taking one path) timed into ``hist`` under ``(driver, action)``:
+    a closure over everything it touches (no attribute look-ups per call), the histogram's
+    ``observe`` inline. The store makes several of these calls per request."""
+    key = (driver, action)
+    values, new, buckets = hist.values, hist.new, hist.buckets  # values is cleared in place, never replaced
+
+    async def timed(path: str) -> Any:
+        start = _perf()
+        try:
+            result = await call(path)
+        except BaseException as exc:
+            elapsed = _perf() - start
+            series = values.get(key) or new(key)
+            series[bisect_left(buckets, elapsed)] += 1
+            series[-1] += elapsed
+            _failed(driver, action, exc)
+            raise
+        elapsed = _perf() - start
+        series = values.get(key) or new(key)
+        series[bisect_left(buckets, elapsed)] += 1
+        series[-1] += elapsed
+        return result
+
+    timed.__name__ = timed.__qualname__ = action
+    return timed
+
+
 class MeteredDriver(StorageDriver):
-    """The hot calls are timed inline (no context manager object per call: a manifest GET makes
-    three of them); with tracing on every call goes through :class:`_Call` for its span."""
+    """The hot calls (``get_content``, ``stat``, ``list``: several per request) are closures set
+    on the instance by :func:`_timed` (no context manager object, no attribute look-ups per call);
+    with tracing on every call goes through :class:`_Call` for its span."""
 
     def __init__(self, inner: StorageDriver) -> None:
         self.inner = inner
         self.name = inner.name
         self._seconds = METRICS.storage_seconds.observe
         self._bytes = METRICS.storage_bytes.inc
-        self._byte_counts = METRICS.storage_bytes.values
-        self._hist = METRICS.storage_seconds
         #: fixed at start (the CLI sets tracing up before the app exists)
         self._traced = tracing.TRACER is not None
-        self._inner_get_content = inner.get_content
-        self._inner_stat = inner.stat
-        self._key_get_content = (self.name, "get_content")
+        if not self._traced:  # instance attributes: they shadow the traced methods below
+            hist = METRICS.storage_seconds
+            self.get_content = _timed(inner.get_content, hist, self.name, "get_content")  # type: ignore[method-assign]
+            self.stat = _timed(inner.stat, hist, self.name, "stat")  # type: ignore[method-assign]
+            self.list = _timed(inner.list, hist, self.name, "list")  # type: ignore[method-assign]
         self._key_put_content = (self.name, "put_content")
-        self._key_stat = (self.name, "stat")
-        self._key_list = (self.name, "list")
-        self._key_read = (self.name, "read")
-        self._key_write = (self.name, "write")
 
     def __getattr__(self, name: str) -> Any:  # backend capabilities (commits_atomically, ...)
         return getattr(self.inner, name)
@@ -86,24 +112,8 @@ class MeteredDriver(StorageDriver):
         return self.inner.check(path)
 
     async def get_content(self, path: str) -> bytes:
-        if self._traced:
-            with _Call(self.name, "get_content"):
-                data = await self.inner.get_content(path)
-        else:
-            start = _perf()
-            try:
-                data = await self._inner_get_content(path)
-            except BaseException as exc:
-                self._seconds(self._key_get_content, _perf() - start)
-                _failed(self.name, "get_content", exc)
-                raise
-            # inline Histogram.observe and Counter.inc: this runs several times per request
-            elapsed = _perf() - start
-            hist = self._hist
-            series = hist.values.get(self._key_get_content) or hist.new(self._key_get_content)
-            series[bisect_left(hist.buckets, elapsed)] += 1
-            series[-1] += elapsed
-        return data
+        with _Call(self.name, "get_content"):
+            return await self.inner.get_content(path)
 
     async def put_content(self, path: str, data: bytes) -> None:
         if self._traced:
@@ -120,34 +130,12 @@ class MeteredDriver(StorageDriver):
             self._seconds(self._key_put_content, _perf() - start)
 
     async def stat(self, path: str) -> FileInfo:
-        if self._traced:
-            with _Call(self.name, "stat"):
-                return await self.inner.stat(path)
-        start = _perf()
-        try:
-            return await self._inner_stat(path)
-        except BaseException as exc:
-            _failed(self.name, "stat", exc)
-            raise
-        finally:
-            elapsed = _perf() - start
-            hist = self._hist
-            series = hist.values.get(self._key_stat) or hist.new(self._key_stat)
-            series[bisect_left(hist.buckets, elapsed)] += 1
-            series[-1] += elapsed
+        with _Call(self.name, "stat"):
+            return await self.inner.stat(path)
 
     async def list(self, path: str) -> list[str]:
-        if self._traced:
-            with _Call(self.name, "list"):
-                return await self.inner.list(path)
-        start = _perf()
-        try:
+        with _Call(self.name, "list"):
             return await self.inner.list(path)
-        except BaseException as exc:
-            _failed(self.name, "list", exc)
-            raise
-        finally:
-            self._seconds(self._key_list, _perf() - start)
 
     async def reader(self, path: str, offset: int = 0, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Timed until the first chunk (opening the object); the bytes are counted as they go."""
@@ -221,9 +209,15 @@ class MeteredDriver(StorageDriver):
 
 
 class _MeteredWriter(FileWriter):
+    """Bytes written are counted once per writer (when it is closed, committed or cancelled: the
+    growth of its size), not per write: ``write`` is the backend writer's own method, so a push
+    pays nothing per piece."""
+
     def __init__(self, inner: FileWriter, driver: str) -> None:
         self.inner = inner
         self.driver = driver
+        self._counted = inner.size
+        self.write = inner.write  # type: ignore[method-assign]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -232,20 +226,27 @@ class _MeteredWriter(FileWriter):
     def size(self) -> int:
         return self.inner.size
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        n = await self.inner.write(data)
-        METRICS.storage_bytes.inc((self.driver, "write"), n)
-        return n
+    async def write(self, data: bytes | bytearray | memoryview) -> int:  # shadowed in __init__
+        return await self.inner.write(data)
+
+    def _count(self) -> None:
+        size = self.inner.size
+        if size > self._counted:
+            METRICS.storage_bytes.inc((self.driver, "write"), size - self._counted)
+        self._counted = size
 
     async def close(self) -> None:
+        self._count()
         with _Call(self.driver, "writer_close"):
             await self.inner.close()
 
     async def commit(self) -> None:
+        self._count()
         with _Call(self.driver, "writer_commit"):
             await self.inner.commit()
 
     async def cancel(self) -> None:
+        self._count()
         with _Call(self.driver, "writer_cancel"):
             await self.inner.cancel()
 
