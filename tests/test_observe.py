@@ -360,3 +360,55 @@ def test_object_store_outage_turns_api_503_and_back(tmp_path: Path) -> None:
         for proc in procs:
             stop_process(proc)
         shutil.rmtree(emu.workdir, ignore_errors=True)
+
+
+async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_path: Path) -> None:
+    """The decorator's fast paths (closures for get_content/stat/list, writer bytes counted when the
+    writer ends rather than per write) record what the slow ones did: one sample per call, a
+    failure but not a missing path as an error, each written byte exactly once."""
+    from drivers.base import PathNotFound
+    from drivers.factory import create_driver
+    from registry.observe.metrics import METRICS
+    from registry.observe.storage import MeteredDriver
+
+    driver = MeteredDriver(create_driver("filesystem", {"rootdirectory": str(tmp_path)}))
+    name = driver.name
+
+    def calls(action: str) -> int:
+        series = METRICS.storage_seconds.values.get((name, action))
+        return sum(series[:-1]) if series else 0
+
+    def written() -> int:
+        return METRICS.storage_bytes.values.get((name, "write"), 0)
+
+    def errors(action: str) -> int:
+        return sum(v for k, v in METRICS.storage_errors.values.items() if k[:2] == (name, action))
+
+    before = {a: calls(a) for a in ("get_content", "stat", "list", "writer_commit")}
+    errors_before, written_before = errors("get_content"), written()
+    await driver.put_content("/a/small", b"0123456789")
+    assert await driver.get_content("/a/small") == b"0123456789"
+    assert (await driver.stat("/a/small")).size == 10
+    with pytest.raises(PathNotFound):
+        await driver.get_content("/a/missing")
+    assert await driver.list("/a") == ["/a/small"]
+    assert calls("get_content") - before["get_content"] == 2
+    assert calls("stat") - before["stat"] == 1 and calls("list") - before["list"] == 1
+    assert errors("get_content") == errors_before  # a missing path is an answer
+    series = METRICS.storage_seconds.values[(name, "get_content")]
+    assert series[-1] > 0 and sum(series[:-1]) >= 2
+
+    writer = await driver.writer("/a/blob")
+    for piece in (b"x" * 1000, b"y" * 24, b"z" * 3000):
+        await writer.write(piece)
+    assert written() == written_before  # counted when the writer ends, not per write
+    await writer.close()
+    assert written() - written_before == 4024
+    writer = await driver.writer("/a/blob", append=True)  # appending counts only the new bytes
+    await writer.write(b"w" * 76)
+    await writer.commit()
+    await writer.close()  # after the commit: nothing counted twice
+    assert written() - written_before == 4100
+    assert calls("writer_commit") - before["writer_commit"] == 1
+    assert await driver.get_content("/a/blob") == b"x" * 1000 + b"y" * 24 + b"z" * 3000 + b"w" * 76
+    await driver.close()
