@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from fixtures_registry import make_image, push_image, sha256
 from helpers import missing, require_module, require_tool
 from observe_support import debug_section, scrape, start_server, total, wait_for
