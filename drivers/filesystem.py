@@ -891,17 +891,20 @@ def _drop_temporary_files(directory: str) -> bool:
     nothing: its rename fails and :meth:`FilesystemDriver._place` starts over). Temporary
     directories are left alone: they hold directories being built."""
     now = time.time()
+    found: list[str] = []
     try:
         with os.scandir(directory) as entries:
-            found = [(e.path, e.name, e.is_file(follow_symlinks=False)
-                      and now - e.stat(follow_symlinks=False).st_mtime >= _PRUNE_TEMPORARY_MIN_AGE)
-                     for e in entries]
+            for e in entries:  # the first entry that is not an old temporary file ends it, unstat'ed
+                if not (e.name.endswith("~tmp") and _LEFTOVER_RE.search(e.name)
+                        and e.is_file(follow_symlinks=False)
+                        and now - e.stat(follow_symlinks=False).st_mtime >= _PRUNE_TEMPORARY_MIN_AGE):
+                    return False
+                found.append(e.path)
     except OSError:
         return False
-    if not found or not all(old_file and _LEFTOVER_RE.search(name) and name.endswith("~tmp")
-                            for _path, name, old_file in found):
+    if not found:
         return False
-    for path, _name, _is_file in found:
+    for path in found:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     return True

@@ -13,6 +13,7 @@ from drivers.base import StorageDriver, StorageError
 from . import api
 from .config import Config
 from .errors import ErrorCode, RegistryError, storage_error
+from .storage import open_driver
 
 log = logging.getLogger("registry")
 
@@ -152,13 +153,3 @@ async def _driver_lifecycle(app: web.Application) -> Any:
     yield
     if owned:
         await app[DRIVER_KEY].close()
-
-
-def open_driver(config: Config) -> StorageDriver:
-    """The storage driver named by the config's ``storage:`` block."""
-    from drivers.factory import create_driver
-
-    driver = create_driver(config.storage.driver, config.storage.params,
-                           check_keys=not config.storage.params_checked)
-    config.storage.params_checked = True  # warn about its keys once per process
-    return driver

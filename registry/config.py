@@ -980,9 +980,11 @@ def _lifecycle_rules(s: Section, kind: str) -> Any:
 def _check_auth(root: Section, key: str) -> dict[str, Any]:
     """Type the ``auth:`` or ``tokenserver:`` block once at load, so its typos and bad values are
     reported with the rest; the raw block is kept for :func:`registry.auth.setup_auth`."""
+    s = root.section(key)
+    if not s.data:  # nothing to type: no need to import the auth package (aiohttp, cryptography)
+        return s.data
     from .auth import config as auth_config  # the auth package reads its own blocks
 
-    s = root.section(key)
     if key == "auth":
         auth_config.AuthConfig.from_section(s)
     else:

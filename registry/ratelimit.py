@@ -26,16 +26,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from .errors import ErrorCode, RegistryError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # aiohttp only where the middleware is built: the config module reads this block
+    from aiohttp import web  # for every CLI command, most of which never serve
+
     from .config import Section
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -119,6 +119,8 @@ def _exempt_paths(prefix: str) -> frozenset[str]:
 
 def make_middleware(limiter: RequestLimiter, prefix: str = "/") -> Any:
     """The middleware (after the errors middleware, before authentication)."""
+    from aiohttp import web
+
     from .auth.ratelimit import client_address
 
     exempt = _exempt_paths(prefix)

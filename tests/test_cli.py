@@ -184,3 +184,44 @@ def test_serve_creates_a_missing_htpasswd_file_with_a_user_printed_once(tmp_path
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert "and password" not in out  # not printed again
+
+
+def test_help_lists_every_command_and_each_command_has_its_own_help() -> None:
+    """Sub-command parsers are built only for the invoked command; the top-level help still names
+    them all and each one's own help shows its real options."""
+    from registry.cli import COMMANDS, build_parser
+
+    top = build_parser([]).format_help()
+    for name in ("serve", "check-config", "reindex", *COMMANDS):
+        assert name in top
+    expected = {"auth": "create-key", "garbage-collect": "--delete-untagged", "retention": "--dry-run",
+                "repo": "REPO_COMMAND"}
+    for name, option in expected.items():
+        parser = build_parser([name, "--help"])
+        sub = parser._subparsers._group_actions[0].choices[name]  # type: ignore[union-attr]
+        assert option in sub.format_help(), name
+    args = build_parser(["auth", "token", "-c", "x.yml", "--anonymous"]).parse_args(
+        ["auth", "token", "-c", "x.yml", "--anonymous"])
+    assert args.anonymous and args.handler is not None
+    with pytest.raises(SystemExit):
+        build_parser(["bogus"]).parse_args(["bogus"])
+
+
+def test_garbage_collect_imports_no_auth_and_no_web_application(tmp_path: Path) -> None:
+    """The operator commands start without the auth package and the web application (nor the
+    webhook delivery) when the config has no auth block."""
+    import os
+    import sys
+
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'root'}\n"
+                   "  delete:\n    enabled: true\n")
+    code = ("import sys; from registry.cli import main; rc = main(['garbage-collect', '--offline', '-q', "
+            f"{str(cfg)!r}]); print(sorted(m for m in sys.modules if m in ('registry.auth', 'registry.app', "
+            "'registry.api', 'registry.events.delivery', 'registry.auth.keys'))); sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "repositories: 0" in result.stdout

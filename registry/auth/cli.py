@@ -27,7 +27,9 @@ from .scope import ScopeError, format_scopes, parse_scopes
 
 def add_auth_commands(subparsers: Any) -> None:
     """Register ``auth`` and its sub-commands on the main CLI's sub-parsers."""
-    auth = subparsers.add_parser("auth", help="token auth tools: keys, users, test tokens, refresh tokens")
+    from ..cli import COMMANDS
+
+    auth = subparsers.add_parser("auth", help=COMMANDS["auth"][1])
     cmds = auth.add_subparsers(dest="auth_command", metavar="AUTH_COMMAND")
     auth.set_defaults(handler=lambda args: (auth.print_help(), 2)[1])
 

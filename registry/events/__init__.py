@@ -13,16 +13,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import StorageDriver
 
 from .config import EndpointConfig, NotificationsConfig
-from .delivery import Delivery
 from .notifier import Notifier, source_record, writer_id
 from .outbox import Lease, Outbox
 
+if TYPE_CHECKING:
+    from .delivery import Delivery
+
 __all__ = ["Delivery", "EndpointConfig", "Notifier", "NotificationsConfig", "build"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Delivery`` (aiohttp's client) is imported when asked for: the CLI commands that only queue
+    events, and the config module, never need it."""
+    if name == "Delivery":
+        from .delivery import Delivery
+
+        return Delivery
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +48,10 @@ def build(config: NotificationsConfig, driver: StorageDriver, *, http_addr: str,
     wid = writer_id()
     outboxes = {e.key: Outbox(driver, e.key, wid) for e in config.active}
     notifier = Notifier(config, outboxes, source=source, url_for=url_for, metrics=metrics)
-    deliveries = []
+    deliveries: list[Delivery] = []
     if deliver:
+        from .delivery import Delivery
+
         for endpoint in config.active:
             deliveries.append(Delivery(endpoint, outboxes[endpoint.key],
                                        Lease(driver, endpoint.key, source["instanceID"])))

@@ -32,11 +32,9 @@ log = logging.getLogger("registry")
 
 
 def add_lifecycle_commands(commands: Any) -> None:
-    gc = commands.add_parser(
-        "garbage-collect",
-        help="delete blobs no manifest references (and, with -m, untagged manifests); safe beside serving "
-        "registries with --online",
-    )
+    from ..cli import COMMANDS
+
+    gc = commands.add_parser("garbage-collect", help=COMMANDS["garbage-collect"][1])
     _config_args(gc)
     gc.add_argument("--dry-run", "-d", action="store_true", help="list what would be deleted; change nothing")
     gc.add_argument("--delete-untagged", "-m", action="store_true",
@@ -55,15 +53,14 @@ def add_lifecycle_commands(commands: Any) -> None:
     gc.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     gc.set_defaults(handler=_garbage_collect)
 
-    ret = commands.add_parser("retention", help="apply the retention rules: remove the tags and untagged "
-                              "manifests they select (their blobs go at the next garbage collection)")
+    ret = commands.add_parser("retention", help=COMMANDS["retention"][1])
     _config_args(ret)
     ret.add_argument("--dry-run", "-d", action="store_true", help="list what would be removed; change nothing")
     ret.add_argument("--quiet", "-q", action="store_true", help="only the summary")
     ret.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     ret.set_defaults(handler=_retention)
 
-    repo = commands.add_parser("repo", help="list repositories with their sizes, or delete one")
+    repo = commands.add_parser("repo", help=COMMANDS["repo"][1])
     sub = repo.add_subparsers(dest="repo_command", metavar="REPO_COMMAND")
     repo.set_defaults(handler=lambda args: (repo.print_help(), 2)[1])
     ls = sub.add_parser("list", help="every repository: tags, manifests, layers, size")
@@ -120,7 +117,7 @@ def _run(args: argparse.Namespace, body: Callable[[Config, settings.LifecycleSet
 def _store(config: Config) -> Any:
     """The store as the serving instances see it: the same shared state (Redis: their leases and
     their descriptor cache, which deletes here must invalidate)."""
-    from ..app import open_driver
+    from ..storage import open_driver
     from ..state import open_state
     from ..store import Store
 
