@@ -142,3 +142,108 @@ async def test_every_run_is_counted_by_outcome_and_freed_bytes(driver: Filesyste
     assert done.blobs_deleted == 1 and runs("completed") == before["completed"] + 1
     assert METRICS.gc_freed.values.get((), 0) == freed + len(orphan)
     assert runs("failed") == before["failed"]
+
+
+class _Phases:
+    """A Progress that records its phases."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self.phases.append(name)
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def note(self, line: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+async def test_online_collection_starts_at_once_when_no_instance_is_live(driver: FilesystemDriver) -> None:
+    """No live heartbeat: the scan starts without the barrier wait (a wait of an hour would hang
+    this test); a live one: the collector waits for it to see the lease."""
+    from registry.lifecycle import GCOptions
+    from registry.lifecycle.collector import Collector
+    from registry.lifecycle.instances import Heartbeat
+    from registry.store import Store
+
+    store = Store(driver, secret="units")
+    orphan = b"an orphan the early run frees" * 3
+    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
+
+    async def body():
+        yield orphan
+
+    await store.uploads.put_whole("units/app", d, body())
+    options = GCOptions(online=True, grace=0, refresh=0, barrier_wait=3600)
+    progress = _Phases()
+    collector = Collector(store, options, progress)  # type: ignore[arg-type]
+    summary = await asyncio.wait_for(collector.run(), 60)
+    assert not collector.waited_for_instances and summary.blobs_deleted == 1
+    assert not any(p.startswith("waiting for registry instances") for p in progress.phases)
+
+    await store.uploads.put_whole("units/app", d, body())  # pushed again: the storage is in use
+    heartbeat = Heartbeat(driver)
+    await heartbeat.ensure_visible(0)  # a serving instance: now it must see the lease first
+    waiting = Collector(store, GCOptions(online=True, grace=0, refresh=0, barrier_wait=0.2), _Phases())
+    await waiting.run()
+    assert waiting.waited_for_instances
+
+
+async def test_a_claim_makes_its_instance_live_before_it_observes_no_collection(driver: FilesystemDriver) -> None:
+    """The safety of the early start: an instance whose claim observed "no collection" is listed
+    as live by any collector that takes its lease afterwards, so that collector waits (and a use
+    relying on the observation ends before the scan, or confirms after it); a push racing the
+    collection then keeps its blob."""
+    from registry.lifecycle import GCOptions
+    from registry.lifecycle.collector import Collector
+    from registry.lifecycle.instances import Heartbeat, live_instances
+    from registry.store import Store
+
+    store = Store(driver, secret="units")
+    layer = b"a layer a racing push names" * 5
+    d = parse_digest("sha256:" + hashlib.sha256(layer).hexdigest())
+
+    async def body():
+        yield layer
+
+    await store.uploads.put_whole("units/app", d, body())  # on the storage, named by nothing yet
+    assert await live_instances(driver) == []
+    heartbeat = Heartbeat(driver)  # never started: only the claim writes it
+    barrier = barriers.Barrier(driver, refresh=15, heartbeat=heartbeat)
+    claim = await barrier.claim([str(d)])
+    assert claim.run is None  # no collection seen ...
+    assert await live_instances(driver) == [heartbeat.id]  # ... and seen as live before that
+    again = await barrier.claim([str(d)])  # fresh: no second write
+    assert again.run is None and await live_instances(driver) == [heartbeat.id]
+
+    # the collection starts while the use (a manifest naming the layer) is in flight: it waits
+    progress = _Phases()
+    collector = Collector(store, GCOptions(online=True, grace=0, refresh=0, barrier_wait=1.5), progress)  # type: ignore[arg-type]
+    run = asyncio.create_task(collector.run())
+    await asyncio.sleep(0.3)  # the use ends within the margin of its claim
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    cd = parse_digest("sha256:" + hashlib.sha256(config).hexdigest())
+
+    async def config_body():
+        yield config
+
+    await store.uploads.put_whole("units/app", cd, config_body())
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(cd), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": str(d), "size": len(layer)}],
+    }).encode()  # fmt: skip
+    from registry import manifests as mf
+
+    await store.manifests.put("units/app", mf.parse_manifest(manifest, "application/vnd.oci.image.manifest.v1+json"),
+                              ["v1"])
+    assert await claim.confirm()
+    summary = await run
+    assert collector.waited_for_instances
+    assert summary.blobs_deleted == 0
+    assert await store.blobs.stat_data(d) is not None

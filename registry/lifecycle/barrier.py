@@ -41,17 +41,36 @@ from drivers.base import PathNotFound, StorageDriver, StorageError
 
 from ..store import paths
 from . import lease as leases
+from .instances import Heartbeat
 
 log = logging.getLogger(__name__)
 
 #: a use must end this long after its lease observation for the observation to count
 MARGIN = 2.0
-#: how long a collector waits after taking the lease before it scans (every instance has seen it)
+#: how long a collector waits after taking the lease before it scans (every instance has seen it);
+#: none when no instance is live (:func:`wait_needed`)
 BARRIER_WAIT = leases.POLL + MARGIN
+#: seconds a collector may take between its lease becoming visible and its listing of instances
+_LISTING_SLACK = 30.0
 #: how often a claim that found its key doomed looks again
 DOOM_POLL = 0.05
 #: claimed keys remembered per run (a bound on memory; forgetting only costs a rewrite)
 _CLAIMED_LIMIT = 200_000
+
+
+async def wait_needed(driver: StorageDriver) -> bool:
+    """Whether a collector that holds its lease must wait :data:`BARRIER_WAIT` before scanning:
+    yes while any instance's heartbeat is live. An instance writes its heartbeat (when too old)
+    before each lease observation, so one that observed "no collection" shortly before this
+    listing is in it; with none listed no use relies on such an observation, and the scan may
+    start at once. Unknown (the listing failed) means wait."""
+    from .instances import live_instances
+
+    try:
+        return bool(await live_instances(driver))
+    except StorageError as exc:
+        log.warning("cannot list the registry instances (%s): waiting %.0fs for them", exc, BARRIER_WAIT)
+        return True
 
 
 def claim_key_file(key: str) -> str:
@@ -86,8 +105,11 @@ class Claim:
 class Barrier:
     """One per registry process (per worker); shared by every request."""
 
-    def __init__(self, driver: StorageDriver, *, refresh: float, enabled: bool = True) -> None:
+    def __init__(self, driver: StorageDriver, *, refresh: float, enabled: bool = True,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.driver = driver
+        #: this instance's heartbeat: written (when too old) before every lease observation
+        self.heartbeat = heartbeat
         #: a HEAD rewrites a ``_layers`` link older than this (seconds)
         self.refresh = refresh
         self.enabled = enabled
@@ -131,6 +153,8 @@ class Barrier:
         keys = tuple(dict.fromkeys(keys))
         if not self.enabled or not keys:
             return Claim(self, keys, None, time.monotonic())
+        if self.heartbeat is not None:  # seen as live before the observation and for as long as
+            await self.heartbeat.ensure_visible(leases.POLL + MARGIN + _LISTING_SLACK)  # it counts
         info, observed = await self.current_run(fresh=fresh)
         claim = Claim(self, keys, info.run if info else None, observed)
         if info is None:

@@ -151,6 +151,8 @@ class Collector:
         self.sweep_blobs = True
         #: blobs this run deleted
         self._swept: set[Digest] = set()
+        #: online: the run waited for live instances to see its lease (none live: no wait)
+        self.waited_for_instances = False
 
     # --- the run -----------------------------------------------------------------------------
     async def run(self) -> GCSummary:
@@ -180,8 +182,9 @@ class Collector:
             start_wall = dt.datetime.now(dt.timezone.utc)
             if self.o.online:
                 self._cutoff = start_wall - dt.timedelta(seconds=self.o.grace)
-                if self.o.barrier_wait > 0 and not self.o.dry_run:
+                if self.o.barrier_wait > 0 and not self.o.dry_run and await barriers.wait_needed(self.driver):
                     self.progress.phase("waiting for registry instances to see the collection")
+                    self.waited_for_instances = True
                     await asyncio.sleep(self.o.barrier_wait)
             await self._collect(start_wall)
         finally:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 
 from drivers.base import PathNotFound, StorageDriver, StorageError
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 INTERVAL = 60.0
 STALE = 3 * INTERVAL
+#: how long after its write an instance counts on its heartbeat being seen as live by a collector
+#: (a minute short of STALE: room for clock skew between the instance, the storage and the collector)
+VISIBLE = STALE - INTERVAL
 #: seconds between looks at an empty storage for its first repository
 EMPTY_POLL = 5.0
 
@@ -37,21 +41,41 @@ class Heartbeat:
         self.id = f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace("_", "-")
         self._task: asyncio.Task[None] | None = None
         self._written = False
+        #: monotonic time of the last successful write (-inf: none yet)
+        self._written_at = float("-inf")
+        self._write_lock = asyncio.Lock()
+        self._body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
+                                 "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
-                           "started": dt.datetime.now(dt.timezone.utc).isoformat()}).encode()
         while True:
             try:
                 if await self._storage_in_use():
-                    await self.driver.put_content(paths.instance_heartbeat(_safe(self.id)), body)
-                    self._written = True
+                    await self._write()
             except StorageError as exc:
                 log.warning("cannot write the instance heartbeat: %s", exc)
             await asyncio.sleep(self.interval if self._written else EMPTY_POLL)
+
+    async def _write(self) -> None:
+        async with self._write_lock:
+            started = time.monotonic()
+            await self.driver.put_content(paths.instance_heartbeat(_safe(self.id)), self._body)
+            self._written = True
+            self._written_at = max(self._written_at, started)
+
+    async def ensure_visible(self, within: float) -> None:
+        """Make sure a collector listing instances during the next ``within`` seconds sees this
+        one (written if the last write is too old to count on; raises StorageError when it
+        cannot be written). Nothing on a storage with no repository yet: it holds nothing a use
+        could rely on. :class:`~registry.lifecycle.barrier.Barrier` calls this before each lease
+        observation, so a collector that finds no live instance may skip its barrier wait."""
+        if time.monotonic() + within < self._written_at + VISIBLE:
+            return
+        if await self._storage_in_use():
+            await self._write()
 
     async def _storage_in_use(self) -> bool:
         """A new, empty storage gets no heartbeat (a registry writes nothing before the first

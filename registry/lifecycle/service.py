@@ -43,8 +43,8 @@ def lifecycle_context(config: Config, store_key: Any) -> Any:
         heartbeat: Heartbeat | None = None
         task: asyncio.Task[None] | None = None
         if not config.storage.readonly:
-            store.set_barrier(Barrier(store.driver, refresh=settings.gc.refresh))
             heartbeat = Heartbeat(store.driver)
+            store.set_barrier(Barrier(store.driver, refresh=settings.gc.refresh, heartbeat=heartbeat))
             await heartbeat.start()
             if settings.gc.enabled:
                 task = asyncio.create_task(run_schedule(store, settings))
