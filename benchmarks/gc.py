@@ -9,8 +9,11 @@ who goes first on every repetition:
 - the reference: ``docker-registry garbage-collect [-m] config.yml``;
 - ours offline: ``registry garbage-collect --offline [-m] -q config.yml``;
 - ours online: ``registry garbage-collect --online --grace 0s [-m] -q config.yml`` (with a
-  grace of 0 the same blobs go as offline; the figure includes the fixed wait of
-  ``registry.lifecycle.barrier.BARRIER_WAIT`` seconds that lets serving instances see the lease).
+  grace of 0 the same blobs go as offline); no registry instance is live on the copy, so the
+  collector skips its barrier wait;
+- ours online beside a live instance (``online_live``): the same, on a copy holding a fresh
+  instance heartbeat, so the figure includes the fixed wait of
+  ``registry.lifecycle.barrier.BARRIER_WAIT`` seconds that lets serving instances see the lease.
 
 Each figure is the wall time of the whole process (start-up included), median over repetitions;
 the 1-minute load average is recorded at the start and after each mode (a shared machine's other
@@ -42,12 +45,16 @@ from typing import Any
 
 import yaml
 
+from registry.store import paths
+
 from .servers import REPO_ROOT, ensure_reference
 
 V2 = Path("docker/registry/v2")
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+#: who runs on a copy of the root, in this order (reversed every other repetition)
+COLLECTORS = ("reference", "offline", "online", "online_live")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -175,16 +182,18 @@ def main(argv: list[str] | None = None) -> int:
                                   "cpus": os.cpu_count(), "loadavg_start": list(os.getloadavg())}
         for mode in [m for m in args.modes.split(",") if m]:
             flag = ["-m"] if mode == "untagged" else []
-            times: dict[str, list[float]] = {"reference": [], "offline": [], "online": []}
+            times: dict[str, list[float]] = {who: [] for who in COLLECTORS}
             deleted: dict[str, Any] = {}
             for rep in range(args.repetitions):
-                order = ["reference", "offline", "online"]
+                order = list(COLLECTORS)
                 if rep % 2:
                     order.reverse()
                 outcome: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
                 for who in order:
                     root = work / f"{mode}-{who}-{rep}"
                     subprocess.run(["cp", "-a", str(source), str(root)], check=True)
+                    if who == "online_live":  # as a serving registry's heartbeat: the collector waits for it
+                        _write(root / paths.instance_heartbeat("benchmark-live").lstrip("/"), b"{}")
                     cfg = work / f"{mode}-{who}-{rep}.yml"
                     cfg.write_text(yaml.safe_dump(config_for(root)))
                     if who == "reference":
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     outcome[who] = survivors(root)
                     shutil.rmtree(root)
                 before = survivors(source)
-                for who in ("offline", "online"):
+                for who in COLLECTORS[1:]:
                     if outcome[who] != outcome["reference"]:
                         ref_b, ref_r = outcome["reference"]
                         b, r = outcome[who]
@@ -216,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             result["figures"][mode] = {
                 "deleted": deleted, "seconds": med, "all_seconds": times, "loadavg_end": list(os.getloadavg()),
                 "ratio_offline": med["reference"] / med["offline"], "ratio_online": med["reference"] / med["online"],
+                "ratio_online_live": med["reference"] / med["online_live"],
             }  # fmt: skip
             print(f"{mode:>9}: deleted {deleted}; reference {med['reference']:.2f}s, ours offline {med['offline']:.2f}s "
                   f"({med['reference'] / med['offline']:.2f}x), ours online {med['online']:.2f}s "
-                  f"({med['reference'] / med['online']:.2f}x); load average {os.getloadavg()[0]:.2f} on "
+                  f"({med['reference'] / med['online']:.2f}x), beside a live instance {med['online_live']:.2f}s "
+                  f"({med['reference'] / med['online_live']:.2f}x); load average {os.getloadavg()[0]:.2f} on "
                   f"{os.cpu_count()} CPUs", file=sys.stderr)
         line = json.dumps(result, sort_keys=True)
         if args.json:
