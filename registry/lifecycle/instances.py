@@ -93,6 +93,7 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._written:
+            self._written_at = float("-inf")  # gone: a later claim writes it again
             with contextlib.suppress(StorageError):
                 await self.driver.delete(paths.instance_heartbeat(_safe(self.id)))
 
