@@ -414,7 +414,7 @@ def test_key_neither_ec_nor_rsa_is_refused(keys, key_name: str) -> None:
 def test_ec_curve_libtrust_does_not_know_is_refused(keys) -> None:
     key = keys["secp256k1"]
     body = signed(schema1_payload(), [{"key": key, "alg": "ES256", "x5c": _x5c(_cert(key))}])
-    assert "unsupported elliptic curve" in refused_s1(body)
+    assert refused_s1(body) == "schema 1 signature 0 does not verify: unsupported elliptic curve"
 
 
 def test_jwk_of_another_key_type_is_refused(keys) -> None:
@@ -677,3 +677,32 @@ def test_index_subject_is_parsed_and_checked() -> None:
     for bad in (1, "x", [SUBJECT], {**SUBJECT, "size": "1"}):
         err = refused(dumps(oci_index(subject=bad)), mt.OCI_INDEX)
         assert err.message.startswith("subject"), err.message
+
+
+def test_manifest_repr_leaves_out_the_parsed_json_and_payload() -> None:
+    """A Manifest in a log line or traceback shows its body once, not again as parsed JSON and
+    (signed schema 1) canonical payload: ``json`` and ``canonical`` stay out of the repr."""
+    m = parse_manifest(schema1_payload(), mt.DOCKER_SCHEMA1, schema1_enabled=True)
+    text = repr(m)
+    assert "json=" not in text and "canonical=" not in text
+    assert "body=" in text and "digest=" in text
+
+
+def test_schema1_layers_have_unknown_size() -> None:
+    """fsLayers carry no size: their descriptors say 0 (the store must not compare blob sizes)."""
+    m = parse_manifest(schema1_payload(), mt.DOCKER_SCHEMA1, schema1_enabled=True)
+    assert [d.size for d in m.layers] == [0, 0, 0] and [d.size for d in m.required_blobs()] == [0, 0]
+    assert {d.media_type for d in m.layers} == {mt.DOCKER_SCHEMA1_LAYER}
+
+
+def test_x5c_with_characters_outside_base64_is_refused(keys) -> None:
+    """libtrust decodes x5c with Go's strict StdEncoding: a stray character is an error, not skipped."""
+    key = keys["P-256"]
+    good = _x5c(_cert(key))[0]
+    header = {"alg": "ES256", "x5c": [good]}
+    assert parse_s1(signed(schema1_payload(), [{"key": key, "alg": "ES256", "header": header}])).schema_version == 1
+    for junk in ("!", "*", "-", "_", " "):
+        stray = good[:40] + junk + good[40:]
+        header = {"alg": "ES256", "x5c": [stray]}
+        body = signed(schema1_payload(), [{"key": key, "alg": "ES256", "header": header}])
+        assert "x5c[0] is not a DER certificate" in refused_s1(body), junk
