@@ -195,7 +195,7 @@ def libtrust_key_id(key: Any) -> str:
     """libtrust's key ID (``kid``): SHA-256 of the DER SubjectPublicKeyInfo, truncated to 240 bits,
     base32 in twelve ``:``-separated groups of four (checked against keys the reference signs with)."""
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii").rstrip("=")
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii")  # 240 bits: no padding
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
