@@ -82,6 +82,23 @@ def test_mutants_are_located_and_noise_is_skipped(tree: Path) -> None:
     assert not any(m.kind == "if" and m.line == 15 for m in mutants)
 
 
+def test_arithmetic_operators_are_swapped(tmp_path: Path) -> None:
+    (tmp_path / "arith.py").write_text("def span(start, end, total):\n"
+                                       "    total += end - start + 1\n"
+                                       "    return -total * 2 // 3 % 5 ** 2 << 1\n")
+    changes = {(m.line, m.change) for m in mutation.mutants_of(tmp_path / "arith.py", "arith.py")
+               if m.kind == "arithmetic"}
+    assert (2, "total += end - start + 1 -> total -= end - start + 1") in changes
+    assert (2, "end - start + 1 -> end - start - 1") in changes
+    assert (2, "end - start -> end + start") in changes
+    assert (3, "-total -> total") in changes
+    assert (3, "-total * 2 -> -total / 2") in changes
+    assert (3, "-total * 2 // 3 -> -total * 2 / 3") in changes
+    assert (3, "-total * 2 // 3 % 5 ** 2 -> -total * 2 // 3 / 5 ** 2") in changes
+    assert (3, "5 ** 2 -> 5 * 2") in changes
+    assert (3, "-total * 2 // 3 % 5 ** 2 << 1 -> -total * 2 // 3 % 5 ** 2 >> 1") in changes
+
+
 def test_a_mutated_code_object_changes_behaviour_without_touching_the_file(tree: Path) -> None:
     mutants = mutation.mutants_of(tree / "tinymod.py", "tinymod.py")
     flip = next(m for m in mutants if m.change == "n < 10 -> n <= 10")

@@ -18,6 +18,8 @@ Mutants come from the AST (each one located by file:line:col), close to mutmut's
 - ``and``/``or`` swapped; a ``not`` removed; an ``if`` condition negated (unless it is a ``not``)
 - a ``raise`` statement replaced by ``pass``; ``return X`` replaced by ``return None``
 - ``break``/``continue`` swapped
+- arithmetic operators swapped (also in ``+=`` and the like): ``+``/``-``, ``*``/``/``, ``//`` -> ``/``,
+  ``%`` -> ``/``, ``**`` -> ``*``, ``<<``/``>>``; a unary minus removed
 - regular-expression anchors removed: a leading ``^`` or a trailing ``$`` of a pattern passed to ``re.*``
   or ``\\Z`` (also in f-string patterns); other string constants changed to ``"XX" + s + "XX"``
 
@@ -64,6 +66,10 @@ _COMPARE_SWAP: dict[type, type] = {
     ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
     ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
     ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+_ARITHMETIC_SWAP: dict[type, type] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+    ast.Mod: ast.Div, ast.Pow: ast.Mult, ast.LShift: ast.RShift, ast.RShift: ast.LShift,
 }
 _TEXT_LIMIT = 80
 
@@ -227,6 +233,13 @@ class _Collector:
                 n.op = other()  # type: ignore[attr-defined]
                 return n
             self.add(node, parent, field, position, "boolop", swap, scope)
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _ARITHMETIC_SWAP:
+            def arithmetic(n: ast.AST, new: type = _ARITHMETIC_SWAP[type(node.op)]) -> ast.AST:
+                n.op = new()  # type: ignore[attr-defined]
+                return n
+            self.add(node, parent, field, position, "arithmetic", arithmetic, scope)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            self.add(node, parent, field, position, "arithmetic", lambda n: n.operand, scope)  # type: ignore[attr-defined]
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             self.add(node, parent, field, position, "not", lambda n: n.operand, scope)  # type: ignore[attr-defined]
         elif isinstance(node, ast.Raise):
