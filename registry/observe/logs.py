@@ -155,9 +155,8 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-_ROUTES: dict[Any, str] = {}
 #: route object -> its label and the label's key tuple (the access hook's one lookup per request)
-_ROUTE_KEYS: dict[Any, tuple[str, tuple[str]]] = {}
+_ROUTES: dict[Any, tuple[str, tuple[str]]] = {}
 
 
 def route_of(request: Any) -> str:
@@ -167,13 +166,13 @@ def route_of(request: Any) -> str:
         route = request.match_info.route
     except AttributeError:
         return "unmatched"
-    label = _ROUTES.get(route)
-    if label is None:
-        resource = getattr(route, "resource", None)
-        label = "unmatched" if resource is None else resource.canonical
-        if len(_ROUTES) < 1000:
-            _ROUTES[route] = label
-            _ROUTE_KEYS[route] = (label, (label,))
+    known = _ROUTES.get(route)
+    if known is not None:
+        return known[0]
+    resource = getattr(route, "resource", None)
+    label = "unmatched" if resource is None else resource.canonical
+    if len(_ROUTES) < 1000:
+        _ROUTES[route] = (label, (label,))
     return label
 
 
@@ -221,7 +220,7 @@ def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessL
                         sent = response.body_length
                 if metrics:
                     try:
-                        route, route_key = _ROUTE_KEYS[request.match_info.route]
+                        route, route_key = _ROUTES[request.match_info.route]
                     except (KeyError, AttributeError):
                         route = route_of(request)
                         route_key = (route,)

@@ -53,21 +53,12 @@ def observe_middleware(*, metrics_on: bool) -> Any:
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if metrics_on:
+            set_started(clock())  # first: the latency histogram starts here
         request[key] = new_id(request)
         token = current.set(request)
-        try:
-            if tracing.TRACER is not None:
-                return await _traced(request, handler)
-            return await handler(request)
-        finally:
-            current.reset(token)
-
-    @web.middleware
-    async def observe_metered(request: web.Request, handler: Handler) -> web.StreamResponse:
-        set_started(clock())  # first: the latency histogram starts here
-        request[key] = new_id(request)
-        token = current.set(request)
-        upload = request.method in _UPLOAD_METHODS and request.body_exists and "/blobs/uploads/" in request.path
+        upload = metrics_on and request.method in _UPLOAD_METHODS and request.body_exists \
+            and "/blobs/uploads/" in request.path
         if upload:
             uploads.inc()
         try:
@@ -79,7 +70,7 @@ def observe_middleware(*, metrics_on: bool) -> Any:
             if upload:
                 uploads.dec()
 
-    return observe_metered if metrics_on else observe
+    return observe
 
 
 async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:

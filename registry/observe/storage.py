@@ -69,19 +69,15 @@ def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
     async def timed(path: str) -> Any:
         start = _perf()
         try:
-            result = await call(path)
+            return await call(path)
         except BaseException as exc:
-            elapsed = _perf() - start
-            series = values.get(key) or new(key)
-            series[bisect_left(buckets, elapsed)] += 1
-            series[-1] += elapsed
             _failed(driver, action, exc)
             raise
-        elapsed = _perf() - start
-        series = values.get(key) or new(key)
-        series[0 if elapsed <= first else bisect_left(buckets, elapsed)] += 1
-        series[-1] += elapsed
-        return result
+        finally:
+            elapsed = _perf() - start
+            series = values.get(key) or new(key)
+            series[0 if elapsed <= first else bisect_left(buckets, elapsed)] += 1
+            series[-1] += elapsed
 
     timed.__name__ = timed.__qualname__ = action
     return timed
