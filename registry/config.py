@@ -299,6 +299,18 @@ class Section:
             raise self.bad(key, "a list of strings", value)
         return [str(v) for v in value]
 
+    def networks(self, key: str) -> list[str]:
+        """A list of addresses or networks (``10.0.0.0/8``, ``::1``), as written."""
+        import ipaddress
+
+        values = self.strings(key)
+        for net in values:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise self.error(f"{self.where(key)}: {net!r} is not an address or network") from None
+        return values
+
     # --- nested blocks -------------------------------------------------------------------
 
     def section(self, key: str) -> "Section":

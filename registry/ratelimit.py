@@ -68,12 +68,7 @@ class RateLimitConfig:
         burst = s.int("burst", None, minimum=1)
         if burst is not None and burst > requests:
             raise s.error(f"{s.where('burst')}: at most `requests` ({requests}); a larger burst is never reached")
-        proxies = s.strings("trustedproxies")
-        for net in proxies:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise s.error(f"{s.where('trustedproxies')}: {net!r} is not an address or network") from None
+        proxies = s.networks("trustedproxies")
         return cls(requests=requests, period=float(period), burst=burst if burst != requests else None,
                    trustedproxies=tuple(proxies))
 

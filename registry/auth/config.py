@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import ipaddress
 import re
 from typing import Any
 
@@ -216,12 +215,7 @@ class TokenServerConfig:
             raise ConfigError("tokenserver.expiration: must be between 60s and 24h")
         refresh = s.section("refreshtokens")
         limit = s.section("ratelimit")
-        proxies = limit.strings("trustedproxies")
-        for net in proxies:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ConfigError(f"tokenserver.ratelimit.trustedproxies: {net!r} is not an address or network") from None
+        proxies = limit.networks("trustedproxies")
         failures = _int(limit, "failures", 5, 1)
         return cls(
             issuer=_string(s, "issuer", required=True),
