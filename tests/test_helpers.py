@@ -3,6 +3,7 @@ sampler that could not measure fails instead of passing its bound."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -60,12 +61,13 @@ def test_the_requires_tool_marker_goes_through_require_tool(request: pytest.Fixt
 
 
 def test_the_sampler_measures_a_live_process() -> None:
-    with RssSampler(os.getpid(), 0.005) as rss:
-        block = bytearray(64 << 20)  # touched, so resident
-        block[::4096] = b"x" * len(block[::4096])
+    # A fresh anonymous mapping, not a bytearray: malloc may hand back a large free chunk that an
+    # earlier test left resident in this worker, and touching it would not raise the RSS at all.
+    with RssSampler(os.getpid(), 0.005) as rss, mmap.mmap(-1, 64 << 20) as block:
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1  # touched, so resident
         time.sleep(0.2)
     assert rss.samples >= 3 and rss.peak - rss.baseline >= 32 << 20
-    del block
 
 
 def test_the_sampler_fails_when_the_process_goes_away() -> None:
