@@ -169,7 +169,8 @@ def is_valid_path(path: object) -> bool:
     return (
         isinstance(path, str)
         and bool(_PATH_RE.fullmatch(path))
-        and all(p not in (".", "..") for p in path.split("/")[1:])
+        # a "." or ".." component starts with "/." (checked first: a bulk scan checks thousands)
+        and ("/." not in path or all(p not in (".", "..") for p in path.split("/")[1:]))
     )
 
 
@@ -291,6 +292,11 @@ class StorageDriver(abc.ABC):
     secret_params: ClassVar[frozenset[str]] = frozenset()
     #: the reader of this driver's block: :class:`drivers.params.Params` when None, or a subclass
     params_class: ClassVar[Any] = None
+    #: listing one directory costs about what a stat of one file costs (local disk), so a bulk
+    #: scan that knows the layout lists directories by name (:meth:`list_children`) and stats only
+    #: what it needs; False (object stores): one paginated :meth:`list_files` by prefix is fewer
+    #: requests than a listing per directory
+    cheap_listing: ClassVar[bool] = False
 
     @classmethod
     def params(cls, raw: Any) -> Any:
@@ -436,6 +442,40 @@ class StorageDriver(abc.ABC):
             pass
         if page:
             yield page
+
+    async def list_children(self, directories: Sequence[str]) -> dict[str, list[str]]:
+        """The names (last components, unsorted) of the direct children of each directory, for
+        many directories at once; a directory that is missing or a file is left out of the result.
+
+        Batch form of :meth:`list` for a scan that knows the layout's depth (see
+        :attr:`cheap_listing`); local disk answers a whole batch in one worker-thread job."""
+        limit = asyncio.Semaphore(DELETE_PARALLELISM)
+        out: dict[str, list[str]] = {}
+
+        async def one(d: str) -> None:
+            async with limit:
+                try:
+                    out[d] = [p.rsplit("/", 1)[-1] for p in await self.list(d)]
+                except PathNotFound:
+                    pass
+
+        await asyncio.gather(*(one(d) for d in directories))
+        return out
+
+    async def stat_many(self, paths: Sequence[str]) -> dict[str, FileInfo]:
+        """:meth:`stat` of many paths at once; missing ones are left out of the result."""
+        limit = asyncio.Semaphore(DELETE_PARALLELISM)
+        out: dict[str, FileInfo] = {}
+
+        async def one(p: str) -> None:
+            async with limit:
+                try:
+                    out[p] = await self.stat(p)
+                except PathNotFound:
+                    pass
+
+        await asyncio.gather(*(one(p) for p in paths))
+        return out
 
     async def delete_files(self, paths: list[str]) -> None:
         """Delete many files (not directories) at once; files already missing are skipped.

@@ -294,6 +294,7 @@ class _LocalFileWriter(FileObjectWriter):
 class FilesystemDriver(FsspecDriver):
     name = "filesystem"
     real_directories = True
+    cheap_listing = True
 
     def __init__(self, rootdirectory: str = DEFAULT_ROOT, maxthreads: int = 100) -> None:
         root = os.path.abspath(rootdirectory)
@@ -458,6 +459,22 @@ class FilesystemDriver(FsspecDriver):
                 found = await done
             if found:
                 yield found
+
+    async def list_children(self, directories: Sequence[str]) -> dict[str, list[str]]:
+        """One worker-thread job of ``os.listdir`` calls (names only, no stat per entry)."""
+        keys = [(d, self._key(check_dir(self.name, d))) for d in directories]
+        if not keys:
+            return {}
+        with self._errors(directories[0]):
+            return await self._run(_list_all, keys)
+
+    async def stat_many(self, paths: Sequence[str]) -> dict[str, FileInfo]:
+        """One worker-thread job of ``os.stat`` calls."""
+        keys = [(p, self._key(self.check(p))) for p in paths]
+        if not keys:
+            return {}
+        with self._errors(paths[0]):
+            return await self._run(_stat_all, keys)
 
     async def delete_files(self, paths: list[str]) -> None:
         """Unlinks in worker threads, :data:`_BULK_THREADS` batches at once, then the directories
@@ -942,6 +959,32 @@ def _open_read(os_path: str) -> tuple[int, int]:
         os.close(fd)
         raise
 
+
+
+def _list_all(keys: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """``{driver path: child names}`` of each existing directory (temporary entries skipped)."""
+    out: dict[str, list[str]] = {}
+    valid = is_valid_component
+    for path, key in keys:
+        try:
+            names = os.listdir(key)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if any(not valid(n) for n in names):
+            names = [n for n in names if valid(n)]
+        if names:  # an empty directory does not exist
+            out[path] = names
+    return out
+
+
+def _stat_all(keys: list[tuple[str, str]]) -> dict[str, FileInfo]:
+    out: dict[str, FileInfo] = {}
+    for path, key in keys:
+        try:
+            out[path] = _file_info(path, os.stat(key))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return out
 
 
 def _scan_dir(key: str, base: str, details: bool = True) -> tuple[list[FileInfo], list[tuple[str, str]]]:

@@ -33,7 +33,7 @@ from ..state import StateUnavailable
 from ..store import Store, paths
 from ..store.locks import tag_key as lock_tag_key
 from . import barrier as barriers
-from .inventory import Inventory, Repository, newest, read_tags, scan
+from .inventory import Inventory, Repository, complete_blobs, details, newest, read_tags, scan
 from .lease import Lease, LeaseHeld, LeaseLost
 from .marking import References, mark_blobs, reachable, read_references, tag_roots
 from .progress import Progress
@@ -200,7 +200,8 @@ class Collector:
     async def _collect(self, now: dt.datetime) -> None:
         o, s = self.o, self.summary
         self.progress.phase("scanning storage")
-        inv = await scan(self.driver, self.progress.advance, link_times=self._needs_link_times())
+        inv = await scan(self.driver, self.progress.advance, link_times=self._needs_link_times(),
+                         names_only=self.driver.cheap_listing)
         s.repositories = len(inv.repositories)
         s.manifests = inv.revision_count()
         s.blobs = sum(1 for b in inv.blobs.values() if b.data is not None)
@@ -318,7 +319,10 @@ class Collector:
             for d, info in repo.revisions.items():
                 if d in kept[name]:
                     continue
-                files = [info.path, *(f.path for f in repo.revision_extras.get(d, ()))]
+                if inv.partial:  # not listed: its signed bytes, if any (a missing file is skipped)
+                    files = [info.path, paths.signed_manifest(name, d)]
+                else:
+                    files = [info.path, *(f.path for f in repo.revision_extras.get(d, ()))]
                 files += [f.path for _, f in repo.tag_index.get(d, ())]
                 files += [f.path for f in repo.reverse.get(d, ())]
                 files += [f.path for f in repo.referrer_entries.get(d, ())]
@@ -356,6 +360,14 @@ class Collector:
             for d, info in repo.revisions.items():  # a manifest's blob is "linked" by its revisions
                 links.setdefault(d, []).append(info)
                 repo_names.setdefault(d, set()).add(name)
+        if inv.partial:  # only the candidates' directories are listed, and online their links' times read
+            candidates = [d for d, blob in inv.blobs.items() if d not in marked and blob.data is not None]
+            await complete_blobs(self.driver, inv, candidates)
+            if self._cutoff is not None:
+                got = await details(self.driver, [i for d in candidates for i in links.get(d, ())])
+                for d in candidates:
+                    if d in links:
+                        links[d] = [got[i.path] for i in links[d] if i.path in got]
         items: list[_Item] = []
         for d, blob in inv.blobs.items():
             if d in marked or blob.data is None:
@@ -383,6 +395,8 @@ class Collector:
 
     # --- leftovers: links and index entries that point at nothing ------------------------------
     async def _sweep_leftovers(self, inv: Inventory, kept: dict[str, set[Digest]]) -> None:
+        if inv.partial:
+            await self._complete_leftovers(inv)
         items: list[_Item] = []
         for name, repo in inv.repositories.items():
             for d, info in repo.layers.items():
@@ -413,6 +427,49 @@ class Collector:
         deleted = await self._sweep(items, self._delete_in_order(first=lambda i: []))
         self.summary.links_deleted += sum(len(i.files) for i in deleted if i.kind == "link")
         self.summary.index_entries_deleted += sum(len(i.files) for i in deleted if i.kind == "index")
+
+    async def _complete_leftovers(self, inv: Inventory) -> None:
+        """Of a names-only scan: the files the leftover sweep judges, with their times (and only
+        those that exist), as the full scan would have found them."""
+        await complete_blobs(self.driver, inv, [d for d, b in inv.blobs.items() if b.data is None and d not in self._swept])
+        wanted: list[FileInfo] = []
+        for repo in inv.repositories.values():
+            for d, info in repo.layers.items():
+                blob = inv.blobs.get(d)
+                if blob is None or blob.data is None:
+                    wanted.append(info)
+            for d, entries in repo.tag_index.items():
+                if d not in repo.revisions:
+                    wanted.extend(f for _, f in entries)
+            for group in (repo.reverse, repo.referrer_entries):
+                for d, files in group.items():
+                    if d not in repo.revisions:
+                        wanted.extend(files)
+        if not wanted:
+            return
+        got = await details(self.driver, wanted)
+        for repo in inv.repositories.values():
+            for d, info in list(repo.layers.items()):
+                if info.modified is None:
+                    if info.path in got:
+                        repo.layers[d] = got[info.path]
+                    elif d not in inv.blobs or inv.blobs[d].data is None:
+                        del repo.layers[d]
+            for d, entries in list(repo.tag_index.items()):
+                if d not in repo.revisions:
+                    found = [(t, got[f.path]) for t, f in entries if f.path in got]
+                    if found:
+                        repo.tag_index[d] = found
+                    else:
+                        del repo.tag_index[d]
+            for group in (repo.reverse, repo.referrer_entries):
+                for d, files in list(group.items()):
+                    if d not in repo.revisions:
+                        existing = [got[f.path] for f in files if f.path in got]
+                        if existing:
+                            group[d] = existing
+                        else:
+                            del group[d]
 
     # --- the sweep machinery ----------------------------------------------------------------------
     def _invalidating(self, delete: Callable[[list[_Item]], Awaitable[list[_Item]]],

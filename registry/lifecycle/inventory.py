@@ -1,9 +1,19 @@
 """One scan of the storage: every file below ``repositories/`` and ``blobs/``, classified.
 
-Two prefix listings (``list_files``: one paginated listing per prefix on object stores, a
-``scandir`` walk on local disk) give every link, tag, revision and blob with its size and
-modification time; nothing is stat'ed one by one. The paths are read back through
-:mod:`registry.store.paths`, the one home of the layout.
+Two ways, chosen by the driver's :attr:`~drivers.base.StorageDriver.cheap_listing`:
+
+- **full** (object stores): two prefix listings (``list_files``: one paginated listing per
+  prefix) give every link, tag, revision and blob with its size and modification time; nothing
+  is stat'ed one by one. The paths are read back through :mod:`registry.store.paths`.
+- **names only** (local disk, where a listing costs what a stat costs): the layout's depth is
+  known, so it lists directories level by level (``blobs/<alg>/<xx>/`` names every blob,
+  ``<repo>/_layers/<alg>/`` every layer link, ``_manifests/revisions/<alg>/`` every revision,
+  ``_manifests/tags/`` every tag...), one batch of listings per level, and stats only each
+  blob's ``data``, each revision link and each tag's ``current`` link. The inventory is then
+  *partial*: the other files of a blob's directory and the times of layer links and index
+  entries are not known; :func:`complete_blobs` and :func:`details` fetch them for the few
+  items the sweep may delete. It finds the same blobs, revisions, tags, links and index
+  entries as the full scan (tested).
 """
 
 from __future__ import annotations
@@ -11,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from drivers.base import FileInfo, PathNotFound, StorageDriver
 
-from ..reference import Digest, try_digest
+from ..reference import DIGEST_ALGORITHMS, Digest, try_digest
 from ..store import paths
 
 
@@ -56,12 +66,19 @@ class Blob:
     digest: Digest
     #: the ``data`` file (None when only other files are left in the blob's directory)
     data: FileInfo | None
-    #: every file in the blob's directory, ``data`` included
+    #: every file in the blob's directory, ``data`` included (a partial scan: only ``data``
+    #: until :func:`complete_blobs` lists the directory)
     files: list[FileInfo]
+    listed: bool = True
 
     @property
     def size(self) -> int:
         return self.data.size if self.data is not None else 0
+
+    def found_data(self, info: FileInfo) -> None:
+        """A partial scan found the ``data`` file."""
+        self.data = info
+        self.files = [info]
 
 
 @dataclasses.dataclass
@@ -70,15 +87,21 @@ class Inventory:
     blobs: dict[Digest, Blob]
     #: files below blobs/ that name no blob (left alone)
     stray_blob_files: int = 0
+    #: a names-only scan (see the module docstring): revision extras unknown, blob directories
+    #: unlisted, layer links and index entries without sizes and times
+    partial: bool = False
 
     def revision_count(self) -> int:
         return sum(len(r.revisions) for r in self.repositories.values())
 
 
 async def scan(driver: StorageDriver, on_files: Callable[[int], None] | None = None, *,
-               link_times: bool = True) -> Inventory:
+               link_times: bool = True, names_only: bool = False) -> Inventory:
     """List both prefixes concurrently and classify every file. Without ``link_times`` the files
-    below repositories/ may come without sizes and times (offline collection needs neither)."""
+    below repositories/ may come without sizes and times (offline collection needs neither).
+    With ``names_only`` (for a driver with cheap listings) a partial inventory by names."""
+    if names_only:
+        return await _scan_names(driver, on_files)
     repositories: dict[str, Repository] = {}
     blobs: dict[Digest, Blob] = {}
     stray = 0
@@ -110,6 +133,196 @@ async def scan(driver: StorageDriver, on_files: Callable[[int], None] | None = N
 
     await asyncio.gather(repos(), blob_files())
     return Inventory(repositories, blobs, stray)
+
+
+_Handler = Callable[[list[str]], None]
+
+
+async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | None) -> Inventory:
+    """The names-only scan: breadth first, one :meth:`list_children` batch per level of the
+    layout, then one :meth:`stat_many` batch for the files whose existence and times matter."""
+    repositories: dict[str, Repository] = {}
+    blobs: dict[Digest, Blob] = {}
+    stray = 0
+    #: directory -> what to do with its children's names (the next level's entries are added here)
+    level: dict[str, _Handler] = {}
+    #: path to stat -> what to do with its details (missing: not called)
+    to_stat: dict[str, Callable[[FileInfo], None]] = {}
+
+    def blob_prefixes(alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for prefix in names:
+                if len(prefix) == 2:
+                    level[paths.blob_prefix_dir(alg, prefix)] = blob_dirs(alg, prefix)
+        return on
+
+    def blob_dirs(alg: str, prefix: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            nonlocal stray
+            for enc in names:
+                d = paths.digest_of(alg, enc)
+                if d is None or enc[:2] != prefix:
+                    stray += 1
+                    continue
+                blob = blobs[d] = Blob(d, None, [], listed=False)
+                to_stat[paths.blob_data(d)] = blob.found_data
+        return on
+
+    def per_algorithm(directory: Callable[[str], str], handler: Callable[[str], _Handler]) -> _Handler:
+        """For a directory whose children are digest algorithms."""
+        def on(names: list[str]) -> None:
+            for alg in names:
+                if alg in DIGEST_ALGORITHMS:
+                    level[directory(alg)] = handler(alg)
+        return on
+
+    def namespace(name: str, directory: str) -> _Handler:
+        """A directory below repositories/: a repository when it holds ``_``-prefixed areas;
+        its other children may be (or hold) nested repositories."""
+        def on(names: list[str]) -> None:
+            areas = [n for n in names if n.startswith("_")]
+            if name and areas:
+                repo = repositories[name] = Repository(name)
+                for area in areas:
+                    handler = _area_handler(repo, area)
+                    if handler is not None:
+                        level[paths.repo_area(name, area)] = handler
+            for child in names:
+                if not child.startswith("_"):
+                    level[f"{directory}/{child}"] = namespace(f"{name}/{child}" if name else child, f"{directory}/{child}")
+        return on
+
+    def _area_handler(repo: Repository, area: str) -> _Handler | None:
+        name = repo.name
+        if area == paths.LAYERS_AREA:
+            return per_algorithm(lambda a: paths.layers_root(name, a), lambda a: layer_links(repo, a))
+        if area == paths.MANIFESTS_AREA:
+            def manifests(children: list[str]) -> None:
+                if "revisions" in children:
+                    level[paths.revisions_root(name)] = per_algorithm(
+                        lambda a: paths.revisions_dir(name, a), lambda a: revision_links(repo, a))
+                if "tags" in children:
+                    level[paths.tags_dir(name)] = tags(repo)
+            return manifests
+        if area == paths.TAGSBYDIGEST_AREA:
+            return per_algorithm(lambda a: paths.digest_tags_root(name, a), lambda a: reverse_dirs(repo, a))
+        if area == paths.REFERRERS_AREA:
+            return per_algorithm(lambda a: paths.referrers_root(name, a), lambda a: subjects(repo, a))
+        return None  # uploads and anything else: the collector never deletes them
+
+    def layer_links(repo: Repository, alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for enc in names:
+                d = paths.digest_of(alg, enc)
+                if d is not None:
+                    repo.layers[d] = FileInfo(paths.layer_link(repo.name, d), 0, None, False)
+        return on
+
+    def revision_links(repo: Repository, alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for enc in names:
+                d = paths.digest_of(alg, enc)
+                if d is not None:
+                    to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
+        return on
+
+    def tags(repo: Repository) -> _Handler:
+        def on(names: list[str]) -> None:
+            for tag in names:
+                to_stat[paths.tag_current_link(repo.name, tag)] = lambda info, _t=tag: _file(repo.tags, _t, info)
+                level[paths.tag_index_dir(repo.name, tag)] = per_algorithm(
+                    lambda a, _t=tag: paths.tag_index_root(repo.name, _t, a),  # type: ignore[misc]
+                    lambda a, _t=tag: tag_history(repo, _t, a))  # type: ignore[misc]
+        return on
+
+    def tag_history(repo: Repository, tag: str, alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for enc in names:
+                d = paths.digest_of(alg, enc)
+                if d is not None:
+                    info = FileInfo(paths.tag_index_link(repo.name, tag, d), 0, None, False)
+                    repo.tag_index.setdefault(d, []).append((tag, info))
+        return on
+
+    def reverse_dirs(repo: Repository, alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for enc in names:
+                d = paths.digest_of(alg, enc)
+                if d is not None:
+                    base = paths.digest_tags_dir(repo.name, d)
+                    level[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
+                        FileInfo(f"{_b}/{e}", 0, None, False) for e in entries)
+        return on
+
+    def subjects(repo: Repository, alg: str) -> _Handler:
+        def on(names: list[str]) -> None:
+            for enc in names:
+                subject = paths.digest_of(alg, enc)
+                if subject is not None:
+                    level[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
+        return on
+
+    def referrer_entries(repo: Repository, subject: Digest) -> _Handler:
+        def on(names: list[str]) -> None:
+            for entry in names:
+                referrer_alg, _, enc = entry.partition("-")
+                d = paths.digest_of(referrer_alg, enc)
+                if d is not None:
+                    info = FileInfo(paths.referrer_entry(repo.name, subject, d), 0, None, False)
+                    repo.referrer_entries.setdefault(d, []).append(info)
+        return on
+
+    level[paths.blobs_root()] = per_algorithm(paths.blobs_algorithm_dir, blob_prefixes)
+    level[paths.REPOSITORIES] = namespace("", paths.REPOSITORIES)
+    while level:
+        batch, level = level, {}
+        listed = await driver.list_children(list(batch))
+        for directory, names in listed.items():
+            batch[directory](names)
+        if on_files:
+            on_files(sum(len(n) for n in listed.values()))
+    stats = await driver.stat_many(list(to_stat))
+    for path, info in stats.items():
+        if not info.is_dir:
+            to_stat[path](info)
+    return Inventory(repositories, blobs, stray, partial=True)
+
+
+def _file(into: dict, key: object, info: FileInfo) -> None:
+    into[key] = info
+
+
+async def complete_blobs(driver: StorageDriver, inventory: Inventory, digests: Iterable[Digest]) -> None:
+    """Of a partial inventory: list (and stat) the directories of these blobs, so that each
+    :class:`Blob` holds every file of its directory, as the full scan finds them."""
+    todo = [b for b in (inventory.blobs.get(d) for d in digests) if b is not None and not b.listed]
+    if not todo:
+        return
+    listed = await driver.list_children([paths.blob_dir(b.digest) for b in todo])
+    found = {b.digest: [f"{paths.blob_dir(b.digest)}/{n}" for n in listed.get(paths.blob_dir(b.digest), ())]
+             for b in todo}
+    stats = await driver.stat_many([p for files in found.values() for p in files])
+    for b in todo:
+        b.files = [stats[p] for p in found[b.digest] if p in stats and not stats[p].is_dir]
+        b.data = next((i for i in b.files if paths.leaf(i.path) == "data"), None)
+        b.listed = True
+
+
+async def details(driver: StorageDriver, infos: Iterable[FileInfo]) -> dict[str, FileInfo]:
+    """Sizes and times of names-only entries (``modified`` None), by path; the ones that are
+    gone (or are directories) are left out. Entries that have their details are kept as they are."""
+    have: dict[str, FileInfo] = {}
+    want: list[str] = []
+    for info in infos:
+        if info.modified is None:
+            want.append(info.path)
+        else:
+            have[info.path] = info
+    if want:
+        for path, info in (await driver.stat_many(want)).items():
+            if not info.is_dir:
+                have[path] = info
+    return have
 
 
 def _add_repository_file(repositories: dict[str, Repository], info: FileInfo) -> None:

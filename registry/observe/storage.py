@@ -101,6 +101,7 @@ class MeteredDriver(StorageDriver):
             self.stat = _timed(inner.stat, hist, self.name, "stat")  # type: ignore[method-assign]
             self.list = _timed(inner.list, hist, self.name, "list")  # type: ignore[method-assign]
         self._key_put_content = (self.name, "put_content")
+        self.cheap_listing = inner.cheap_listing
 
     def __getattr__(self, name: str) -> Any:  # backend capabilities (commits_atomically, ...)
         return getattr(self.inner, name)
@@ -196,6 +197,14 @@ class MeteredDriver(StorageDriver):
                 yield page
         finally:
             await pages.aclose()  # type: ignore[attr-defined]
+
+    async def list_children(self, directories: Any) -> dict[str, list[str]]:
+        with _Call(self.name, "list_children"):
+            return await self.inner.list_children(directories)
+
+    async def stat_many(self, paths: Any) -> dict[str, FileInfo]:
+        with _Call(self.name, "stat_many"):
+            return await self.inner.stat_many(paths)
 
     async def delete_files(self, paths: list[str]) -> None:
         with _Call(self.name, "delete_files"):

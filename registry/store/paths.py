@@ -257,6 +257,59 @@ def instance_heartbeat(instance_id: str) -> str:
     return f"{LIFECYCLE}/instances/{instance_id}"
 
 
+# --- the layout level by level: what a names-only scan lists (see registry.lifecycle.inventory) ---
+#: a repository's own directories (a child of a repository directory not named so is a nested one)
+LAYERS_AREA = "_layers"
+MANIFESTS_AREA = "_manifests"
+UPLOADS_AREA = "_uploads"
+TAGSBYDIGEST_AREA = "_tagsbydigest"
+REFERRERS_AREA = "_referrers"
+
+
+def repo_area(name: str, area: str) -> str:
+    return f"{repo(name)}/{area}"
+
+
+def blobs_algorithm_dir(algorithm: str) -> str:
+    """Its children are the two-character prefix directories of the blobs' encoded digests."""
+    return f"{ROOT}/blobs/{algorithm}"
+
+
+def blob_prefix_dir(algorithm: str, prefix: str) -> str:
+    """Its children are the blob directories (:func:`blob_dir`) whose digests start with ``prefix``."""
+    return f"{ROOT}/blobs/{algorithm}/{prefix}"
+
+
+def layers_root(name: str, algorithm: str) -> str:
+    """Its children are the encoded digests of the repository's layer links."""
+    return f"{repo(name)}/_layers/{algorithm}"
+
+
+def revisions_root(name: str) -> str:
+    """Its children are the digest algorithms of :func:`revisions_dir`."""
+    return f"{repo(name)}/_manifests/revisions"
+
+
+def revision_dir(name: str, d: Digest) -> str:
+    """The revision link and, for a signed schema 1 manifest, its signed bytes."""
+    return f"{repo(name)}/_manifests/revisions/{d.algorithm}/{d.hex}"
+
+
+def tag_index_root(name: str, tag: str, algorithm: str) -> str:
+    """Its children are the encoded digests of ``tag``'s history entries."""
+    return f"{repo(name)}/_manifests/tags/{tag}/index/{algorithm}"
+
+
+def referrers_root(name: str, algorithm: str) -> str:
+    """Its children are the encoded digests of subjects with referrers (:func:`referrers_dir`)."""
+    return f"{repo(name)}/_referrers/{algorithm}"
+
+
+def digest_of(algorithm: str, encoded: str) -> Digest | None:
+    """The digest two path components name (``<algorithm>/<encoded>``), or None."""
+    return _digest_of(algorithm, encoded)
+
+
 # --- reading paths back: what a bulk scan of repositories/ and blobs/ finds ------------------------
 
 
