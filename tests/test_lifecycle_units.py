@@ -15,6 +15,7 @@ from drivers.filesystem import FilesystemDriver
 from registry.lifecycle import barrier as barriers
 from registry.lifecycle import lease as leases
 from registry.lifecycle.lease import Lease, LeaseHeld, LeaseLost
+from drivers.base import PathNotFound
 from registry.reference import parse_digest
 from registry.store import paths
 
@@ -247,3 +248,48 @@ async def test_a_claim_makes_its_instance_live_before_it_observes_no_collection(
     assert collector.waited_for_instances
     assert summary.blobs_deleted == 0
     assert await store.blobs.stat_data(d) is not None
+
+
+async def test_a_collector_that_loses_the_lease_while_it_scans_changes_nothing(driver: FilesystemDriver) -> None:
+    """The scan overlaps the lease's settle wait: of two collectors that both found no lease and
+    both wrote theirs, the later writer wins; the other scanned, but deletes, records and cleans
+    up nothing, and leaves the winner's lease alone."""
+    from registry.lifecycle import GCOptions
+    from registry.lifecycle.collector import Collector
+    from registry.store import Store
+
+    store = Store(driver, secret="units")
+    orphan = b"one of two racing collectors frees this" * 3
+    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
+
+    async def body():
+        yield orphan
+
+    await store.uploads.put_whole("units/app", d, body())
+    first = Collector(store, GCOptions(), _Phases())  # type: ignore[arg-type]
+    second = Collector(store, GCOptions(), _Phases())  # type: ignore[arg-type]
+    real_write = Lease.write
+    written: list[Lease] = []
+
+    async def write_then_let_the_other_write(*args, **kwargs):
+        lease = await real_write(*args, **kwargs)
+        written.append(lease)
+        if len(written) == 1:  # the first one scans while the second one overwrites its lease
+            await driver.delete(paths.gc_lease())
+        return lease
+
+    Lease.write = write_then_let_the_other_write  # type: ignore[method-assign]
+    try:
+        task = asyncio.ensure_future(first.run())
+        while not written:
+            await asyncio.sleep(0.01)
+        won = await second.run()
+        with pytest.raises(LeaseHeld):
+            await task
+    finally:
+        Lease.write = real_write  # type: ignore[method-assign]
+    assert won.blobs_deleted == 1 and first.summary.blobs_deleted == 0
+    last = json.loads(await driver.get_content(paths.gc_last_run()))
+    assert last["run"] == won.run != first.summary.run
+    with pytest.raises(PathNotFound):
+        await driver.get_content(paths.gc_lease())  # the winner released it; the loser touched nothing

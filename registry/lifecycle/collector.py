@@ -153,6 +153,8 @@ class Collector:
         self._swept: set[Digest] = set()
         #: online: the run waited for live instances to see its lease (none live: no wait)
         self.waited_for_instances = False
+        #: the lease's read-back (Lease.settle), which runs beside the scan
+        self._settling: asyncio.Future[None] | None = None
 
     # --- the run -----------------------------------------------------------------------------
     async def run(self) -> GCSummary:
@@ -176,8 +178,11 @@ class Collector:
         started = time.monotonic()
         self._started_mono = started
         if not self.o.dry_run:
-            self.lease = await Lease.acquire(self.driver, online=self.o.online, ttl=self.o.lease_ttl)
+            # written now, settled (read back: no other collector wrote after us) while the scan
+            # runs: nothing is changed before it settled (see _sweep)
+            self.lease = await Lease.write(self.driver, online=self.o.online, ttl=self.o.lease_ttl)
             self.summary.run = self.lease.run
+            self._settling = asyncio.ensure_future(self.lease.settle())
         try:
             start_wall = dt.datetime.now(dt.timezone.utc)
             if self.o.online:
@@ -187,15 +192,30 @@ class Collector:
                     self.waited_for_instances = True
                     await asyncio.sleep(self.o.barrier_wait)
             await self._collect(start_wall)
+            await self._settled()
         finally:
-            if self.lease is not None:
+            ours = self.lease is not None and await self._lease_settled()
+            if ours:
                 await self._cleanup_run()
-                await self.lease.release()
+            if self.lease is not None:
+                await self.lease.release()  # only if it is ours
             self.progress.close()
         self.summary.seconds = time.monotonic() - started
-        if self.lease is not None:
+        if ours:
             await self._record_last()
         return self.summary
+
+    async def _settled(self) -> None:
+        """Wait until the lease is surely ours (LeaseHeld if another collector won it)."""
+        if self._settling is not None:
+            await self._settling
+
+    async def _lease_settled(self) -> bool:
+        try:
+            await self._settled()
+        except LeaseHeld:
+            return False
+        return True
 
     async def _collect(self, now: dt.datetime) -> None:
         o, s = self.o, self.summary
@@ -538,6 +558,7 @@ class Collector:
                 self.summary.deleted.append(item.label)
                 self.progress.advance()
             return items
+        await self._settled()  # the first change to the storage: the lease must be ours
         if self.o.online and any(i.kind != "tag" for i in items):
             await self._wait_refresh()
         for start in range(0, len(items), self.o.batch):

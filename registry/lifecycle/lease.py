@@ -4,7 +4,8 @@ The lease is a small JSON object at :func:`registry.store.paths.gc_lease` naming
 owner and a wall-clock expiry; the holder renews it every ``ttl / 3``. Taking it: read it; if it
 is held and not expired, give up; else write ours, wait :data:`SETTLE` and read it back: of two
 collectors racing, the later writer wins and the other sees that it lost (a write takes far less
-than ``SETTLE``). A crashed collector's lease simply expires. The holder trusts its own lease only
+than ``SETTLE``). A collector may scan during that wait (:meth:`Lease.write`, then
+:meth:`Lease.settle` before its first change to the storage). A crashed collector's lease simply expires. The holder trusts its own lease only
 until ``last renewal + ttl - SAFETY`` by its own monotonic clock (others treat it as expired only
 ``SKEW`` after its wall-clock expiry), and stops deleting before that.
 
@@ -135,6 +136,8 @@ class Lease:
         self._trusted_until = time.monotonic() + ttl - self.safety
         self._lost: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._written = time.monotonic()
+        self._settled = False
 
     @property
     def run(self) -> str:
@@ -143,6 +146,16 @@ class Lease:
     @classmethod
     async def acquire(cls, driver: StorageDriver, *, online: bool, ttl: float = TTL) -> "Lease":
         """Take the lease or raise :class:`LeaseHeld`."""
+        lease = await cls.write(driver, online=online, ttl=ttl)
+        await lease.settle()
+        return lease
+
+    @classmethod
+    async def write(cls, driver: StorageDriver, *, online: bool, ttl: float = TTL) -> "Lease":
+        """The first half of :meth:`acquire`: raise :class:`LeaseHeld` if another collection
+        holds the lease, else write ours. It is ours only once :meth:`settle` returned: until then
+        the holder may read the storage (a collector scans meanwhile) but changes nothing
+        (:meth:`check` raises LeaseLost)."""
         current = await read(driver)
         if current is not None and not current.expired():
             raise LeaseHeld(current)
@@ -152,21 +165,32 @@ class Lease:
         mine = LeaseInfo(new_run_id(), owner_name(), now, now + dt.timedelta(seconds=ttl), online)
         started = time.monotonic()
         await driver.put_content(paths.gc_lease(), mine.to_json())
-        await asyncio.sleep(SETTLE)
-        back = await read(driver)
-        if back is None or back.run != mine.run:
-            if back is not None:
-                raise LeaseHeld(back)
-            raise LeaseHeld(mine)  # removed under us: someone else is sweeping leases; try later
         lease = cls(driver, mine, ttl)
         lease._trusted_until = started + ttl - lease.safety
-        lease._task = asyncio.create_task(lease._renew_loop())
+        lease._written = time.monotonic()
         return lease
+
+    async def settle(self) -> None:
+        """The second half of :meth:`acquire`: :data:`SETTLE` after the write, read the lease
+        back; :class:`LeaseHeld` when another collector wrote after us (it won). Call it once."""
+        remaining = self._written + SETTLE - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        back = await read(self.driver)
+        if back is None or back.run != self.run:
+            self._lost = "another collection took the lease"
+            if back is not None:
+                raise LeaseHeld(back)
+            raise LeaseHeld(self.info)  # removed under us: someone else is sweeping leases; try later
+        self._settled = True
+        self._task = asyncio.create_task(self._renew_loop())
 
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless the lease is certainly still ours."""
         if self._lost is not None:
             raise LeaseLost(self._lost)
+        if not self._settled:
+            raise LeaseLost("the lease is not settled yet")
         if time.monotonic() > self._trusted_until:
             raise LeaseLost("the lease could not be renewed in time")
 
