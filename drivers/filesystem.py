@@ -910,6 +910,11 @@ def _drop_temporary_files(directory: str) -> bool:
     now = time.time()
     found: list[str] = []
     try:
+        # it holds a directory (temporary ones are kept too), so it stays: one stat instead of
+        # listing hundreds of entries after each delete of a bulk sweep (file systems that do not
+        # count subdirectories in st_nlink report 1 and are listed)
+        if os.stat(directory).st_nlink > 2:
+            return False
         with os.scandir(directory) as entries:
             for e in entries:  # the first entry that is not an old temporary file ends it, unstat'ed
                 if not (e.name.endswith("~tmp") and _LEFTOVER_RE.search(e.name)

@@ -20,7 +20,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..observe.context import CURRENT, REQUEST_ID_KEY, new_request_id
+from ..observe import context as request_context
+from ..observe.context import CURRENT, new_request_id
 from ..observe.metrics import METRICS
 from . import model
 from .config import EndpointConfig, NotificationsConfig
@@ -193,7 +194,7 @@ def _request_record(request: Any) -> dict[str, Any]:
     if forwarded:
         addr = forwarded.split(",")[0].strip() or addr  # as distribution's RemoteAddr
     return model.request_record(
-        request_id=request.get(REQUEST_ID_KEY) or new_request_id(), addr=addr, host=request.host,
+        request_id=request.get(request_context.REQUEST_ID_KEY) or new_request_id(), addr=addr, host=request.host,
         method=request.method, useragent=request.headers.get("User-Agent", ""),
     )
 

@@ -13,12 +13,12 @@ import itertools
 import os
 import re
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("registry.request_id", str)
 #: the request being handled by the current task (None outside requests)
 CURRENT: ContextVar[web.Request | None] = ContextVar("registry_request", default=None)
 #: ``time.perf_counter()`` when the observe middleware saw the request (the access hook's clock).
@@ -46,6 +46,24 @@ _IDS = _Ids()
 os.register_at_fork(after_in_child=_IDS.reset)  # forked workers must not repeat the parent's ids
 
 
+def _request_id_key() -> "web.RequestKey[str]":
+    key = globals().get("REQUEST_ID_KEY")
+    if key is None:
+        from aiohttp import web
+
+        key = globals()["REQUEST_ID_KEY"] = web.RequestKey("registry.request_id", str)
+    return key
+
+
+def __getattr__(name: str) -> Any:
+    """``REQUEST_ID_KEY`` (``web.RequestKey("registry.request_id", str)``), made on first use:
+    the operator commands (``registry garbage-collect``...) import this module through the
+    notifier but never serve a request, and importing aiohttp costs them ~0.2 s."""
+    if name == "REQUEST_ID_KEY":
+        return _request_id_key()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def new_request_id() -> str:
     return _IDS.new()
 
@@ -64,7 +82,7 @@ def current_request() -> web.Request | None:
 
 def current_request_id() -> str | None:
     request = CURRENT.get()
-    return None if request is None else request.get(REQUEST_ID_KEY)
+    return None if request is None else request.get(_request_id_key())
 
 
 def set_current(request: web.Request) -> Any:

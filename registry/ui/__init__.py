@@ -11,9 +11,10 @@ One contract: :func:`setup_ui` adds the routes to the registry's app. Modules: :
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def setup_ui(app: web.Application, config: Any) -> None:
