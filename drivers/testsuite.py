@@ -1077,6 +1077,25 @@ async def test_delete_files_in_bulk(driver: StorageDriver) -> None:
     await driver.delete("/b")
 
 
+async def test_list_children_and_stat_many_in_bulk(driver: StorageDriver) -> None:
+    """The batch forms of list (names only) and stat a names-only scan uses: what is missing (or a
+    file, for list_children) is left out, every path is checked first."""
+    await asyncio.gather(*(driver.put_content(p, b"12") for p in ["/c/a/f1", "/c/a/sub/f2", "/c/b/f3", "/cx/f4"]))
+    got = await driver.list_children(["/c", "/c/a", "/c/missing", "/c/b/f3", "/c/a/sub"])
+    assert {k: sorted(v) for k, v in got.items()} == {"/c": ["a", "b"], "/c/a": ["f1", "sub"], "/c/a/sub": ["f2"]}
+    stats = await driver.stat_many(["/c/a/f1", "/c/b/f3", "/c/missing", "/c/a/nope"])
+    assert set(stats) == {"/c/a/f1", "/c/b/f3"}
+    info = stats["/c/a/f1"]
+    assert info.path == "/c/a/f1" and info.size == 2 and not info.is_dir and info.modified is not None
+    assert await driver.list_children([]) == {} and await driver.stat_many([]) == {}
+    with pytest.raises(InvalidPath):
+        await driver.list_children(["/c", "/c/../x"])
+    with pytest.raises(InvalidPath):
+        await driver.stat_many(["/c/a/f1", "/c/../x"])
+    await driver.delete("/c")
+    await driver.delete("/cx")
+
+
 # -- paths -----------------------------------------------------------------------------------
 INVALID_PATHS: list[Any] = [
     "", "/", "a", "//a", "/a/", "/a/../b", "/a b", "/a/./b",

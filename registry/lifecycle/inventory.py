@@ -138,22 +138,41 @@ async def scan(driver: StorageDriver, on_files: Callable[[int], None] | None = N
 _Handler = Callable[[list[str]], None]
 
 
+class _Walk:
+    """A breadth-first walk by names: the next level's directories, each with what to do with its
+    children's names (which adds the level after), and the files to stat at the end."""
+
+    def __init__(self) -> None:
+        self.next: dict[str, _Handler] = {}
+        #: path -> what to do with its details (not called when it is missing or a directory)
+        self.to_stat: dict[str, Callable[[FileInfo], None]] = {}
+
+    async def run(self, driver: StorageDriver, on_files: Callable[[int], None] | None) -> None:
+        while self.next:
+            level, self.next = self.next, {}
+            listed = await driver.list_children(list(level))
+            for directory, names in listed.items():
+                level[directory](names)
+            if on_files:
+                on_files(sum(len(n) for n in listed.values()))
+        for path, info in (await driver.stat_many(list(self.to_stat))).items():
+            if not info.is_dir:
+                self.to_stat[path](info)
+
+
 async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | None) -> Inventory:
     """The names-only scan: breadth first, one :meth:`list_children` batch per level of the
     layout, then one :meth:`stat_many` batch for the files whose existence and times matter."""
     repositories: dict[str, Repository] = {}
     blobs: dict[Digest, Blob] = {}
     stray = 0
-    #: directory -> what to do with its children's names (the next level's entries are added here)
-    level: dict[str, _Handler] = {}
-    #: path to stat -> what to do with its details (missing: not called)
-    to_stat: dict[str, Callable[[FileInfo], None]] = {}
+    bw, rw = _Walk(), _Walk()  # blobs/ and repositories/: walked side by side
 
     def blob_prefixes(alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for prefix in names:
                 if len(prefix) == 2:
-                    level[paths.blob_prefix_dir(alg, prefix)] = blob_dirs(alg, prefix)
+                    bw.next[paths.blob_prefix_dir(alg, prefix)] = blob_dirs(alg, prefix)
         return on
 
     def blob_dirs(alg: str, prefix: str) -> _Handler:
@@ -165,15 +184,15 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                     stray += 1
                     continue
                 blob = blobs[d] = Blob(d, None, [], listed=False)
-                to_stat[paths.blob_data(d)] = blob.found_data
+                bw.to_stat[paths.blob_data(d)] = blob.found_data
         return on
 
-    def per_algorithm(directory: Callable[[str], str], handler: Callable[[str], _Handler]) -> _Handler:
+    def per_algorithm(walk: _Walk, directory: Callable[[str], str], handler: Callable[[str], _Handler]) -> _Handler:
         """For a directory whose children are digest algorithms."""
         def on(names: list[str]) -> None:
             for alg in names:
                 if alg in DIGEST_ALGORITHMS:
-                    level[directory(alg)] = handler(alg)
+                    walk.next[directory(alg)] = handler(alg)
         return on
 
     def namespace(name: str, directory: str) -> _Handler:
@@ -186,28 +205,28 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                 for area in areas:
                     handler = _area_handler(repo, area)
                     if handler is not None:
-                        level[paths.repo_area(name, area)] = handler
+                        rw.next[paths.repo_area(name, area)] = handler
             for child in names:
                 if not child.startswith("_"):
-                    level[f"{directory}/{child}"] = namespace(f"{name}/{child}" if name else child, f"{directory}/{child}")
+                    rw.next[f"{directory}/{child}"] = namespace(f"{name}/{child}" if name else child, f"{directory}/{child}")
         return on
 
     def _area_handler(repo: Repository, area: str) -> _Handler | None:
         name = repo.name
         if area == paths.LAYERS_AREA:
-            return per_algorithm(lambda a: paths.layers_root(name, a), lambda a: layer_links(repo, a))
+            return per_algorithm(rw, lambda a: paths.layers_root(name, a), lambda a: layer_links(repo, a))
         if area == paths.MANIFESTS_AREA:
             def manifests(children: list[str]) -> None:
                 if "revisions" in children:
-                    level[paths.revisions_root(name)] = per_algorithm(
-                        lambda a: paths.revisions_dir(name, a), lambda a: revision_links(repo, a))
+                    rw.next[paths.revisions_root(name)] = per_algorithm(
+                        rw, lambda a: paths.revisions_dir(name, a), lambda a: revision_links(repo, a))
                 if "tags" in children:
-                    level[paths.tags_dir(name)] = tags(repo)
+                    rw.next[paths.tags_dir(name)] = tags(repo)
             return manifests
         if area == paths.TAGSBYDIGEST_AREA:
-            return per_algorithm(lambda a: paths.digest_tags_root(name, a), lambda a: reverse_dirs(repo, a))
+            return per_algorithm(rw, lambda a: paths.digest_tags_root(name, a), lambda a: reverse_dirs(repo, a))
         if area == paths.REFERRERS_AREA:
-            return per_algorithm(lambda a: paths.referrers_root(name, a), lambda a: subjects(repo, a))
+            return per_algorithm(rw, lambda a: paths.referrers_root(name, a), lambda a: subjects(repo, a))
         return None  # uploads and anything else: the collector never deletes them
 
     def layer_links(repo: Repository, alg: str) -> _Handler:
@@ -223,15 +242,15 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
             for enc in names:
                 d = paths.digest_of(alg, enc)
                 if d is not None:
-                    to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
+                    rw.to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
         return on
 
     def tags(repo: Repository) -> _Handler:
         def on(names: list[str]) -> None:
             for tag in names:
-                to_stat[paths.tag_current_link(repo.name, tag)] = lambda info, _t=tag: _file(repo.tags, _t, info)
-                level[paths.tag_index_dir(repo.name, tag)] = per_algorithm(
-                    lambda a, _t=tag: paths.tag_index_root(repo.name, _t, a),  # type: ignore[misc]
+                rw.to_stat[paths.tag_current_link(repo.name, tag)] = lambda info, _t=tag: _file(repo.tags, _t, info)
+                rw.next[paths.tag_index_dir(repo.name, tag)] = per_algorithm(
+                    rw, lambda a, _t=tag: paths.tag_index_root(repo.name, _t, a),  # type: ignore[misc]
                     lambda a, _t=tag: tag_history(repo, _t, a))  # type: ignore[misc]
         return on
 
@@ -250,7 +269,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                 d = paths.digest_of(alg, enc)
                 if d is not None:
                     base = paths.digest_tags_dir(repo.name, d)
-                    level[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
+                    rw.next[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
                         FileInfo(f"{_b}/{e}", 0, None, False) for e in entries)
         return on
 
@@ -259,7 +278,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
             for enc in names:
                 subject = paths.digest_of(alg, enc)
                 if subject is not None:
-                    level[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
+                    rw.next[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
         return on
 
     def referrer_entries(repo: Repository, subject: Digest) -> _Handler:
@@ -272,19 +291,9 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                     repo.referrer_entries.setdefault(d, []).append(info)
         return on
 
-    level[paths.blobs_root()] = per_algorithm(paths.blobs_algorithm_dir, blob_prefixes)
-    level[paths.REPOSITORIES] = namespace("", paths.REPOSITORIES)
-    while level:
-        batch, level = level, {}
-        listed = await driver.list_children(list(batch))
-        for directory, names in listed.items():
-            batch[directory](names)
-        if on_files:
-            on_files(sum(len(n) for n in listed.values()))
-    stats = await driver.stat_many(list(to_stat))
-    for path, info in stats.items():
-        if not info.is_dir:
-            to_stat[path](info)
+    bw.next[paths.blobs_root()] = per_algorithm(bw, paths.blobs_algorithm_dir, blob_prefixes)
+    rw.next[paths.REPOSITORIES] = namespace("", paths.REPOSITORIES)
+    await asyncio.gather(bw.run(driver, on_files), rw.run(driver, on_files))
     return Inventory(repositories, blobs, stray, partial=True)
 
 
