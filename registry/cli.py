@@ -269,13 +269,12 @@ async def _run(config: Config, *, reuse_port: bool) -> None:
     from .server.connections import ConnectionGuard, connection_limits
 
     app = create_app(config)
-    metrics_on = config.http.debug.prometheus_enabled
     access_on = not config.log.accesslog_disabled
     limits = connection_limits(config.http)
     handler_args = dict(
-        # one hook after each response: the access line (log.accesslog) and the HTTP metrics
-        access_log=logging.getLogger(logs.ACCESS_LOGGER) if (access_on or metrics_on) else None,
-        access_log_class=logs.access_log_class(metrics=metrics_on, access_log=access_on),
+        # a hook after each response for the access line (log.accesslog); none when it is off
+        access_log=logging.getLogger(logs.ACCESS_LOGGER) if access_on else None,
+        access_log_class=logs.access_log_class(),
         # bytes aiohttp buffers per request body before pausing the socket: 64 KiB (its default)
         # made a push pause/resume every few pieces (measured: 20% less CPU per MB pushed at 1 MiB)
         read_bufsize=1 << 20,

@@ -105,6 +105,41 @@ def test_metrics_follow_skopeo_push_and_pull(tmp_path: Path, skopeo_binary: str)
         server.stop()
 
 
+def test_http_metrics_with_the_access_log_off_count_every_body_byte(tmp_path: Path) -> None:
+    """The observe middleware records the HTTP metrics itself (no access hook is installed when
+    the access log is off): a blob GET served by sendfile is recorded once its body is out."""
+    from fixtures_registry import Client
+
+    server = start_server(tmp_path, http=debug_section(), log={"accesslog": {"disabled": True}})
+    try:
+        client = Client("127.0.0.1", server.port)
+        blob = os.urandom(300_000)
+        digest = sha256(blob)
+        assert client.push_blob("observe/bytes", blob, digest).status == 201
+        before = scrape(server)
+        blob_route = "/v2/{name}/blobs/{digest}"
+        got = client.request("GET", f"/v2/observe/bytes/blobs/{digest}")
+        assert got.status == 200 and got.body == blob
+        assert client.request("HEAD", f"/v2/observe/bytes/blobs/{digest}").status == 200
+        missing = client.request("GET", f"/v2/observe/bytes/blobs/sha256:{'0' * 64}")
+        assert missing.status == 404
+        after = scrape(server)
+
+        def moved(name: str, **labels: str) -> float:
+            return total(after, name, **labels) - total(before, name, **labels)
+
+        # the file's bytes, the 404's error body, nothing for the HEAD
+        assert moved("registry_http_response_bytes_total", route=blob_route) == len(blob) + len(missing.body)
+        assert moved("registry_http_request_duration_seconds_count", route=blob_route, method="GET", code="200") == 1
+        assert moved("registry_http_request_duration_seconds_count", route=blob_route, method="HEAD", code="200") == 1
+        assert moved("registry_http_requests_total", route=blob_route, method="GET", code="404") == 1
+        assert moved("registry_http_request_duration_seconds_sum", route=blob_route) > 0
+        assert total(after, "registry_http_request_bytes_total", route="/v2/{name}/blobs/uploads/{uuid}") >= len(blob)
+        assert not [line for line in server.log_lines() if "http.request.uri" in line]  # no access lines
+    finally:
+        server.stop()
+
+
 def test_one_scrape_sees_every_worker(tmp_path: Path) -> None:
     server = start_server(tmp_path, http=debug_section(workers=2), log={"accesslog": {"disabled": False}})
     try:
@@ -414,3 +449,27 @@ async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_p
     assert calls("writer_commit") - before["writer_commit"] == 1
     assert await driver.get_content("/a/blob") == b"x" * 1000 + b"y" * 24 + b"z" * 3000 + b"w" * 76
     await driver.close()
+
+
+def test_histogram_counts_recorded_values_into_le_buckets_and_stays_bounded() -> None:
+    """Hot paths append raw values; reading folds them: a value equal to a bound counts in that
+    bound's bucket (Prometheus' ``le``), every value in the sum, the pending list never grows
+    past FOLD_AT, and a cleared histogram keeps counting through the lists hot paths hold."""
+    from registry.observe.metrics import FOLD_AT, Histogram
+
+    hist = Histogram("test_seconds", "test", ("action",), buckets=(0.1, 1.0))
+    hot = hist.samples(("get",))
+    hot.extend([0.05, 0.1, 0.5, 1.0, 2.0])
+    hist.observe(("put",), 0.2)
+    assert hist.values[("get",)] == [2, 2, 1, pytest.approx(3.65)]
+    assert hist.values[("put",)] == [0, 1, 0, pytest.approx(0.2)]
+    assert hot == []  # folded in place
+    for _ in range(3 * FOLD_AT):
+        hist.observe(("put",), 5.0)
+        assert len(hist.pending[("put",)]) < FOLD_AT
+    assert hist.values[("put",)][2] == 3 * FOLD_AT
+    hist.clear()
+    assert hist.values == {}
+    hot.append(0.01)  # the same list object still feeds the histogram
+    assert hist.values[("get",)] == [1, 0, 0, pytest.approx(0.01)]
+    assert [["get"], [1, 0, 0, pytest.approx(0.01)]] in hist.snapshot()

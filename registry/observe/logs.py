@@ -6,7 +6,7 @@ in this order: the redaction filter (:mod:`registry.observe.redact`: no credenti
 upload state gets through; it is also the record factory), then :class:`ContextFilter` (request
 id, static fields). The
 access log is a logger (``registry.access``) like any other, so it shares handler, format and
-filters; :class:`AccessLog` also records the HTTP metrics, once the response has been sent.
+filters (the HTTP metrics are recorded by the observe middleware, :mod:`.http`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import time
-from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode
@@ -23,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp.abc import AbstractAccessLogger
 
 from .context import CURRENT, REQUEST_ID_KEY, STARTED
-from .metrics import METRICS
+from .http import body_bytes
 
 FORMATTERS = ("text", "json", "logstash")
 ACCESS_LOGGER = "registry.access"
@@ -149,31 +148,7 @@ def configure(level: str = "info", formatter: str = "text", fields: Mapping[str,
     return handler
 
 
-# --------------------------------------------------------------------------- access log + HTTP metrics
-
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-#: route object -> its label and the label's key tuple (the access hook's one lookup per request)
-_ROUTES: dict[Any, tuple[str, tuple[str]]] = {}
-
-
-def route_of(request: Any) -> str:
-    """The route's pattern (``/v2/{name}/manifests/{reference}``): a bounded label value
-    (remembered per route object: the request path costs nothing more)."""
-    try:
-        route = request.match_info.route
-    except AttributeError:
-        return "unmatched"
-    known = _ROUTES.get(route)
-    if known is not None:
-        return known[0]
-    resource = getattr(route, "resource", None)
-    label = "unmatched" if resource is None else resource.canonical
-    if len(_ROUTES) < 1000:
-        _ROUTES[route] = (label, (label,))
-    return label
+# --------------------------------------------------------------------------- access log
 
 
 def safe_path(request: Any) -> str:
@@ -187,57 +162,19 @@ def safe_path(request: Any) -> str:
     return f"{request.path}?{query}"
 
 
-def access_log_class(*, metrics: bool, access_log: bool) -> type[AbstractAccessLogger]:
-    """The aiohttp access-logger class: records the HTTP metrics and/or writes the access line."""
-
-    durations = METRICS.http_duration  # requests_total is derived from its counts
-    duration_values, duration_new = durations.values, durations.new  # cleared in place, never replaced
-    bounds = durations.buckets
-    received_inc = METRICS.http_received.inc
-    sent_values = METRICS.http_sent.values
+def access_log_class() -> type[AbstractAccessLogger]:
+    """The aiohttp access-logger class that writes the access line (installed only when the
+    access log is on; the HTTP metrics are the observe middleware's)."""
     started_at = STARTED.get
     clock = time.perf_counter
 
     class AccessLog(AbstractAccessLogger):
-        @property
-        def enabled(self) -> bool:
-            return metrics or access_log
-
         def log(self, request: Any, response: Any, duration: float) -> None:
             try:
                 started = started_at()
                 if started is not None:  # aiohttp's loop clock has millisecond steps on uvloop
                     duration = clock() - started
-                method = request.method
-                status = response.status
-                # body bytes: the announced length (a sendfile body bypasses aiohttp's count), else
-                # what the writer counted (headers included) for a chunked body
-                if method == "HEAD" or status in (204, 304) or status < 200:
-                    sent = 0
-                else:
-                    sent = response.content_length
-                    if sent is None:
-                        sent = response.body_length
-                if metrics:
-                    try:
-                        route, route_key = _ROUTES[request.match_info.route]
-                    except (KeyError, AttributeError):
-                        route = route_of(request)
-                        route_key = (route,)
-                    if method not in _METHODS:
-                        method = "other"
-                    key = (route, method, status)  # the code becomes a label string at exposition
-                    series = duration_values.get(key) or duration_new(key)  # Histogram.observe, inline
-                    series[bisect_left(bounds, duration)] += 1
-                    series[-1] += duration
-                    if method in _BODY_METHODS and request.body_exists:
-                        received = request.content.total_bytes
-                        if received:
-                            received_inc(route_key, received)
-                    if sent:
-                        sent_values[route_key] = sent_values.get(route_key, 0) + sent  # Counter.inc, inline
-                if access_log:
-                    self._write(request, response, duration, sent)
+                self._write(request, response, duration, body_bytes(request.method, response))
             except Exception:  # noqa: BLE001 - an access line must never break a response
                 self.logger.exception("access log failed")
 

@@ -21,7 +21,8 @@ import contextlib
 import json
 import logging
 import os
-from bisect import bisect_left
+import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 Labels = tuple[str, ...]
 
 #: request and storage latencies: 0.5 ms .. 60 s
+#: recorded values a histogram keeps per label set before counting them into its buckets
+FOLD_AT = 1024
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -87,26 +91,70 @@ class Gauge(Metric):
 
 
 class Histogram(Metric):
-    """Per label set: one count per bucket (not cumulative), then the sum."""
+    """Per label set: one count per bucket (not cumulative), then the sum.
+
+    Hot paths record raw values: :meth:`samples` is a label set's list of values not yet counted,
+    and recording is one ``append`` (a bisection and three item updates per value cost a driver
+    call about 2,000 more CPU instructions). The list is folded into the counts (one sort, one
+    bisection per bucket) when the values are read and whenever it reaches :data:`FOLD_AT`, so it
+    stays bounded without a scrape. The lists are never replaced (hot paths hold them)."""
 
     kind = "histogram"
 
     def __init__(self, name: str, help: str, labelnames: Iterable[str] = (),
                  buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self._series: dict[Labels, list[Any]] = {}
+        #: label set -> its values not yet counted (see :meth:`samples`)
+        self.pending: dict[Labels, list[float]] = {}
         super().__init__(name, help, labelnames)
         self.buckets = tuple(sorted(buckets))
 
-    def observe(self, labels: Labels, value: float) -> None:
-        series = self.values.get(labels)
-        if series is None:
-            series = self.new(labels)
-        series[bisect_left(self.buckets, value)] += 1
-        series[-1] += value
+    @property  # type: ignore[override]
+    def values(self) -> dict[Labels, list[Any]]:
+        """The counts and sums, every recorded value included."""
+        for labels, pending in list(self.pending.items()):
+            if pending:
+                self.fold(labels)
+        return self._series
 
-    def new(self, labels: Labels) -> list[Any]:
-        """The (empty) series of ``labels``; hot callers update it inline as :meth:`observe` does."""
-        series = self.values[labels] = [0] * (len(self.buckets) + 1) + [0.0]
-        return series
+    @values.setter
+    def values(self, new: dict[Labels, list[Any]]) -> None:
+        self._series = new
+
+    def samples(self, labels: Labels) -> list[float]:
+        """The list a hot path appends ``labels``' values to (then calls :meth:`fold` when it
+        reaches :data:`FOLD_AT`)."""
+        pending = self.pending.get(labels)
+        if pending is None:
+            pending = self.pending[labels] = []
+        return pending
+
+    def observe(self, labels: Labels, value: float) -> None:
+        pending = self.pending.get(labels) or self.samples(labels)
+        pending.append(value)
+        if len(pending) >= FOLD_AT:
+            self.fold(labels)
+
+    def fold(self, labels: Labels) -> None:
+        """Count ``labels``' recorded values into their buckets and sum."""
+        pending = self.pending[labels]
+        ordered = sorted(pending)
+        pending.clear()
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0] * (len(self.buckets) + 1) + [0.0]
+        below = 0
+        for i, bound in enumerate(self.buckets):  # values <= bound (Prometheus' le)
+            upto = bisect_right(ordered, bound)
+            series[i] += upto - below
+            below = upto
+        series[len(self.buckets)] += len(ordered) - below
+        series[-1] += math.fsum(ordered)
+
+    def clear(self) -> None:
+        self._series.clear()
+        for pending in self.pending.values():
+            pending.clear()  # in place: hot paths keep appending to these lists
 
     def snapshot(self) -> list[list[Any]]:
         return [[list(k), list(v)] for k, v in list(self.values.items())]

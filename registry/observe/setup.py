@@ -19,7 +19,7 @@ from aiohttp import web
 
 from drivers.base import StorageDriver
 
-from . import context, metrics, tracing
+from . import context, http, metrics, tracing
 from .health import Health, build_checks, gate_middleware, livez, status_response
 from .metrics import METRICS
 from .process import ROLE
@@ -43,32 +43,55 @@ def wrap_driver(driver: StorageDriver, config: Any) -> StorageDriver:
     return MeteredDriver(driver)
 
 
-def observe_middleware(*, metrics_on: bool) -> Any:
+def observe_middleware(*, metrics_on: bool, access_on: bool = False) -> Any:
+    """The outermost middleware: the request id and context for every request; with metrics on,
+    the HTTP metrics (:mod:`.http`) and the uploads in progress; with the access log on, the
+    start time its line reports."""
     new_id = context.request_id_for
     key = context.REQUEST_ID_KEY
     current = context.CURRENT
     uploads = METRICS.uploads_in_progress
     set_started = context.STARTED.set
     clock = time.perf_counter
+    record = http.request_recorder() if metrics_on else None
+    file_response = web.FileResponse
+    timed = metrics_on or access_on
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if metrics_on:
-            set_started(clock())  # first: the latency histogram starts here
+        started = clock() if timed else 0.0  # first: the latency starts here
+        if access_on:
+            set_started(started)
         request[key] = new_id(request)
         token = current.set(request)
-        upload = metrics_on and request.method in _UPLOAD_METHODS and request.body_exists \
+        method = request.method if metrics_on else ""
+        upload = metrics_on and method in _UPLOAD_METHODS and request.body_exists \
             and "/blobs/uploads/" in request.path
         if upload:
             uploads.inc()
         try:
             if tracing.TRACER is not None:
-                return await _traced(request, handler)
-            return await handler(request)
+                response = await _traced(request, handler)
+            else:
+                response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp answers it as the response
+            if record is not None:
+                record(request, method, exc, started)
+            raise
+        except Exception:  # aiohttp answers 500
+            if record is not None:
+                record(request, method, http.SERVER_ERROR, started)
+            raise
         finally:
             current.reset(token)
             if upload:
                 uploads.dec()
+        if record is not None:
+            if type(response) is file_response and not response.prepared:
+                http.record_when_sent(record, request, method, response, started)  # aiohttp sends the file
+            else:
+                record(request, method, response, started)
+        return response
 
     return observe
 
@@ -76,7 +99,8 @@ def observe_middleware(*, metrics_on: bool) -> Any:
 async def _traced(request: web.Request, handler: Handler) -> web.StreamResponse:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    from .logs import route_of, safe_path
+    from .http import route_of
+    from .logs import safe_path
 
     route = route_of(request)
     attributes = {
@@ -110,7 +134,7 @@ def instrument(app: web.Application, config: Any, driver_key: Any, url_for: Call
     from ..events import build as build_events
 
     on = metrics_enabled(config)
-    app.middlewares.insert(0, observe_middleware(metrics_on=on))
+    app.middlewares.insert(0, observe_middleware(metrics_on=on, access_on=not config.log.accesslog_disabled))
     app.on_response_prepare.append(_request_id_header)
     health = Health()
     app[HEALTH_KEY] = health

@@ -13,14 +13,13 @@ is a span (a child of the request's span). Attributes the store probes with ``ge
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import AsyncIterator
 from typing import Any
 
 from drivers.base import FileInfo, FileWriter, PathNotFound, StorageDriver
 
 from . import tracing
-from .metrics import METRICS
+from .metrics import FOLD_AT, METRICS
 
 _perf = time.perf_counter
 
@@ -60,11 +59,12 @@ def _failed(driver: str, action: str, exc: BaseException) -> None:
 
 def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
     """``call`` (a backend method taking one path) timed into ``hist`` under ``(driver, action)``:
-    a closure over everything it touches (no attribute look-ups per call), the histogram's
-    ``observe`` inline. The store makes several of these calls per request."""
+    a closure over everything it touches (no attribute look-ups per call) that appends the
+    latency to the histogram's raw values (:meth:`~.metrics.Histogram.samples`). The store makes
+    several of these calls per request."""
     key = (driver, action)
-    values, new, buckets = hist.values, hist.new, hist.buckets  # values is cleared in place, never replaced
-    first = buckets[0]  # most small calls fall here: one comparison instead of a bisection
+    samples = hist.samples(key)
+    append, fold = samples.append, hist.fold
 
     async def timed(path: str) -> Any:
         start = _perf()
@@ -74,10 +74,9 @@ def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
             _failed(driver, action, exc)
             raise
         finally:
-            elapsed = _perf() - start
-            series = values.get(key) or new(key)
-            series[0 if elapsed <= first else bisect_left(buckets, elapsed)] += 1
-            series[-1] += elapsed
+            append(_perf() - start)
+            if len(samples) >= FOLD_AT:
+                fold(key)
 
     timed.__name__ = timed.__qualname__ = action
     return timed
