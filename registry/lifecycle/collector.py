@@ -369,19 +369,19 @@ class Collector:
 
     # --- blobs -------------------------------------------------------------------------------
     async def _sweep_blobs(self, inv: Inventory, marked: set[Digest]) -> None:
+        candidates = [d for d, blob in inv.blobs.items() if d not in marked and blob.data is not None]
+        wanted = set(candidates)
         links: dict[Digest, list[FileInfo]] = {}
         linked_in: dict[Digest, list[Repository]] = {}
         repo_names: dict[Digest, set[str]] = {}
         for name, repo in inv.repositories.items():
-            for d, info in repo.layers.items():
-                links.setdefault(d, []).append(info)
-                linked_in.setdefault(d, []).append(repo)
-                repo_names.setdefault(d, set()).add(name)
-            for d, info in repo.revisions.items():  # a manifest's blob is "linked" by its revisions
-                links.setdefault(d, []).append(info)
-                repo_names.setdefault(d, set()).add(name)
+            for group, is_layer in ((repo.layers, True), (repo.revisions, False)):  # a revision "links" its blob
+                for d in wanted.intersection(group):
+                    links.setdefault(d, []).append(group[d])
+                    repo_names.setdefault(d, set()).add(name)
+                    if is_layer:
+                        linked_in.setdefault(d, []).append(repo)
         if inv.partial:  # only the candidates' directories are listed, and online their links' times read
-            candidates = [d for d, blob in inv.blobs.items() if d not in marked and blob.data is not None]
             await complete_blobs(self.driver, inv, candidates)
             if self._cutoff is not None:
                 got = await details(self.driver, [i for d in candidates for i in links.get(d, ())])
@@ -389,8 +389,9 @@ class Collector:
                     if d in links:
                         links[d] = [got[i.path] for i in links[d] if i.path in got]
         items: list[_Item] = []
-        for d, blob in inv.blobs.items():
-            if d in marked or blob.data is None:
+        for d in candidates:
+            blob = inv.blobs[d]
+            if blob.data is None:
                 continue
             blob_links = links.get(d, [])
             if self._cutoff is not None and (

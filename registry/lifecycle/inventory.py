@@ -167,6 +167,16 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     blobs: dict[Digest, Blob] = {}
     stray = 0
     bw, rw = _Walk(), _Walk()  # blobs/ and repositories/: walked side by side
+    #: encoded digest -> its one Digest (a layer is named by its blob and many repositories' links)
+    interned: dict[str, Digest] = {}
+
+    def digest(alg: str, enc: str) -> Digest | None:
+        d = interned.get(enc)
+        if d is None or d.algorithm != alg:
+            d = paths.digest_of(alg, enc)
+            if d is not None:
+                interned[enc] = d
+        return d
 
     def blob_prefixes(alg: str) -> _Handler:
         def on(names: list[str]) -> None:
@@ -179,7 +189,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
         def on(names: list[str]) -> None:
             nonlocal stray
             for enc in names:
-                d = paths.digest_of(alg, enc)
+                d = digest(alg, enc)
                 if d is None or enc[:2] != prefix:
                     stray += 1
                     continue
@@ -232,7 +242,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     def layer_links(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for enc in names:
-                d = paths.digest_of(alg, enc)
+                d = digest(alg, enc)
                 if d is not None:
                     repo.layers[d] = FileInfo(paths.layer_link(repo.name, d), 0, None, False)
         return on
@@ -240,7 +250,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     def revision_links(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for enc in names:
-                d = paths.digest_of(alg, enc)
+                d = digest(alg, enc)
                 if d is not None:
                     rw.to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
         return on
@@ -257,7 +267,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     def tag_history(repo: Repository, tag: str, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for enc in names:
-                d = paths.digest_of(alg, enc)
+                d = digest(alg, enc)
                 if d is not None:
                     info = FileInfo(paths.tag_index_link(repo.name, tag, d), 0, None, False)
                     repo.tag_index.setdefault(d, []).append((tag, info))
@@ -266,7 +276,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     def reverse_dirs(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for enc in names:
-                d = paths.digest_of(alg, enc)
+                d = digest(alg, enc)
                 if d is not None:
                     base = paths.digest_tags_dir(repo.name, d)
                     rw.next[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
@@ -276,7 +286,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
     def subjects(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for enc in names:
-                subject = paths.digest_of(alg, enc)
+                subject = digest(alg, enc)
                 if subject is not None:
                     rw.next[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
         return on
@@ -285,7 +295,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
         def on(names: list[str]) -> None:
             for entry in names:
                 referrer_alg, _, enc = entry.partition("-")
-                d = paths.digest_of(referrer_alg, enc)
+                d = digest(referrer_alg, enc)
                 if d is not None:
                     info = FileInfo(paths.referrer_entry(repo.name, subject, d), 0, None, False)
                     repo.referrer_entries.setdefault(d, []).append(info)
