@@ -129,6 +129,30 @@ def test_killed_and_surviving_mutants_are_counted_and_the_tree_is_untouched(
     assert _snapshot(tree) == before  # no __pycache__, .pytest_cache, .hypothesis or edits
 
 
+def test_module_level_code_of_a_lazily_imported_module_is_run_by_every_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first test imports the module (and runs its module-level line); only the second test
+    tells its constant's mutant apart: the mutant must run both, or it survives unseen."""
+    (tmp_path / "lazymod.py").write_text("LIMIT = 10\n\n\ndef under(n):\n    return n < LIMIT\n")
+    (tmp_path / "test_lazy.py").write_text(textwrap.dedent('''\
+        def test_first_importer():
+            from lazymod import under
+            assert under(3)
+
+
+        def test_later_user():
+            from lazymod import under
+            assert not under(10)
+        '''))
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.mutation.targets.lazy]\nsources = ["lazymod.py"]\ntests = ["test_lazy.py"]\n')
+    mutation.main(["--root", str(tmp_path), "--file", "lazymod.py:1", "--jobs", "1"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("lazy "))
+    assert row.split()[1:7] == ["1", "0", "0", "0", "0", "1"], out  # 10 -> 11 killed by the later test
+
+
 def test_a_failing_baseline_aborts(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tree / "test_tiny.py").write_text(TESTS + "\n\ndef test_broken():\n    assert False\n")
     assert mutation.main(["--root", str(tree), "--file", "tinymod.py:11"]) == 2

@@ -73,7 +73,10 @@ class Coverage:
 
     def _local(self, frame: Any, event: str, arg: Any) -> Any:
         if event == "line":
-            self.lines.setdefault(self.current, set()).add((frame.f_code.co_filename, frame.f_lineno))
+            # module-level code counts as collection's even when a test runs it: a module imported
+            # lazily runs it in the first test that needs it, and every later test uses what it made
+            who = self.COLLECTION if frame.f_code.co_name == "<module>" else self.current
+            self.lines.setdefault(who, set()).add((frame.f_code.co_filename, frame.f_lineno))
         return self._local
 
     def start(self) -> None:
