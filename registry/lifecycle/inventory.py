@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from drivers.base import FileInfo, PathNotFound, StorageDriver
 
@@ -178,6 +178,13 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                 interned[enc] = d
         return d
 
+    def digests(alg: str, names: list[str]) -> Iterator[Digest]:
+        """The valid digests among directory names (others are not the layout's: skipped)."""
+        for enc in names:
+            d = digest(alg, enc)
+            if d is not None:
+                yield d
+
     def blob_prefixes(alg: str) -> _Handler:
         def on(names: list[str]) -> None:
             for prefix in names:
@@ -209,7 +216,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
         """A directory below repositories/: a repository when it holds ``_``-prefixed areas;
         its other children may be (or hold) nested repositories."""
         def on(names: list[str]) -> None:
-            areas = [n for n in names if n.startswith("_")]
+            areas = [n for n in names if paths.is_repository_area(n)]
             if name and areas:
                 repo = repositories[name] = Repository(name)
                 for area in areas:
@@ -217,7 +224,7 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
                     if handler is not None:
                         rw.next[paths.repo_area(name, area)] = handler
             for child in names:
-                if not child.startswith("_"):
+                if not paths.is_repository_area(child):
                     rw.next[f"{directory}/{child}"] = namespace(f"{name}/{child}" if name else child, f"{directory}/{child}")
         return on
 
@@ -241,18 +248,14 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
 
     def layer_links(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
-            for enc in names:
-                d = digest(alg, enc)
-                if d is not None:
-                    repo.layers[d] = FileInfo(paths.layer_link(repo.name, d), 0, None, False)
+            for d in digests(alg, names):
+                repo.layers[d] = FileInfo(paths.layer_link(repo.name, d), 0, None, False)
         return on
 
     def revision_links(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
-            for enc in names:
-                d = digest(alg, enc)
-                if d is not None:
-                    rw.to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
+            for d in digests(alg, names):
+                rw.to_stat[paths.revision_link(repo.name, d)] = lambda info, _d=d: _file(repo.revisions, _d, info)
         return on
 
     def tags(repo: Repository) -> _Handler:
@@ -266,29 +269,23 @@ async def _scan_names(driver: StorageDriver, on_files: Callable[[int], None] | N
 
     def tag_history(repo: Repository, tag: str, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
-            for enc in names:
-                d = digest(alg, enc)
-                if d is not None:
-                    info = FileInfo(paths.tag_index_link(repo.name, tag, d), 0, None, False)
-                    repo.tag_index.setdefault(d, []).append((tag, info))
+            for d in digests(alg, names):
+                info = FileInfo(paths.tag_index_link(repo.name, tag, d), 0, None, False)
+                repo.tag_index.setdefault(d, []).append((tag, info))
         return on
 
     def reverse_dirs(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
-            for enc in names:
-                d = digest(alg, enc)
-                if d is not None:
-                    base = paths.digest_tags_dir(repo.name, d)
-                    rw.next[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
-                        FileInfo(f"{_b}/{e}", 0, None, False) for e in entries)
+            for d in digests(alg, names):
+                base = paths.digest_tags_dir(repo.name, d)
+                rw.next[base] = lambda entries, _d=d, _b=base: repo.reverse.setdefault(_d, []).extend(
+                    FileInfo(f"{_b}/{e}", 0, None, False) for e in entries)
         return on
 
     def subjects(repo: Repository, alg: str) -> _Handler:
         def on(names: list[str]) -> None:
-            for enc in names:
-                subject = digest(alg, enc)
-                if subject is not None:
-                    rw.next[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
+            for subject in digests(alg, names):
+                rw.next[paths.referrers_dir(repo.name, subject)] = referrer_entries(repo, subject)
         return on
 
     def referrer_entries(repo: Repository, subject: Digest) -> _Handler:

@@ -261,7 +261,6 @@ def instance_heartbeat(instance_id: str) -> str:
 #: a repository's own directories (a child of a repository directory not named so is a nested one)
 LAYERS_AREA = "_layers"
 MANIFESTS_AREA = "_manifests"
-UPLOADS_AREA = "_uploads"
 TAGSBYDIGEST_AREA = "_tagsbydigest"
 REFERRERS_AREA = "_referrers"
 
@@ -288,11 +287,6 @@ def layers_root(name: str, algorithm: str) -> str:
 def revisions_root(name: str) -> str:
     """Its children are the digest algorithms of :func:`revisions_dir`."""
     return f"{repo(name)}/_manifests/revisions"
-
-
-def revision_dir(name: str, d: Digest) -> str:
-    """The revision link and, for a signed schema 1 manifest, its signed bytes."""
-    return f"{repo(name)}/_manifests/revisions/{d.algorithm}/{d.hex}"
 
 
 def tag_index_root(name: str, tag: str, algorithm: str) -> str:
