@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 _RESPONSE = web.Response
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: the methods whose requests carry a body (uploads among them)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 #: route object -> its label and the label's key tuple (one lookup per request)
 _ROUTES: dict[Any, tuple[str, tuple[str]]] = {}
@@ -102,7 +103,7 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
             values.append(elapsed)
             if len(values) >= fold_at:
                 fold(key)
-            if method in _BODY_METHODS and request.body_exists:
+            if method in BODY_METHODS and request.body_exists:
                 received = request.content.total_bytes
                 if received:
                     received_inc(route_key, received)

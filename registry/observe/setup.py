@@ -29,7 +29,6 @@ HEALTH_KEY: web.AppKey[Health] = web.AppKey("registry.health", Health)
 NOTIFIER_KEY: web.AppKey[Any] = web.AppKey("registry.notifier", object)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_UPLOAD_METHODS = frozenset({"PATCH", "PUT", "POST"})
 
 
 def metrics_enabled(config: Any) -> bool:
@@ -55,6 +54,7 @@ def observe_middleware(*, metrics_on: bool, access_on: bool = False) -> Any:
     clock = time.perf_counter
     record = http.request_recorder() if metrics_on else None
     file_response = web.FileResponse
+    body_methods = http.BODY_METHODS
     timed = metrics_on or access_on
 
     @web.middleware
@@ -65,7 +65,7 @@ def observe_middleware(*, metrics_on: bool, access_on: bool = False) -> Any:
         request[key] = new_id(request)
         token = current.set(request)
         method = request.method if metrics_on else ""
-        upload = metrics_on and method in _UPLOAD_METHODS and request.body_exists \
+        upload = metrics_on and method in body_methods and request.body_exists \
             and "/blobs/uploads/" in request.path
         if upload:
             uploads.inc()
