@@ -47,6 +47,17 @@ async def test_one_lease_per_storage_and_expiry(driver: FilesystemDriver) -> Non
     await third.release()
 
 
+async def push_blob(store, data: bytes):  # type: ignore[no-untyped-def]
+    """``data`` pushed whole into units/app (named by no manifest); its digest."""
+    d = parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def body():
+        yield data
+
+    await store.uploads.put_whole("units/app", d, body())
+    return d
+
+
 def dataclasses_replace(info: leases.LeaseInfo, **changes: object) -> leases.LeaseInfo:
     import dataclasses
 
@@ -119,12 +130,7 @@ async def test_every_run_is_counted_by_outcome_and_freed_bytes(driver: Filesyste
 
     store = Store(driver, secret="units")
     orphan = b"no manifest names this blob" * 4
-    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
-
-    async def body():
-        yield orphan
-
-    await store.uploads.put_whole("units/app", d, body())  # pushed, never named by a manifest
+    d = await push_blob(store, orphan)  # pushed, never named by a manifest
 
     def runs(outcome: str) -> float:
         return METRICS.gc_runs.values.get((outcome,), 0)
@@ -174,12 +180,7 @@ async def test_online_collection_starts_at_once_when_no_instance_is_live(driver:
 
     store = Store(driver, secret="units")
     orphan = b"an orphan the early run frees" * 3
-    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
-
-    async def body():
-        yield orphan
-
-    await store.uploads.put_whole("units/app", d, body())
+    d = await push_blob(store, orphan)
     options = GCOptions(online=True, grace=0, refresh=0, barrier_wait=3600)
     progress = _Phases()
     collector = Collector(store, options, progress)  # type: ignore[arg-type]
@@ -187,7 +188,7 @@ async def test_online_collection_starts_at_once_when_no_instance_is_live(driver:
     assert not collector.waited_for_instances and summary.blobs_deleted == 1
     assert not any(p.startswith("waiting for registry instances") for p in progress.phases)
 
-    await store.uploads.put_whole("units/app", d, body())  # pushed again: the storage is in use
+    await push_blob(store, orphan)  # pushed again: the storage is in use
     heartbeat = Heartbeat(driver)
     await heartbeat.ensure_visible(0)  # a serving instance: now it must see the lease first
     waiting = Collector(store, GCOptions(online=True, grace=0, refresh=0, barrier_wait=0.2), _Phases())
@@ -207,12 +208,7 @@ async def test_a_claim_makes_its_instance_live_before_it_observes_no_collection(
 
     store = Store(driver, secret="units")
     layer = b"a layer a racing push names" * 5
-    d = parse_digest("sha256:" + hashlib.sha256(layer).hexdigest())
-
-    async def body():
-        yield layer
-
-    await store.uploads.put_whole("units/app", d, body())  # on the storage, named by nothing yet
+    d = await push_blob(store, layer)  # on the storage, named by nothing yet
     assert await live_instances(driver) == []
     heartbeat = Heartbeat(driver)  # never started: only the claim writes it
     barrier = barriers.Barrier(driver, refresh=15, heartbeat=heartbeat)
@@ -228,12 +224,7 @@ async def test_a_claim_makes_its_instance_live_before_it_observes_no_collection(
     run = asyncio.create_task(collector.run())
     await asyncio.sleep(0.3)  # the use ends within the margin of its claim
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    cd = parse_digest("sha256:" + hashlib.sha256(config).hexdigest())
-
-    async def config_body():
-        yield config
-
-    await store.uploads.put_whole("units/app", cd, config_body())
+    cd = await push_blob(store, config)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(cd), "size": len(config)},
@@ -260,12 +251,7 @@ async def test_a_collector_that_loses_the_lease_while_it_scans_changes_nothing(d
 
     store = Store(driver, secret="units")
     orphan = b"one of two racing collectors frees this" * 3
-    d = parse_digest("sha256:" + hashlib.sha256(orphan).hexdigest())
-
-    async def body():
-        yield orphan
-
-    await store.uploads.put_whole("units/app", d, body())
+    d = await push_blob(store, orphan)
     first = Collector(store, GCOptions(), _Phases())  # type: ignore[arg-type]
     second = Collector(store, GCOptions(), _Phases())  # type: ignore[arg-type]
     real_write = Lease.write
