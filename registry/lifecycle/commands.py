@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ def _run(args: argparse.Namespace, body: Callable[[Config, settings.LifecycleSet
     except (ConfigError, ValueError) as exc:
         print(f"registry: configuration error: {exc}", file=sys.stderr)
         return 1
+    _few_cycle_collections()
     try:
         return asyncio.run(body(config, lifecycle))
     except LeaseHeld as exc:
@@ -112,6 +114,15 @@ def _run(args: argparse.Namespace, body: Callable[[Config, settings.LifecycleSet
     except KeyboardInterrupt:
         print("registry: interrupted; a rerun finishes the work", file=sys.stderr)
         return 130
+
+
+def _few_cycle_collections() -> None:
+    """A one-shot command makes a storage's worth of small, acyclic objects (names, digests, file
+    records): with the default thresholds the cycle collector runs every 700 of them and walks
+    every module object at each full pass (~0.1 s of a 1 s collection). Freeze what the imports
+    made and collect far less often; cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _store(config: Config) -> Any:

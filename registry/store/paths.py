@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..reference import DIGEST_ALGORITHMS, Digest
+from ..reference import Digest, digest_of_parts
 
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
@@ -301,7 +301,7 @@ def referrers_root(name: str, algorithm: str) -> str:
 
 def digest_of(algorithm: str, encoded: str) -> Digest | None:
     """The digest two path components name (``<algorithm>/<encoded>``), or None."""
-    return _digest_of(algorithm, encoded)
+    return digest_of_parts(algorithm, encoded)
 
 
 # --- reading paths back: what a bulk scan of repositories/ and blobs/ finds ------------------------
@@ -327,16 +327,8 @@ class RepositoryFile(NamedTuple):
     upload: str | None = None
 
 
-_HEX = frozenset("0123456789abcdef")
 _REPOSITORIES_PREFIX = REPOSITORIES + "/"
 _BLOBS_PREFIX = f"{ROOT}/blobs/"
-
-
-def _digest_of(algorithm: str, encoded: str) -> Digest | None:
-    """The digest named by two path components (a scan reads thousands: no regex here)."""
-    if DIGEST_ALGORITHMS.get(algorithm) != len(encoded) or not _HEX.issuperset(encoded):
-        return None
-    return Digest(algorithm, encoded)
 
 
 def parse_repository_file(path: str) -> RepositoryFile | None:
@@ -353,30 +345,30 @@ def parse_repository_file(path: str) -> RepositoryFile | None:
     area, n = rest[0], len(rest)
     if area == "layers":
         if n == 4 and rest[3] == "link":
-            d = _digest_of(rest[1], rest[2])
+            d = digest_of_parts(rest[1], rest[2])
             if d is not None:
                 return RepositoryFile(path, repo, "layer", d)
     elif area == "manifests":
         if n == 5 and rest[1] == "revisions" and rest[4] in ("link", "signed"):
-            d = _digest_of(rest[2], rest[3])
+            d = digest_of_parts(rest[2], rest[3])
             if d is not None:
                 return RepositoryFile(path, repo, "revision" if rest[4] == "link" else "signed", d)
         elif n == 5 and rest[1] == "tags" and rest[3] == "current" and rest[4] == "link":
             return RepositoryFile(path, repo, "tag", None, rest[2])
         elif n == 7 and rest[1] == "tags" and rest[3] == "index" and rest[6] == "link":
-            d = _digest_of(rest[4], rest[5])
+            d = digest_of_parts(rest[4], rest[5])
             if d is not None:
                 return RepositoryFile(path, repo, "tag_index", d, rest[2])
     elif area == "tagsbydigest":
         if n == 4:
-            d = _digest_of(rest[1], rest[2])
+            d = digest_of_parts(rest[1], rest[2])
             if d is not None:
                 return RepositoryFile(path, repo, "tagsbydigest", d, None if rest[3] == ".indexed" else rest[3])
     elif area == "referrers":
         if n == 4:
-            subject = _digest_of(rest[1], rest[2])
+            subject = digest_of_parts(rest[1], rest[2])
             alg, _, enc = rest[3].partition("-")
-            referrer = _digest_of(alg, enc)
+            referrer = digest_of_parts(alg, enc)
             if subject is not None and referrer is not None:
                 return RepositoryFile(path, repo, "referrer", referrer, None, subject)
     elif area == "uploads":
@@ -392,7 +384,7 @@ def parse_blob_file(path: str) -> tuple[Digest, str] | None:
     parts = path[len(_BLOBS_PREFIX):].split("/")
     if len(parts) != 4 or parts[2][:2] != parts[1]:
         return None
-    d = _digest_of(parts[0], parts[2])
+    d = digest_of_parts(parts[0], parts[2])
     return (d, parts[3]) if d is not None else None
 
 
