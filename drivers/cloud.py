@@ -13,11 +13,10 @@ parts are the segments of a Static Large Object.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .base import FileWriter, PathNotFound, StorageError, classify
@@ -112,22 +111,22 @@ class ObjectStoreDriver(FsspecDriver):
     commits_atomically = True
     budget: MemoryBudget
 
-    @contextlib.contextmanager
-    def _errors(self, path: str) -> Iterator[None]:
-        try:
-            yield
-        except StorageError as exc:
+    def _translate(self, path: str, exc: BaseException) -> BaseException:
+        """As the generic translation, but secret-free: details are redacted and the SDK
+        exception is not chained (it may carry request details we do not want logged)."""
+        if isinstance(exc, StorageError):
             if exc.detail:
                 exc.detail = redact(exc.detail)
                 exc.args = (exc._text(),)
-            raise
-        except _MISSING:
-            raise PathNotFound(self.name, path) from None
-        except Exception as exc:  # noqa: BLE001 - every backend failure becomes a StorageError
-            if self._is_missing(exc):
-                raise PathNotFound(self.name, path) from None
-            # no chaining: the SDK exception may carry request details we do not want logged
-            raise classify(exc)(self.name, path, redact(f"{type(exc).__name__}: {exc}")) from None
+            return exc
+        if not isinstance(exc, Exception):
+            return exc
+        if isinstance(exc, _MISSING) or self._is_missing(exc):
+            failure: StorageError = PathNotFound(self.name, path)
+        else:
+            failure = classify(exc)(self.name, path, redact(f"{type(exc).__name__}: {exc}"))
+        failure.__suppress_context__ = True  # what ``raise ... from None`` does
+        return failure
 
     def _is_missing(self, exc: Exception) -> bool:
         """Whether an SDK exception means "no such object" (backends extend this)."""

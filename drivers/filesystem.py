@@ -318,7 +318,7 @@ class FilesystemDriver(FsspecDriver):
         """Names only (``os.listdir``, no stat per entry): a tag list of 1000 tags took 90 ms
         through fsspec's detailed listing, 1.5 ms this way. Same rules as the generic list."""
         check_dir(self.name, path)
-        with self._errors(path):
+        with self._errors(path, "list"):
             remembered = self._remembered(path)  # on the loop: one stat and a lookup
             if remembered is not None:
                 return remembered
@@ -386,13 +386,13 @@ class FilesystemDriver(FsspecDriver):
 
     async def stat(self, path: str) -> FileInfo:
         self.check(path)
-        with self._errors(path):
+        with self._errors(path, "stat"):
             return _file_info(path, os.stat(self._key(path)))  # one bounded syscall: inline
 
     async def get_content(self, path: str) -> bytes:
         self.check(path)
         key = self._key(path)
-        with self._errors(path):
+        with self._errors(path, "get_content"):
             data = _read_small(key, _INLINE_READ)
             if data is None:
                 data = await self._run(_read_whole, key)
@@ -401,7 +401,7 @@ class FilesystemDriver(FsspecDriver):
     async def _children(self, path: str) -> list[FileInfo]:
         """One ``os.scandir`` per directory for walk (fsspec's detailed listing is slower)."""
         check_dir(self.name, path)
-        with self._errors(path):
+        with self._errors(path, "list"):
             return await self._run(self._scan, path)
 
     def _scan(self, path: str) -> list[FileInfo]:

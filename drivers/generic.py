@@ -37,6 +37,7 @@ import contextlib
 import datetime as dt
 import functools
 import posixpath
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -59,6 +60,8 @@ from .base import (
 )
 
 T = TypeVar("T")
+
+_perf = time.perf_counter
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
@@ -257,6 +260,7 @@ class FsspecDriver(StorageDriver):
     read_block = 8 << 20
     #: the default writer's class (over a synchronous file object)
     file_writer: type[FileObjectWriter] = FileObjectWriter
+    times_own_calls = True
 
     def __init__(self, fs: AbstractFileSystem, root: str, *, executor: Executor | None = None) -> None:
         self.fs = fs
@@ -286,16 +290,39 @@ class FsspecDriver(StorageDriver):
         return await self._run(getattr(self.fs, method), *args, **kwargs)
 
     @contextlib.contextmanager
-    def _errors(self, path: str) -> Iterator[None]:
-        """Translate backend exceptions into typed errors naming this driver."""
+    def _errors(self, path: str, action: str | None = None) -> Iterator[None]:
+        """Translate backend exceptions into typed errors naming this driver (:meth:`_translate`);
+        with ``action`` (one of :data:`~.base.OWN_TIMED`), also time the call into
+        :attr:`timings` when a metering decorator set them."""
+        timings = self.timings if action is not None else None
+        start = _perf() if timings is not None else 0.0
         try:
             yield
-        except StorageError:
-            raise
-        except _MISSING as exc:
-            raise PathNotFound(self.name, path) from exc
-        except Exception as exc:  # noqa: BLE001 - every backend failure becomes a StorageError
-            raise classify(exc)(self.name, path, f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            failure = self._translate(path, exc)
+            if timings is not None:
+                timings.failed(action, failure)  # type: ignore[arg-type]
+            if failure is exc:
+                raise
+            raise failure
+        finally:
+            if timings is not None:
+                values = timings.samples[action]  # type: ignore[index]
+                values.append(_perf() - start)
+                if len(values) >= timings.limit:
+                    timings.full(action)  # type: ignore[arg-type]
+
+    def _translate(self, path: str, exc: BaseException) -> BaseException:
+        """The typed error to raise for ``exc`` (``exc`` itself when it already is one, or is
+        not an error: cancellation); the original is its cause."""
+        if isinstance(exc, StorageError) or not isinstance(exc, Exception):
+            return exc
+        if isinstance(exc, _MISSING):
+            failure: StorageError = PathNotFound(self.name, path)
+        else:  # every backend failure becomes a StorageError
+            failure = classify(exc)(self.name, path, f"{type(exc).__name__}: {exc}")
+        failure.__cause__ = exc
+        return failure
 
     async def _info(self, path: str) -> dict[str, Any]:
         with self._errors(path):
@@ -328,7 +355,7 @@ class FsspecDriver(StorageDriver):
     # -- the contract ------------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
         self.check(path)
-        with self._errors(path):
+        with self._errors(path, "get_content"):
             return bytes(await self._call("cat_file", self._key(path)))
 
     async def put_content(self, path: str, data: bytes) -> None:
@@ -382,7 +409,9 @@ class FsspecDriver(StorageDriver):
 
     async def stat(self, path: str) -> FileInfo:
         self.check(path)
-        return self._file_info(path, await self._info(path))
+        with self._errors(path, "stat"):
+            entry = await self._call("info", self._key(path))
+        return self._file_info(path, entry)
 
     async def list(self, path: str) -> list[str]:
         return [info.path for info in await self._children(path)]
@@ -391,7 +420,7 @@ class FsspecDriver(StorageDriver):
         check_dir(self.name, path)
         key = self._key(path)
         try:
-            with self._errors(path):
+            with self._errors(path, "list"):
                 entries = await self._call("ls", key, detail=True)
         except PathNotFound:
             if path == "/":

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.base import FileInfo, FileWriter, PathNotFound, StorageDriver
+from drivers.base import OWN_TIMED, CallTimings, FileInfo, FileWriter, PathNotFound, StorageDriver
 
 from . import tracing
 from .metrics import FOLD_AT, METRICS
@@ -82,10 +82,19 @@ def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
     return timed
 
 
+def _timings(hist: Any, driver: str) -> CallTimings:
+    """What a backend that times its own calls records into: the histogram's raw-value lists."""
+    return CallTimings({action: hist.samples((driver, action)) for action in OWN_TIMED}, FOLD_AT,
+                       lambda action: hist.fold((driver, action)),
+                       lambda action, exc: _failed(driver, action, exc))
+
+
 class MeteredDriver(StorageDriver):
-    """The hot calls (``get_content``, ``stat``, ``list``: several per request) are closures set
-    on the instance by :func:`_timed` (no context manager object, no attribute look-ups per call);
-    with tracing on every call goes through :class:`_Call` for its span."""
+    """The hot calls (``get_content``, ``stat``, ``list``: several per request) are the backend's
+    own methods when it times them itself (:attr:`~drivers.base.StorageDriver.times_own_calls`:
+    every fsspec backend, into the :class:`~drivers.base.CallTimings` set on it here), else
+    closures set on the instance by :func:`_timed`; with tracing on every call goes through
+    :class:`_Call` for its span."""
 
     def __init__(self, inner: StorageDriver) -> None:
         self.inner = inner
@@ -96,9 +105,16 @@ class MeteredDriver(StorageDriver):
         self._traced = tracing.TRACER is not None
         if not self._traced:  # instance attributes: they shadow the traced methods below
             hist = METRICS.storage_seconds
-            self.get_content = _timed(inner.get_content, hist, self.name, "get_content")  # type: ignore[method-assign]
-            self.stat = _timed(inner.stat, hist, self.name, "stat")  # type: ignore[method-assign]
-            self.list = _timed(inner.list, hist, self.name, "list")  # type: ignore[method-assign]
+            if inner.times_own_calls:  # the backend times them: its own methods, no wrapper
+                inner.timings = _timings(hist, self.name)
+                self.get_content = inner.get_content  # type: ignore[method-assign]
+                self.stat = inner.stat  # type: ignore[method-assign]
+                self.list = inner.list  # type: ignore[method-assign]
+                self._children = inner._children  # type: ignore[method-assign]
+            else:
+                self.get_content = _timed(inner.get_content, hist, self.name, "get_content")  # type: ignore[method-assign]
+                self.stat = _timed(inner.stat, hist, self.name, "stat")  # type: ignore[method-assign]
+                self.list = _timed(inner.list, hist, self.name, "list")  # type: ignore[method-assign]
         self._key_put_content = (self.name, "put_content")
         self.cheap_listing = inner.cheap_listing
 
