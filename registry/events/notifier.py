@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..observe import context as request_context
 from ..observe.context import CURRENT, new_request_id
-from ..observe.metrics import METRICS
+from ..observe.metrics import FOLD_AT, METRICS
 from . import model
 from .config import EndpointConfig, NotificationsConfig
 
@@ -50,7 +50,7 @@ class Notifier:
         self.include_references = self.config.include_references
         #: whether emits do anything (the store skips the call otherwise)
         self.active = bool(self.endpoints) or metrics
-        self._pull_counts = METRICS.pulls.values
+        self._manifest_pulls = METRICS.pulls.tally(("manifest",))
         self._pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -77,13 +77,15 @@ class Notifier:
                         size=manifest.size, tag=tag, manifest=manifest)
 
     def manifest_pulled(self, repo: str, stored: Any, tag: str | None) -> Awaitable[None] | None:
-        """Not a coroutine: without endpoints (the hot path of a manifest GET) it only counts and
-        returns None; else the awaitable that queues the event."""
+        """A GET of a manifest (``ManifestStore.get``; a HEAD goes through ``find``, in the
+        pull-through cache too). Not a coroutine: without endpoints (the hot path of a manifest
+        GET) it only counts and returns None; else the awaitable that queues the event."""
         if not self.endpoints:
-            request = CURRENT.get()
-            if self.metrics and (request is None or request.method != "HEAD"):
-                key = ("manifest", stored.media_type)
-                self._pull_counts[key] = self._pull_counts.get(key, 0) + 1
+            if self.metrics:
+                pulls = self._manifest_pulls
+                pulls.append(stored.media_type)
+                if len(pulls) >= FOLD_AT:
+                    METRICS.pulls.fold_tally(("manifest",))
             return None
         return self.emit("pull", "manifest", repo, media_type=stored.media_type, digest=str(stored.digest),
                         size=len(stored.body), tag=tag, body=stored.body)

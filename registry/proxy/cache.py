@@ -186,11 +186,15 @@ class ProxyCache:
 
     # --- manifests --------------------------------------------------------------------------------
 
-    async def get_manifest(self, route: Route, repo: str, ref: str | Digest) -> "StoredManifest":
+    async def get_manifest(self, route: Route, repo: str, ref: str | Digest, *,
+                           head: bool = False) -> "StoredManifest":
+        """The manifest, from the cache when it is fresh; ``head``: for a HEAD, which the store
+        answers through ``find`` (not a pull, and kept from a running collection)."""
         manifests = self.manifests
+        load = manifests.find if head else manifests.get
         if isinstance(ref, Digest):
             try:
-                stored = await manifests.get(repo, ref)
+                stored = await load(repo, ref)
                 status.note("HIT")
                 return stored
             except RegistryError as err:
@@ -201,16 +205,16 @@ class ProxyCache:
             except UpstreamError as exc:
                 raise self.error_for(exc, "manifest", ref) from None
             status.note("MISS")
-            return await manifests.get(repo, ref)
+            return await load(repo, ref)
         tag = ref
         local = await self.tags.current(repo, tag)
         if self.readonly:  # the cached copy as it is, however old
-            stored = await manifests.get(repo, tag)
+            stored = await load(repo, tag)
             status.note("HIT")
             return stored
         if local is not None and await self._fresh(route.upstream.config, repo, tag, local):
             try:
-                stored = await manifests.get(repo, tag)
+                stored = await load(repo, tag)
                 status.note("HIT")
                 return stored
             except RegistryError as err:
@@ -222,7 +226,7 @@ class ProxyCache:
         except UpstreamError as exc:
             if local is not None and exc.kind != "notfound":
                 try:
-                    stored = await manifests.get(repo, tag)
+                    stored = await load(repo, tag)
                 except RegistryError:
                     raise self.error_for(exc, "manifest", tag) from None
                 self._log_stale(route.upstream.config, repo, tag, exc)
@@ -230,7 +234,7 @@ class ProxyCache:
                 return stored
             raise self.error_for(exc, "manifest", tag) from None
         status.note(outcome)
-        return await manifests.get(repo, tag)
+        return await load(repo, tag)
 
     async def _revalidate(self, route: Route, repo: str, tag: str, local: Digest | None) -> str:
         """Bring ``repo:tag`` up to date with the upstream; the cache status it ends in."""

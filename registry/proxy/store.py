@@ -78,7 +78,7 @@ class ProxyManifests(_Wrapper):
         route = self._cache.route(repo)
         if route is None:
             return await self._inner.find(repo, ref)
-        return await self._cache.get_manifest(route, repo, ref)
+        return await self._cache.get_manifest(route, repo, ref, head=True)
 
     async def delete(self, repo: str, ref: str | Digest) -> list[str]:
         removed = await self._inner.delete(repo, ref)
