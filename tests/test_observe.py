@@ -399,16 +399,22 @@ def test_object_store_outage_turns_api_503_and_back(tmp_path: Path) -> None:
         shutil.rmtree(emu.workdir, ignore_errors=True)
 
 
-async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_path: Path) -> None:
-    """The decorator's fast paths (closures for get_content/stat/list, writer bytes counted when the
-    writer ends rather than per write) record what the slow ones did: one sample per call, a
-    failure but not a missing path as an error, each written byte exactly once."""
-    from drivers.base import PathNotFound
+@pytest.mark.parametrize("backend", ["times-its-own-calls", "decorated"])
+async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_path: Path, backend: str) -> None:
+    """The fast paths (get_content/stat/list timed by the backend itself, or by closures around
+    a driver that does not time its calls; writer bytes counted when the writer ends rather than
+    per write) record what the slow ones did: one sample per call, a failure but not a missing
+    path as an error, each written byte exactly once."""
+    from drivers.base import PathNotFound, StorageError
     from drivers.factory import create_driver
+    from faults import FaultyDriver
     from registry.observe.metrics import METRICS
     from registry.observe.storage import MeteredDriver
 
-    driver = MeteredDriver(create_driver("filesystem", {"rootdirectory": str(tmp_path)}))
+    real = create_driver("filesystem", {"rootdirectory": str(tmp_path)})
+    assert real.times_own_calls
+    driver = MeteredDriver(real if backend == "times-its-own-calls" else FaultyDriver(real))
+    assert (real.timings is not None) == (backend == "times-its-own-calls")
     name = driver.name
 
     def calls(action: str) -> int:
@@ -432,6 +438,12 @@ async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_p
     assert calls("get_content") - before["get_content"] == 2
     assert calls("stat") - before["stat"] == 1 and calls("list") - before["list"] == 1
     assert errors("get_content") == errors_before  # a missing path is an answer
+    os.symlink("loop", tmp_path / "a" / "loop")  # ELOOP: a real failure, not a missing path
+    with pytest.raises(StorageError) as failed:
+        await driver.get_content("/a/loop")
+    assert not isinstance(failed.value, PathNotFound)
+    assert errors("get_content") == errors_before + 1 and calls("get_content") - before["get_content"] == 3
+    (tmp_path / "a" / "loop").unlink()
     series = METRICS.storage_seconds.values[(name, "get_content")]
     assert series[-1] > 0 and sum(series[:-1]) >= 2
 
@@ -449,6 +461,33 @@ async def test_metered_driver_times_each_call_and_counts_writer_bytes_once(tmp_p
     assert calls("writer_commit") - before["writer_commit"] == 1
     assert await driver.get_content("/a/blob") == b"x" * 1000 + b"y" * 24 + b"z" * 3000 + b"w" * 76
     await driver.close()
+
+
+def test_counter_tallies_and_amounts_are_counted_when_read_and_stay_bounded() -> None:
+    """A hot path's appends (label values to a tally, numbers to an amounts list) count exactly
+    as inc() would, alongside it; the lists never grow past FOLD_AT when the hot path folds, and
+    a cleared counter keeps counting through the lists hot paths hold."""
+    from registry.observe.metrics import FOLD_AT, Counter
+
+    counter = Counter("test_total", "test", ("kind", "media_type"))
+    pulls = counter.tally(("manifest",))
+    sent = counter.amounts(("blob", "bytes"))
+    pulls.extend(["a", "b", "a"])
+    sent.extend([10, 5])
+    counter.inc(("manifest", "a"), 2)
+    assert counter.values == {("manifest", "a"): 4, ("manifest", "b"): 1, ("blob", "bytes"): 15}
+    assert pulls == [] and sent == []  # counted in place
+    for _ in range(3 * FOLD_AT):
+        pulls.append("c")
+        if len(pulls) >= FOLD_AT:
+            counter.fold_tally(("manifest",))
+        assert len(pulls) < FOLD_AT
+    assert counter.values[("manifest", "c")] == 3 * FOLD_AT
+    assert [["manifest", "b"], 1] in counter.snapshot()
+    counter.clear()
+    assert counter.values == {}
+    sent.append(7)
+    assert counter.values == {("blob", "bytes"): 7}
 
 
 def test_histogram_counts_recorded_values_into_le_buckets_and_stays_bounded() -> None:
@@ -473,3 +512,39 @@ def test_histogram_counts_recorded_values_into_le_buckets_and_stays_bounded() ->
     hot.append(0.01)  # the same list object still feeds the histogram
     assert hist.values[("get",)] == [1, 0, 0, pytest.approx(0.01)]
     assert [["get"], [1, 0, 0, pytest.approx(0.01)]] in hist.snapshot()
+
+
+@pytest.mark.parametrize("backed", [True, False])
+async def test_request_recorder_counts_the_same_through_attributes_or_properties(
+        aiohttp_client, monkeypatch, backed: bool) -> None:
+    """The recorder reads aiohttp's backing attributes (``_status``, ``_body``, ``_route``) when
+    this aiohttp has them, else the public properties: either way, through the real observe
+    middleware, one latency sample under the route's pattern, method and code per request, and
+    the bodies' bytes sent."""
+    from aiohttp import web
+
+    from registry.observe import http
+    from registry.observe.metrics import METRICS
+    from registry.observe.setup import observe_middleware
+
+    assert http._properties_are_backed()  # the aiohttp this project installs: the fast reads run
+    monkeypatch.setattr(http, "_BACKED", backed)
+    label = f"/v2/{{name}}/recorded-{backed}"
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.query.get("answer") == "404":
+            raise web.HTTPNotFound(text="none here")
+        return web.Response(status=201, body=b"12345")
+
+    app = web.Application(middlewares=[observe_middleware(metrics_on=True)])
+    app.router.add_get(label, handler)
+    client = await aiohttp_client(app)
+    for query in ("", "?answer=404", ""):
+        async with client.get(f"/v2/x/recorded-{backed}{query}") as resp:
+            await resp.read()
+
+    def requests(code: int) -> int:
+        return sum(METRICS.http_duration.values.get((label, "GET", code), [0])[:-1])
+
+    assert requests(201) == 2 and requests(404) == 1
+    assert METRICS.http_sent.values[(label,)] == 2 * 5 + len("none here")
