@@ -15,6 +15,12 @@ alternate between the two on every repetition (medians reported); figures: manif
 processes skews least (medians of the per-repetition values). ``--same`` runs two identical
 ``off`` registries: the difference it shows is this machine's noise floor; ``--on metrics`` or
 ``--on json`` turns on one of the two.
+
+``--instructions`` adds the figure that load from other processes cannot move: CPU instructions
+per manifest GET of each server, counted by valgrind's callgrind (Debian package ``valgrind``).
+Both servers run under it with counting off; it is switched on only around ``--instr-ops``
+GETs at ``--concurrency`` clients per server (start-up, tag pushes and warm-up are not counted).
+Callgrind counts user space only; the system calls of a GET are the same in both variants.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -34,7 +42,8 @@ from typing import Any
 
 import yaml
 
-from .compare import Payload, Runner, Target, machine, parse_size, size_label, timed_transfer
+from .client import build_request, run_small_requests
+from .compare import ACCEPT_MANIFESTS, Payload, Runner, Target, machine, parse_size, size_label, timed_transfer
 from .servers import Server, free_port, registry_config
 
 GOAL = 0.97
@@ -95,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="both variants off (an A/A run: the noise floor of this machine)")
     parser.add_argument("--on", default="metrics,json",
                         help="what the on variant turns on: metrics, json (default both; to see each one's share)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count CPU instructions per manifest GET under callgrind (needs valgrind)")
+    parser.add_argument("--instructions-only", action="store_true", help="only the instruction figure")
+    parser.add_argument("--instr-ops", type=int, default=2000, help="GETs counted per server and repetition (default 2000)")
+    parser.add_argument("--instr-reps", type=int, default=2, help="instruction repetitions per server (default 2)")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path, help="also write the JSON result here")
     args = parser.parse_args(argv)
@@ -106,20 +120,122 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _variants(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """(name, on?) of the two servers."""
+    return [("off", False), ("on", not args.same)]
+
+
+def _write_config(args: argparse.Namespace, directory: Path, on: bool, debug_port: int) -> tuple[Path, Path, int]:
+    root = directory / "data"
+    root.mkdir(parents=True)
+    port = free_port()
+    config_path = directory / "config.yml"
+    config_path.write_text(yaml.safe_dump(observed_config(root, port, debug_port if on else None, args.access_log,
+                                                          frozenset(p.strip() for p in args.on.split(",")))))
+    return root, config_path, port
+
+
+def _callgrind_total(dump: Path) -> int:
+    text = dump.read_text(errors="replace")
+    match = re.search(r"^totals: (\d+)", text, re.M)
+    if match is None:
+        raise RuntimeError(f"no instruction total in {dump}")
+    return int(match.group(1))
+
+
+def _await_dump(directory: Path, before: set[Path], name: str, timeout: float = 180.0) -> int:
+    """The instruction total of the dump callgrind writes after ``callgrind_control -d`` (it is
+    written while we look: read once it holds its totals line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for dump in set(directory.glob("callgrind.out.*")) - before:
+            try:
+                return _callgrind_total(dump)
+            except RuntimeError:
+                pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{name}: callgrind wrote no complete dump in {timeout:.0f} s")
+
+
+def count_instructions(args: argparse.Namespace, parent: Path) -> dict[str, Any]:
+    """Instructions per manifest GET of each variant under callgrind (see the module docstring)."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    servers: list[Server] = []
+    per_request: dict[str, list[float]] = {}
+    try:
+        for name, on in _variants(args):
+            directory = parent / f"instr-{name}"
+            root, config_path, port = _write_config(args, directory, on, free_port())
+            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                       f"--callgrind-out-file={directory / 'callgrind.out'}",
+                       sys.executable, "-m", "registry", "serve", str(config_path)]
+            server = Server(name, command, root, port, directory / "server.log")
+            server.start(timeout=600)
+            servers.append(server)
+        targets = [Target(s, args, Payload(1 << 20)) for s in servers]
+        for target in targets:
+            target.prepare_small()
+
+        def get(server: Server, ops: int) -> int:
+            authority = f"{server.host}:{server.port}"
+            requests = [build_request("GET", f"/v2/bench/tags/manifests/t{n:05d}", authority,
+                                      {"Accept": ACCEPT_MANIFESTS}) for n in range(args.tags)]
+            result = run_small_requests(server.host, server.port, lambda n: (requests[n % len(requests)], False, (200,)),
+                                        concurrency=args.concurrency, duration=1e9, max_ops=ops)
+            if result.errors:
+                raise RuntimeError(f"{server.name}: {result.errors} failed GETs")
+            return result.ops
+
+        for server in servers:
+            get(server, 300)  # warm: caches, lazily built routes, first-call paths
+        for rep in range(args.instr_reps):
+            for server in servers:
+                assert server.process is not None
+                pid = str(server.process.pid)
+                directory = server.log_path.parent
+                before = set(directory.glob("callgrind.out.*"))
+                subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+                ops = get(server, args.instr_ops)
+                subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+                subprocess.run(["callgrind_control", "-d", f"rep{rep}", pid], check=True, capture_output=True)
+                total = _await_dump(directory, before, server.name)
+                if total <= 0:
+                    raise RuntimeError(f"{server.name}: callgrind counted no instructions")
+                per_request.setdefault(server.name, []).append(total / ops)
+                print(f"instructions {server.name} rep {rep}: {total / ops / 1000:.1f}k per GET", file=sys.stderr)
+    finally:
+        for server in servers:
+            server.stop()
+    off, on = (min(per_request[name]) for name, _ in _variants(args))
+    return {"unit": "instructions/GET", "off": round(off), "on": round(on),
+            "off_samples": [round(x) for x in per_request["off"]], "on_samples": [round(x) for x in per_request["on"]],
+            "cost_pct": round(100 * (on / off - 1), 2), "ops_per_rep": args.instr_ops, "met": on / off <= 2 - GOAL}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.instructions_only:
+        parent = Path(tempfile.mkdtemp(prefix="registry-obs-bench-", dir=args.workdir))
+        try:
+            entry = count_instructions(args, parent)
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+        print(f"manifest GET instructions: off {entry['off']:,} on {entry['on']:,} ({entry['cost_pct']:+.2f}%, "
+              f"{'ok' if entry['met'] else 'MISS'})")
+        line = json.dumps({"machine": machine(), "figures": {"manifest_get_instructions": entry}},
+                          separators=(",", ":"))
+        if args.json:
+            args.json.write_text(line + "\n")
+        print(line)
+        return 0
     parent = Path(tempfile.mkdtemp(prefix="registry-obs-bench-", dir=args.workdir))
     payload = Payload(args.size)
     servers: list[Server] = []
     debug_port = free_port()
     try:
-        for name, dport in (("off", None), ("on", None if args.same else debug_port)):
-            root = parent / name / "data"
-            root.mkdir(parents=True)
-            port = free_port()
-            config_path = parent / name / "config.yml"
-            config_path.write_text(yaml.safe_dump(observed_config(root, port, dport, args.access_log,
-                                                                    frozenset(p.strip() for p in args.on.split(",")))))
+        for name, on in _variants(args):
+            root, config_path, port = _write_config(args, parent / name, on, debug_port)
             server = Server(name, [sys.executable, "-m", "registry", "serve", str(config_path)], root, port,
                             parent / name / "server.log")
             server.start()
@@ -154,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                 runner.figure(f"push_{size_label(args.size)}", prepare, run, after)
         load_after = os.getloadavg()
         log_lines = sum(1 for _ in open(servers[1].log_path, errors="replace"))
+        for server in servers:
+            server.stop()
+        instructions = count_instructions(args, parent) if args.instructions else None
     finally:
         for server in servers:
             server.stop()
@@ -183,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             entry["cpu_cost_pct"] = round(100 * (entry["on_cpu_ms_per_unit"] / entry["off_cpu_ms_per_unit"] - 1), 1)
             entry["met"] = entry["ratio"] >= GOAL
         figures[key] = entry
+    if instructions is not None:
+        figures["manifest_get_instructions"] = instructions
     result = {
         "machine": machine(),
         "load_average_before": [round(x, 2) for x in load_before],
@@ -195,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{'figure':26} {'unit':6} {'off':>10} {'on':>10} {'ratio':>6} {'goal':>6}  CPU/unit off -> on (cost)")
     for key, e in figures.items():
+        if key == "manifest_get_instructions":
+            print(f"{key:26} {'k':6} {e['off'] / 1000:>10,.1f} {e['on'] / 1000:>10,.1f} "
+                  f"{e['on'] / e['off']:>6.3f} {'ok' if e['met'] else 'MISS':>6}  ({e['cost_pct']:+.2f}% instructions)")
+            continue
         if "ratio" not in e:
             print(f"{key:26} failed: {e}")
             continue
