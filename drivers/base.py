@@ -225,19 +225,16 @@ class ContentWrite:
 class CallTimings:
     """Where a backend that times its own hot calls (:attr:`StorageDriver.times_own_calls`)
     records them, set on it by a metering decorator: one list of latencies per action of
-    :data:`OWN_TIMED` (the backend appends; ``full(action)`` is called when a list holds
-    ``limit`` values, to empty it) and ``failed(action, error)`` for a call that raised.
+    :data:`OWN_TIMED` (the backend appends; the decorator's side empties them) and
+    ``failed(action, error)`` for a call that raised.
 
     Why the backend and not the decorator: a wrapping coroutine around each of a manifest GET's
     three reads cost more CPU than the timing itself (issue 12's 3% budget)."""
 
-    __slots__ = ("samples", "limit", "full", "failed")
+    __slots__ = ("samples", "failed")
 
-    def __init__(self, samples: dict[str, list[float]], limit: int, full: Callable[[str], None],
-                 failed: Callable[[str, BaseException], None]) -> None:
+    def __init__(self, samples: dict[str, list[float]], failed: Callable[[str, BaseException], None]) -> None:
         self.samples = samples
-        self.limit = limit
-        self.full = full
         self.failed = failed
 
 

@@ -307,10 +307,7 @@ class FsspecDriver(StorageDriver):
             raise failure
         finally:
             if timings is not None:
-                values = timings.samples[action]  # type: ignore[index]
-                values.append(_perf() - start)
-                if len(values) >= timings.limit:
-                    timings.full(action)  # type: ignore[arg-type]
+                timings.samples[action].append(_perf() - start)  # type: ignore[index]
 
     def _translate(self, path: str, exc: BaseException) -> BaseException:
         """The typed error to raise for ``exc`` (``exc`` itself when it already is one, or is

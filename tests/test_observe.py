@@ -548,3 +548,28 @@ async def test_request_recorder_counts_the_same_through_attributes_or_properties
 
     assert requests(201) == 2 and requests(404) == 1
     assert METRICS.http_sent.values[(label,)] == 2 * 5 + len("none here")
+
+
+async def test_a_serving_process_counts_appended_values_every_few_seconds() -> None:
+    """The hot paths append without a length check; fold_periodically counts every metric's
+    appended values in place, so the lists stay bounded by time without a scrape."""
+    import asyncio
+
+    from registry.observe.metrics import Metrics
+
+    metrics = Metrics()
+    latencies = metrics.storage_seconds.samples(("filesystem", "stat"))
+    pulls = metrics.pulls.tally(("manifest",))
+    latencies.extend([0.001, 0.002])
+    pulls.extend(["application/vnd.oci.image.manifest.v1+json"] * 3)
+    folding = asyncio.create_task(metrics.fold_periodically(0.01))
+    try:
+        for _ in range(200):
+            if not latencies and not pulls:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        folding.cancel()
+    assert latencies == [] and pulls == []  # counted in place, without anyone reading the values
+    assert sum(metrics.storage_seconds._series[("filesystem", "stat")][:-1]) == 2
+    assert metrics.pulls._counts[("manifest", "application/vnd.oci.image.manifest.v1+json")] == 3

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .metrics import FOLD_AT, METRICS
+from .metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,9 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
     """``record(request, method, response, started)``: the latency sample (from ``started``, a
     ``time.perf_counter()`` value) and the bytes received and sent, under the request's route
     (``method`` is ``request.method``, which the caller has read already)."""
-    durations = METRICS.http_duration  # requests_total is derived from its counts
-    sent_bytes = METRICS.http_sent
     received_inc = METRICS.http_received.inc
     clock = time.perf_counter
     routes = _ROUTES
-    fold_at = FOLD_AT
     response_class = _RESPONSE
     backed = _BACKED
 
@@ -153,9 +150,7 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
             values = by_status.get(status) if by_status is not None else None
             if values is None:
                 values = series.samples(method, status)
-            values.append(elapsed)
-            if len(values) >= fold_at:
-                durations.fold((series.label, method, status))
+            values.append(elapsed)  # counted when read or every FOLD_INTERVAL (metrics.fold_periodically)
             if method in BODY_METHODS and request.body_exists:
                 received = request.content.total_bytes
                 if received:
@@ -167,10 +162,7 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
             else:
                 sent = _body_bytes(method, status, response)
             if sent:
-                amounts = series.sent
-                amounts.append(sent)
-                if len(amounts) >= fold_at:
-                    sent_bytes.fold_amounts(series.key)
+                series.sent.append(sent)
         except Exception:  # noqa: BLE001 - a metric must never break a response
             log.exception("recording the HTTP metrics failed")
 

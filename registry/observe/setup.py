@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -162,7 +164,13 @@ def instrument(app: web.Application, config: Any, driver_key: Any, url_for: Call
         snapshot_server = None
         if on and ROLE.metrics_dir is not None and not ROLE.primary:
             snapshot_server = await metrics.serve_snapshots(ROLE.metrics_dir)
+        # the hot paths append raw values without a length check: count them every few seconds
+        folding = asyncio.create_task(METRICS.fold_periodically()) if on else None
         yield
+        if folding is not None:
+            folding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await folding
         if snapshot_server is not None:
             snapshot_server.close()
         await notifier.close()

@@ -84,8 +84,7 @@ def _timed(call: Any, hist: Any, driver: str, action: str) -> Any:
 
 def _timings(hist: Any, driver: str) -> CallTimings:
     """What a backend that times its own calls records into: the histogram's raw-value lists."""
-    return CallTimings({action: hist.samples((driver, action)) for action in OWN_TIMED}, FOLD_AT,
-                       lambda action: hist.fold((driver, action)),
+    return CallTimings({action: hist.samples((driver, action)) for action in OWN_TIMED},
                        lambda action, exc: _failed(driver, action, exc))
 
 

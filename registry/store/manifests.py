@@ -119,10 +119,12 @@ class ManifestStore:
     async def get(self, repo: str, ref: str | Digest) -> StoredManifest:
         """The manifest a client pulls (the pull event is emitted here)."""
         stored = await self._get(repo, ref)
-        if self.events.active:  # manifest_pulled only counts (returns None) when there are no endpoints
-            queued = self.events.manifest_pulled(repo, stored, None if isinstance(ref, Digest) else ref)
-            if queued is not None:
-                await queued
+        events = self.events
+        count = events.count_manifest_pull
+        if count is not None:  # metrics on, no endpoints: a pull is only counted
+            count(stored.media_type)
+        elif events.active:
+            await events.manifest_pulled(repo, stored, None if isinstance(ref, Digest) else ref)
         return stored
 
     async def find(self, repo: str, ref: str | Digest) -> StoredManifest:
