@@ -64,9 +64,7 @@ class _RouteSeries:
         self.sent = METRICS.http_sent.amounts(self.key)
 
     def samples(self, method: str, status: int) -> list[float]:
-        by_status = self.by_method.get(method)
-        if by_status is None:
-            by_status = self.by_method[method] = {}
+        by_status = self.by_method.setdefault(method, {})
         values = by_status.get(status)
         if values is None:
             values = by_status[status] = METRICS.http_duration.samples((self.label, method, status))
@@ -76,7 +74,7 @@ class _RouteSeries:
 #: route object -> its series (one lookup per request); at most _MAX_ROUTES remembered
 _ROUTES: dict[Any, _RouteSeries] = {}
 _MAX_ROUTES = 1000
-_UNMATCHED: list[_RouteSeries] = []
+_UNMATCHED = _RouteSeries("unmatched")
 
 
 def route_of(request: Any) -> str:
@@ -95,9 +93,7 @@ def _route(request: Any) -> _RouteSeries:
         return known
     resource = getattr(route, "resource", None)
     if resource is None:
-        if not _UNMATCHED:
-            _UNMATCHED.append(_RouteSeries("unmatched"))
-        return _UNMATCHED[0]
+        return _UNMATCHED
     known = _RouteSeries(resource.canonical)
     if len(_ROUTES) < _MAX_ROUTES:
         _ROUTES[route] = known
@@ -118,7 +114,7 @@ def _body_bytes(method: str, status: int, response: Any) -> int:
     if method == "HEAD" or status in (204, 304) or status < 200:
         return 0
     if type(response) is _RESPONSE:
-        body = response.body
+        body = response._body if _BACKED else response.body
         if type(body) is bytes:  # what content_length works out, without its header look-up
             return len(body)
     sent = response.content_length
@@ -132,7 +128,6 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
     received_inc = METRICS.http_received.inc
     clock = time.perf_counter
     routes = _ROUTES
-    response_class = _RESPONSE
     backed = _BACKED
 
     def record(request: Any, method: str, response: Any, started: float) -> None:
@@ -155,12 +150,7 @@ def request_recorder() -> Callable[[Any, str, Any, float], None]:
                 received = request.content.total_bytes
                 if received:
                     received_inc(series.key, received)
-            if type(response) is response_class and method != "HEAD":  # a body in memory: its length
-                body = response._body if backed else response.body
-                sent = len(body) if type(body) is bytes and status >= 200 and status not in (204, 304) \
-                    else _body_bytes(method, status, response)
-            else:
-                sent = _body_bytes(method, status, response)
+            sent = _body_bytes(method, status, response)
             if sent:
                 series.sent.append(sent)
         except Exception:  # noqa: BLE001 - a metric must never break a response

@@ -107,10 +107,7 @@ class Counter(Metric):
     def tally(self, prefix: Labels) -> list[str]:
         """The list a hot path appends a last label value to: each counts one for ``prefix +
         (value,)``. The list is never replaced."""
-        tally = self._tallies.get(prefix)
-        if tally is None:
-            tally = self._tallies[prefix] = []
-        return tally
+        return self._tallies.setdefault(prefix, [])
 
     def fold_tally(self, prefix: Labels) -> None:
         tally = self._tallies[prefix]
@@ -124,10 +121,7 @@ class Counter(Metric):
     def amounts(self, labels: Labels) -> list[float]:
         """The list a hot path appends amounts to add to ``labels`` to: one C call instead of a
         label-tuple hash and two dict operations. The list is never replaced."""
-        amounts = self._amounts.get(labels)
-        if amounts is None:
-            amounts = self._amounts[labels] = []
-        return amounts
+        return self._amounts.setdefault(labels, [])
 
     def fold_amounts(self, labels: Labels) -> None:
         amounts = self._amounts[labels]
@@ -195,10 +189,7 @@ class Histogram(Metric):
 
     def samples(self, labels: Labels) -> list[float]:
         """The list a hot path appends ``labels``' values to."""
-        pending = self.pending.get(labels)
-        if pending is None:
-            pending = self.pending[labels] = []
-        return pending
+        return self.pending.setdefault(labels, [])
 
     def observe(self, labels: Labels, value: float) -> None:
         pending = self.pending.get(labels) or self.samples(labels)
