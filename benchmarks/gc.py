@@ -13,7 +13,10 @@ who goes first on every repetition:
   collector skips its barrier wait;
 - ours online beside a live instance (``online_live``): the same, on a copy holding a fresh
   instance heartbeat, so the figure includes the fixed wait of
-  ``registry.lifecycle.barrier.BARRIER_WAIT`` seconds that lets serving instances see the lease.
+  ``registry.lifecycle.barrier.BARRIER_WAIT`` seconds that lets serving instances see the lease;
+- the floor (``benchmarks/gc_floor.py``): not a collector but the least a Python process does to
+  delete the same files (listings, manifest reads and deletes only; no config, lease or checks),
+  so its ratio bounds what any collector in Python can reach on this machine.
 
 Each figure is the wall time of the whole process (start-up included), median over repetitions;
 the 1-minute load average is recorded at the start and after each mode (a shared machine's other
@@ -54,7 +57,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 #: who runs on a copy of the root, in this order (reversed every other repetition)
-COLLECTORS = ("reference", "offline", "online", "online_live")
+COLLECTORS = ("reference", "offline", "online", "online_live", "floor")
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                     cfg.write_text(yaml.safe_dump(config_for(root)))
                     if who == "reference":
                         cmd = [reference, "garbage-collect", *flag, str(cfg)]
+                    elif who == "floor":
+                        cmd = [sys.executable, str(REPO_ROOT / "benchmarks" / "gc_floor.py"), str(root), *flag]
                     else:
                         extra = ["--offline"] if who == "offline" else ["--online", "--grace", "0s"]
                         cmd = [sys.executable, "-m", "registry", "garbage-collect", *extra, *flag, "-q", "--json",
@@ -226,11 +231,13 @@ def main(argv: list[str] | None = None) -> int:
                 "deleted": deleted, "seconds": med, "all_seconds": times, "loadavg_end": list(os.getloadavg()),
                 "ratio_offline": med["reference"] / med["offline"], "ratio_online": med["reference"] / med["online"],
                 "ratio_online_live": med["reference"] / med["online_live"],
+                "ratio_floor": med["reference"] / med["floor"],
             }  # fmt: skip
             print(f"{mode:>9}: deleted {deleted}; reference {med['reference']:.2f}s, ours offline {med['offline']:.2f}s "
                   f"({med['reference'] / med['offline']:.2f}x), ours online {med['online']:.2f}s "
                   f"({med['reference'] / med['online']:.2f}x), beside a live instance {med['online_live']:.2f}s "
-                  f"({med['reference'] / med['online_live']:.2f}x); load average {os.getloadavg()[0]:.2f} on "
+                  f"({med['reference'] / med['online_live']:.2f}x), the floor {med['floor']:.2f}s "
+                  f"({med['reference'] / med['floor']:.2f}x); load average {os.getloadavg()[0]:.2f} on "
                   f"{os.cpu_count()} CPUs", file=sys.stderr)
         line = json.dumps(result, sort_keys=True)
         if args.json:

@@ -30,7 +30,8 @@ def test_gc_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for mode, figure in result["figures"].items():
         assert figure["deleted"]["blobs"] > 0, mode
         assert (figure["deleted"]["manifests"] > 0) == (mode == "untagged"), figure
-        for who in ("reference", "offline", "online", "online_live"):
+        for who in ("reference", "offline", "online", "online_live", "floor"):
             assert figure["seconds"][who] > 0
         assert figure["ratio_offline"] > 0 and figure["ratio_online"] > 0 and figure["ratio_online_live"] > 0
+        assert figure["ratio_floor"] > 0
     assert "2.8" in result["reference"]
