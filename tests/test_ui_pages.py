@@ -295,6 +295,27 @@ async def test_pull_commands_use_the_registry_address(aiohttp_client: Any) -> No
     assert "--tls-verify=false" not in page
 
 
+async def test_viewing_a_manifest_is_not_a_pull(aiohttp_client: Any) -> None:
+    """The UI reads manifests as the registry itself: a page view is neither counted nor notified
+    as a pull (registry_pulls_total), where a client's GET of the same manifest is."""
+    from registry.observe.metrics import METRICS
+
+    client, store = await _app(aiohttp_client, http={"debug": {"addr": "127.0.0.1:0", "prometheus": {"enabled": True}}})
+    await store_image(store, "team/app", "v1")
+
+    def manifest_pulls() -> float:
+        return sum(v for labels, v in METRICS.pulls.values.items() if labels[0] == "manifest")
+
+    before = manifest_pulls()
+    for page in ("/ui/r/team/app", "/ui/r/team/app/-/manifest/v1"):
+        r = await client.get(page)
+        assert r.status == 200, page
+    assert manifest_pulls() == before
+    r = await client.get("/v2/team/app/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status == 200
+    assert manifest_pulls() == before + 1
+
+
 async def test_tags_sort_filter_and_pages(aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from registry.ui import handlers
 

@@ -118,7 +118,7 @@ class ManifestStore:
 
     async def get(self, repo: str, ref: str | Digest) -> StoredManifest:
         """The manifest a client pulls (the pull event is emitted here)."""
-        stored = await self._get(repo, ref)
+        stored = await self.read(repo, ref)
         events = self.events
         count = events.count_manifest_pull
         if count is not None:  # metrics on, no endpoints: a pull is only counted
@@ -133,11 +133,11 @@ class ManifestStore:
         ``refresh`` (see :meth:`BlobStore.find`)."""
         barrier = self.blobs.barrier
         if barrier is None:
-            return await self._get(repo, ref)
+            return await self.read(repo, ref)
         d = ref if isinstance(ref, Digest) else await self.tags.resolve(repo, ref)
 
         async def use() -> StoredManifest:
-            stored = await self._get(repo, d)
+            stored = await self.read(repo, d)
             link = paths.revision_link(repo, d)
             try:
                 modified = (await self.driver.stat(link)).modified
@@ -150,7 +150,9 @@ class ManifestStore:
 
         return await guarded(barrier, [blob_key(d)], use)
 
-    async def _get(self, repo: str, ref: str | Digest) -> StoredManifest:
+    async def read(self, repo: str, ref: str | Digest) -> StoredManifest:
+        """The manifest as the registry itself reads it (the web UI): checked against its digest,
+        neither counted nor notified as a pull."""
         d = await self.resolve(repo, ref)
         try:
             body = await self._body(d)
@@ -341,7 +343,7 @@ class ManifestStore:
         return removed
 
     async def _delete_digest(self, repo: str, d: Digest) -> list[str]:
-        stored = await self._get(repo, d)
+        stored = await self.read(repo, d)
         if self.immutability is not None and self.immutability.covers_repository(repo):
             await self._check_immutable(repo, None, await self.tags.tags_of(repo, d))
         removed = await self.tags.untag_digest(repo, d)

@@ -163,7 +163,7 @@ class Reader:
     # --- single reads ------------------------------------------------------------------------------
 
     async def manifest(self, repo: str, ref: str | Digest) -> tuple[Digest, mf.Manifest]:
-        stored = await self._bounded(self.store.manifests.get(repo, ref))
+        stored = await self._bounded(self.store.manifests.read(repo, ref))
         return stored.digest, mf.parse_stored(stored.body, str(stored.digest))
 
     async def config(self, repo: str, desc: mf.Descriptor | None) -> tuple[dict[str, Any] | None, str]:
