@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
+from ..manifests.libtrust import libtrust_key_id  # noqa: F401  (the token header's kid, as schema 1's)
+
 PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
 PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
 #: a verification key: a public key, or the bytes of an ``oct`` JWK (HS* only)
@@ -98,13 +100,6 @@ def thumbprint(key: PublicKey) -> str:
     members = {k: jwk[k] for k in required[jwk["kty"]]}
     text = json.dumps(members, separators=(",", ":"), sort_keys=True)
     return _b64url(hashlib.sha256(text.encode()).digest())
-
-
-def libtrust_key_id(key: PublicKey) -> str:
-    """The libtrust key ID (distribution 2.x): base32 of the first 240 bits of SHA-256(SPKI DER)."""
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
-    return ":".join(b32[i : i + 4] for i in range(0, len(b32), 4))
 
 
 def same_key(a: Any, b: Any) -> bool:
