@@ -63,5 +63,4 @@ def main(root: str, untagged: bool) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], "-m" in sys.argv[2:])
-    sys.stdout.flush()
     os._exit(0)  # a bound: no interpreter tear-down
